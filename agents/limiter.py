@@ -1,0 +1,193 @@
+"""The hot path: fetched batches of raw request events in, one decision per event out.
+
+Runs as a task inside the Faust application (see ``streams.app``) but owns its consumer and
+producer, because Faust's per-message delivery caps any agent near 12k events/s (measured; see
+docs/architecture.md). Per fetched batch and partition it decodes raw bytes, calls the pure
+:func:`agents.policy.decide`, appends decisions to one record batch per partition; every
+``flush_interval`` seconds or ``flush_events`` events it writes each touched counter once to the
+changelog, persists RocksDB in one write batch and commits offsets after everything is delivered.
+"""
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+import msgspec
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+
+from agents.intake import EventDecoder, Rejection, dead_letter_value
+from agents.policy import decide
+from agents.rules import Blocklist, LimitBook
+from streams import metrics
+from streams.changelog import restore
+from streams.kafka_io import BatchSender, make_consumer, make_producer
+from streams.settings import Settings
+from streams.state import POSITION_KEY, PartitionStore, encode_position
+
+__all__ = ["Limiter"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, limiter: "Limiter") -> None:
+        self._limiter = limiter
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self._limiter.release([tp.partition for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self._limiter.acquire([tp.partition for tp in assigned])
+
+
+class Limiter:
+    """Decides every request event of the partitions this process is assigned."""
+
+    def __init__(
+        self, settings: Settings, limits: LimitBook, blocklist: Blocklist, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.settings = settings
+        self.limits = limits
+        self.blocklist = blocklist
+        self.clock = clock
+        self.decoder = EventDecoder(settings.max_event_bytes, settings.max_future_skew)
+        self.stores: dict[int, PartitionStore] = {}
+        self.positions: dict[int, int] = {}  # next input offset per partition, not yet flushed
+        self.stats = {"events": 0, "dead_letters": 0, "flushes": 0}
+        self._encode = msgspec.json.Encoder().encode
+        self._since_flush = 0
+        self._last_flush = 0.0
+        self._stopping = asyncio.Event()
+        self.producer = self.consumer = self.restorer = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.producer = make_producer(s)
+        self.consumer = make_consumer(s, group_id=s.limiter_group)
+        self.restorer = make_consumer(s, group_id=None, isolation_level="read_committed")
+        await self.producer.start()
+        await self.restorer.start()
+        await self.consumer.start()
+        self.sender = BatchSender(self.producer)
+        self.consumer.subscribe([s.requests_topic], listener=_Rebalance(self))
+        self._last_flush = time.monotonic()
+
+    async def acquire(self, partitions: list[int]) -> None:
+        """Open and restore the stores of newly assigned partitions, and seek to their positions."""
+        for partition in partitions:
+            store = PartitionStore(self.settings.state_dir, partition)
+            await restore(store, self.restorer, self.producer, self.settings.changelog_topic)
+            self.stores[partition] = store
+            if store.position is not None:
+                self.consumer.seek(TopicPartition(self.settings.requests_topic, partition), store.position)
+        metrics.ASSIGNED.set(len(self.stores))
+        logger.info("assigned partitions %s", sorted(self.stores))
+
+    async def release(self, partitions: list[int]) -> None:
+        """Flush and close the stores of revoked partitions."""
+        await self.flush()
+        for partition in partitions:
+            store = self.stores.pop(partition, None)
+            if store is not None:
+                store.close()
+        metrics.ASSIGNED.set(len(self.stores))
+
+    async def run(self) -> None:
+        """Consume, decide and flush until :meth:`stop` is called."""
+        interval, every = self.settings.flush_interval, self.settings.flush_events
+        while not self._stopping.is_set():
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.fetch_max_records)
+            for tp, records in batches.items():
+                if not records:
+                    continue
+                if tp.partition in self.stores:
+                    await self.process(tp.partition, records)
+                elif tp in self.consumer.assignment():
+                    # Fetched while its state is still being restored: fetch these again later.
+                    self.consumer.seek(tp, records[0].offset)
+            await self.sender.send_all()
+            if self._since_flush >= every or (time.monotonic() - self._last_flush >= interval and self.positions):
+                await self.flush()
+
+    async def process(self, partition: int, records) -> None:
+        """Decide one fetched batch of one partition."""
+        store = self.stores[partition]
+        counters, dirty = store.counters, store.dirty
+        decode, encode, now = self.decoder.decode, self._encode, self.clock()
+        rules_for, blocked_reason = self.limits.rules_for, self.blocklist.reason
+        add, decisions_topic = self.sender.add, self.settings.decisions_topic
+        verdicts = {"allow": 0, "throttle": 0, "block": 0}
+        watermark = store.watermark
+        for record in records:
+            event = decode(record.value, now)
+            if type(event) is Rejection:
+                await self.dead_letter(partition, record, event, now)
+                continue
+            rules = rules_for(event.user_id, event.request_type)
+            before = [counters.get(rule.key) for rule in rules]
+            decision, after = decide(event, rules, before, blocked_reason(event.user_id, event.ip, event.ts), now)
+            for rule, old, new in zip(rules, before, after):
+                if new is not old:
+                    counters[rule.key] = new
+                    dirty.add(rule.key)
+            if event.ts > watermark:
+                watermark = event.ts
+            verdicts[decision.verdict] += 1
+            await add(decisions_topic, partition, event.user_id.encode(), encode(decision))
+        store.watermark = watermark
+        self.positions[partition] = records[-1].offset + 1
+        self._since_flush += len(records)
+        self.stats["events"] += len(records)
+        metrics.EVENTS_IN.inc(len(records))
+        for verdict, n in verdicts.items():
+            metrics.DECISIONS.labels(verdict).inc(n)
+
+    async def dead_letter(self, partition: int, record, rejection: Rejection, now: float) -> None:
+        value = dead_letter_value(record.value, rejection, record.topic, record.partition, record.offset, now)
+        await self.sender.add(self.settings.dead_letter_topic, partition, record.key, value)
+        self.stats["dead_letters"] += 1
+        metrics.DEAD_LETTERS.labels(rejection.reason).inc()
+        logger.info("dead letter at %s[%d]@%d: %s", record.topic, record.partition, record.offset, rejection.reason)
+
+    async def flush(self) -> None:
+        """Changelog (each touched counter once, then a position marker), RocksDB, then offsets."""
+        if not self.positions or self.producer is None:
+            return
+        started = time.monotonic()
+        positions, self.positions = self.positions, {}
+        changelog = self.settings.changelog_topic
+        written: dict[int, dict[bytes, bytes | None]] = {}
+        for partition, position in positions.items():
+            store = self.stores.get(partition)
+            if store is None:
+                continue
+            store.expire()
+            records = written[partition] = store.take_dirty()
+            await self.sender.add_many(changelog, partition, records.items())
+            await self.sender.add(changelog, partition, POSITION_KEY, encode_position(position))
+        ends = await self.sender.wait()
+        for partition, records in written.items():
+            self.stores[partition].write_disk(records, positions[partition], ends[(changelog, partition)])
+        topic = self.settings.requests_topic
+        await self.consumer.commit({TopicPartition(topic, p): o for p, o in positions.items() if p in written})
+        self._since_flush, self._last_flush = 0, time.monotonic()
+        self.stats["flushes"] += 1
+        metrics.FLUSHES.inc()
+        metrics.FLUSH_SECONDS.observe(self._last_flush - started)
+        metrics.COUNTERS.set(sum(len(s.counters) for s in self.stores.values()))
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        """Final flush, then close stores and clients (also on cancellation)."""
+        try:
+            await self.flush()
+        finally:
+            for store in self.stores.values():
+                store.close()
+            self.stores.clear()
+            for client in (self.consumer, self.restorer, self.producer):
+                if client is not None:
+                    await client.stop()

@@ -1,0 +1,171 @@
+"""The decision, as a pure function: counters, rules, blocklist, shadow and event time -> Decision.
+
+Nothing here reads a clock, a topic or a store, so replays and tests are deterministic. The hot path
+(``agents.limiter``) only looks up the inputs, calls :func:`decide` and stores what it returns.
+
+Semantics, in one place:
+
+* Windows are aligned to the epoch: window ``i`` covers ``[i*W, (i+1)*W)`` of event time.
+* A counter counts the requests that were (or, in shadow mode, would have been) allowed. Throttled
+  and blocked requests do not count, so ``retry_after`` is the true time until the next allow.
+* ``fixed``: allow while ``count + 1 <= limit`` in the current window (exact).
+* ``sliding``: the sliding-window counter (as Cloudflare describes it): the previous window's count
+  weighted by its overlap with the trailing window, plus the current count.
+* An event older than the counter's window (out of order within a user) is judged at the start of
+  the counter's current window: counters never move backwards.
+* Every applicable rule must allow. A rule in shadow mode never throttles: the verdict stays
+  ``allow`` with ``shadow=True`` and the reason says what enforcement would have done.
+* A blocklisted user or IP gets ``block`` whatever the counters say, and is not counted.
+"""
+
+import math
+from typing import NamedTuple, Sequence
+
+from schemas.decisions import ALLOW, BLOCK, THROTTLE, Decision
+from schemas.events import RequestEvent
+
+__all__ = ["Counter", "Rule", "Check", "check", "decide", "roll"]
+
+#: Slack for float comparisons; retry_after is rounded up to the millisecond.
+_EPS = 1e-9
+
+
+class Rule(NamedTuple):
+    """One limit that applies to a request; ``key`` names the counter it uses."""
+
+    key: str
+    limit: int
+    window: float
+    algorithm: str = "fixed"
+    shadow: bool = False
+    scope: str = "user"  # "user" or "type": which limit this is, for the decision's reason
+
+
+class Counter(NamedTuple):
+    """The state of one counter: window length, current window index, and allowed counts."""
+
+    window: float
+    index: int
+    count: int
+    previous: int
+
+
+class Check(NamedTuple):
+    """One rule's verdict on one request, before counting it."""
+
+    allowed: bool
+    used: float  # requests counted against the limit, before this one
+    window_start: float
+    reset_at: float
+    retry_after: float
+
+
+def roll(counter: Counter | None, window: float, ts: float) -> Counter:
+    """The counter moved to the window that holds ``ts`` (late events keep the current window)."""
+    index = math.floor(ts / window)
+    if counter is None or counter.window != window:
+        return Counter(window, index, 0, 0)
+    if index <= counter.index:
+        return counter
+    previous = counter.count if index == counter.index + 1 else 0
+    return Counter(window, index, 0, previous)
+
+
+def _ceil_ms(seconds: float) -> float:
+    return math.ceil(seconds * 1000.0 - 1e-6) / 1000.0
+
+
+def check(counter: Counter, rule: Rule, ts: float) -> Check:
+    """Would one more request at ``ts`` be allowed by ``rule``, given its rolled ``counter``?"""
+    window = rule.window
+    start = counter.index * window
+    now = max(ts, start)
+    elapsed = now - start
+    end = start + window
+    limit, count, previous = rule.limit, counter.count, counter.previous
+    if rule.algorithm == "sliding":
+        used = previous * (window - elapsed) / window + count
+    else:
+        used = float(count)
+    if used + 1 <= limit + _EPS:
+        return Check(True, used, start, end, 0.0)
+    if limit < 1:
+        # Nothing is ever allowed: tell the client to come back when the window turns.
+        return Check(False, used, start, end, _ceil_ms(end - now))
+    if rule.algorithm != "sliding":
+        return Check(False, used, start, end, _ceil_ms(end - now))
+    if count + 1 <= limit:
+        # Throttled by the previous window's weight: wait until enough of it has slid out.
+        wait = window - elapsed - window * (limit - 1 - count) / previous
+    else:
+        # The current window alone is full: it must become the previous one and slide out.
+        wait = (end - now) + max(0.0, window - window * (limit - 1) / count)
+    return Check(False, used, start, end, _ceil_ms(max(wait, 0.001)))
+
+
+def decide(
+    event: RequestEvent,
+    rules: Sequence[Rule],
+    counters: Sequence[Counter | None],
+    blocked: str | None,
+    decided_at: float,
+) -> tuple[Decision, list[Counter]]:
+    """Decide one request; return the decision and the counters to store (same order as rules)."""
+    ts = event.ts
+    rolled = [roll(counter, rule.window, ts) for rule, counter in zip(rules, counters)]
+    checks = [check(counter, rule, ts) for rule, counter in zip(rules, rolled)]
+    if blocked is not None:
+        governing = 0 if rules else None
+        return _decision(event, BLOCK, blocked, rules, checks, governing, 0, False, decided_at), rolled
+    failing = [i for i, result in enumerate(checks) if not result.allowed]
+    enforced = [i for i in failing if not rules[i].shadow]
+    if not failing:
+        rolled = [c._replace(count=c.count + 1) for c in rolled]
+        governing = min(range(len(rules)), key=lambda i: rules[i].limit - checks[i].used)
+        return _decision(event, ALLOW, "within_limit", rules, checks, governing, 1, False, decided_at), rolled
+    governing = max(enforced or failing, key=lambda i: checks[i].retry_after)
+    reason = "rate_limited" if rules[governing].scope == "user" else "rate_limited_type"
+    if enforced:
+        return _decision(event, THROTTLE, reason, rules, checks, governing, 0, False, decided_at), rolled
+    return _decision(event, ALLOW, "shadow:" + reason, rules, checks, governing, 0, True, decided_at), rolled
+
+
+def _decision(
+    event: RequestEvent,
+    verdict: str,
+    reason: str,
+    rules: Sequence[Rule],
+    checks: Sequence[Check],
+    governing: int | None,
+    added: int,
+    shadow: bool,
+    decided_at: float,
+) -> Decision:
+    if governing is None:
+        limit = count = remaining = 0
+        window_start = reset_at = event.ts
+        retry_after = 0.0
+    else:
+        limit = rules[governing].limit
+        result = checks[governing]
+        count = math.floor(result.used + _EPS) + added
+        remaining = max(0, limit - math.ceil(result.used - _EPS) - added)
+        window_start, reset_at = result.window_start, result.reset_at
+        retry_after = result.retry_after if verdict == THROTTLE or shadow else 0.0
+    return Decision(
+        request_id=event.request_id,
+        user_id=event.user_id,
+        ip=event.ip,
+        request_type=event.request_type,
+        verdict=verdict,
+        reason=reason,
+        limit=limit,
+        count=count,
+        remaining=remaining,
+        window_start=window_start,
+        reset_at=reset_at,
+        retry_after=retry_after,
+        shadow=shadow,
+        ts_event=event.ts,
+        ts_decided=decided_at,
+    )

@@ -1,0 +1,108 @@
+"""Lookups the decision needs: which limits apply to a request, and whether it is blocklisted.
+
+Both are plain in-memory structures fed by the compacted control topics (``rate-limits`` and
+``blocklist``) through :mod:`streams.tables`; they do no I/O, so they are unit-tested directly.
+"""
+
+import logging
+from typing import Iterable
+
+from agents.policy import Rule
+from schemas.limits import BlocklistEntry, RateLimit
+
+__all__ = ["Blocklist", "LimitBook", "limit_key", "SEPARATOR"]
+
+logger = logging.getLogger(__name__)
+
+#: Joins user_id and request_type in keys; a control character cannot occur in either (intake rejects it).
+SEPARATOR = "\x1f"
+
+
+def limit_key(user_id: str, request_type: str | None = None) -> str:
+    """The key of a limit (and of its counter) on the ``rate-limits`` topic and in state."""
+    return user_id if request_type is None else f"{user_id}{SEPARATOR}{request_type}"
+
+
+class LimitBook:
+    """Per-user and per-(user, request_type) limits over a default; rules are cached per request shape."""
+
+    def __init__(self, default_limit: int, default_window: float, default_algorithm: str = "fixed") -> None:
+        self.default = RateLimit(user_id="*", limit=default_limit, window=default_window, algorithm=default_algorithm)
+        self._limits: dict[str, RateLimit] = {}
+        self._typed_users: dict[str, int] = {}  # user -> number of typed limits
+        self._cache: dict[tuple[str, str], list[Rule]] = {}
+
+    def __len__(self) -> int:
+        return len(self._limits)
+
+    def __iter__(self) -> Iterable[RateLimit]:
+        return iter(list(self._limits.values()))
+
+    def get(self, key: str) -> RateLimit | None:
+        return self._limits.get(key)
+
+    def put(self, key: str, limit: RateLimit | None) -> None:
+        """Apply one record of the compacted topic; ``None`` is a tombstone."""
+        old = self._limits.pop(key, None)
+        if old is not None and old.request_type is not None:
+            self._count_typed(old.user_id, -1)
+        if limit is not None:
+            self._limits[key] = limit
+            if limit.request_type is not None:
+                self._count_typed(limit.user_id, +1)
+        self._cache.clear()
+        logger.info("limit %s -> %s", key, limit)
+
+    def _count_typed(self, user_id: str, delta: int) -> None:
+        left = self._typed_users.get(user_id, 0) + delta
+        if left > 0:
+            self._typed_users[user_id] = left
+        else:
+            self._typed_users.pop(user_id, None)
+
+    def rules_for(self, user_id: str, request_type: str) -> list[Rule]:
+        """The rules a request must pass: the user's limit (or the default), then its typed limit."""
+        shape = (user_id, request_type)
+        rules = self._cache.get(shape)
+        if rules is not None:
+            return rules
+        user_limit = self._limits.get(user_id, self.default)
+        rules = [Rule(user_id, user_limit.limit, user_limit.window, user_limit.algorithm, user_limit.shadow, "user")]
+        if user_id in self._typed_users:
+            typed_key = limit_key(user_id, request_type)
+            typed = self._limits.get(typed_key)
+            if typed is not None:
+                rules.append(Rule(typed_key, typed.limit, typed.window, typed.algorithm, typed.shadow, "type"))
+        if len(self._cache) > 200_000:
+            self._cache.clear()
+        self._cache[shape] = rules
+        return rules
+
+
+class Blocklist:
+    """Blocked IPs and users, each active from ``start`` for ``ttl`` seconds of event time."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], BlocklistEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entries(self) -> list[BlocklistEntry]:
+        return list(self._entries.values())
+
+    def put(self, kind: str, subject: str, entry: BlocklistEntry | None) -> None:
+        if entry is None:
+            self._entries.pop((kind, subject), None)
+        else:
+            self._entries[(kind, subject)] = entry
+
+    def reason(self, user_id: str, ip: str, ts: float) -> str | None:
+        """``ip_blocked`` / ``user_blocked`` when an entry is active at event time ``ts``, else None."""
+        if not self._entries:
+            return None
+        for kind, subject, reason in (("ip", ip, "ip_blocked"), ("user", user_id, "user_blocked")):
+            entry = self._entries.get((kind, subject))
+            if entry is not None and entry.start <= ts and (entry.ttl is None or ts < entry.start + entry.ttl):
+                return reason
+        return None

@@ -1,0 +1,213 @@
+"""The ``ratewarden`` command: broker, topics, worker, limits, blocklist, replay, trace and demo."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["main", "build_parser"]
+
+console = Console()
+
+
+def _kafka(args) -> int:
+    from streams.kafka_local import LocalKafka, local_home
+    from streams.settings import get_settings
+
+    broker = LocalKafka(Path(args.home) if args.home else local_home(get_settings().var_dir))
+    if args.action == "start":
+        print(broker.start())
+    elif args.action == "stop":
+        print("stopped" if broker.stop() else "not running")
+    else:
+        status = broker.status()
+        print(status or "not running")
+        return 0 if status else 1
+    return 0
+
+
+def _topics(args) -> int:
+    from streams.settings import get_settings
+    from streams.topics import ensure_topics
+
+    for name, count in sorted(ensure_topics(get_settings()).items()):
+        print(f"{name}\t{count} partitions")
+    return 0
+
+
+def _worker(args) -> int:
+    from streams.app import run_worker
+
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr="127.0.0.1")
+    run_worker(loglevel=args.loglevel)
+    return 0
+
+
+def _limits(args) -> int:
+    from ratewarden import control
+    from schemas.limits import RateLimit
+
+    if args.action == "set":
+        limit = RateLimit(
+            user_id=args.user, limit=args.limit, window=args.window, request_type=args.type,
+            algorithm=args.algorithm, shadow=args.shadow,
+        )
+        control.set_limit(_validated(limit))
+        print(f"set {limit}")
+    elif args.action == "delete":
+        control.delete_limit(args.user, args.type)
+        print(f"deleted limit of {args.user}" + (f" for {args.type}" if args.type else ""))
+    else:
+        table = Table("user", "type", "limit", "window", "algorithm", "shadow")
+        for limit in sorted(control.read_limits(), key=lambda x: (x.user_id, x.request_type or "")):
+            table.add_row(limit.user_id, limit.request_type or "*", str(limit.limit), f"{limit.window:g}",
+                          limit.algorithm, str(limit.shadow))
+        console.print(table)
+    return 0
+
+
+def _validated(record):
+    """Run msgspec's constraints (a constructor does not check them)."""
+    import msgspec
+
+    return msgspec.convert(msgspec.to_builtins(record), type(record))
+
+
+def _blocklist(args) -> int:
+    from ratewarden import control
+    from schemas.limits import BlocklistEntry
+
+    kind = "user" if args.user else "ip"
+    if args.action == "add":
+        entry = BlocklistEntry(subject=args.subject, kind=kind, reason=args.reason, start=args.start, ttl=args.ttl)
+        control.block(_validated(entry))
+        print(f"blocked {kind} {args.subject}")
+    elif args.action == "remove":
+        control.unblock(kind, args.subject)
+        print(f"unblocked {kind} {args.subject}")
+    else:
+        table = Table("kind", "subject", "reason", "start", "ttl")
+        for e in control.read_blocklist():
+            table.add_row(e.kind, e.subject, e.reason, f"{e.start:.3f}", "forever" if e.ttl is None else f"{e.ttl:g}")
+        console.print(table)
+    return 0
+
+
+def _replay(args) -> int:
+    from ratewarden.replay import read_trace, replay, write_decisions
+    from ratewarden.summary import print_summary
+
+    events = read_trace(Path(args.trace))
+    decisions = replay(events, timeout=args.timeout)
+    if args.out:
+        write_decisions(Path(args.out), decisions)
+    print_summary(decisions, console)
+    return 0
+
+
+def _trace(args) -> int:
+    from ratewarden.replay import write_trace
+    from ratewarden.synth import synthetic_trace
+
+    n = write_trace(Path(args.out), synthetic_trace(users=args.users, minutes=args.minutes, seed=args.seed))
+    print(f"wrote {n} events to {args.out}")
+    return 0
+
+
+def _demo(args) -> int:
+    from ratewarden.demo import run_demo
+
+    return run_demo(console, users=args.users, minutes=args.minutes, seed=args.seed)
+
+
+def _schemas(args) -> int:
+    from ratewarden.schema_files import write_all
+
+    for path in write_all():
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ratewarden", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("kafka", help="the local KRaft broker assembled from Maven Central")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--home", help="broker directory (default: $RATEWARDEN_VAR_DIR/kafka)")
+    p.set_defaults(func=_kafka)
+
+    sub.add_parser("topics", help="create the topics (idempotent)").set_defaults(func=_topics)
+
+    p = sub.add_parser("worker", help="run one Faust worker with the limiter")
+    p.add_argument("--loglevel", default="info")
+    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("limits", help="set, delete or list rate limits (live, no restart)")
+    p.add_argument("action", choices=["set", "delete", "list"])
+    p.add_argument("user", nargs="?")
+    p.add_argument("limit", nargs="?", type=int)
+    p.add_argument("--window", type=float, default=60.0)
+    p.add_argument("--type", dest="type")
+    p.add_argument("--algorithm", choices=["fixed", "sliding"], default="fixed")
+    p.add_argument("--shadow", action="store_true")
+    p.set_defaults(func=_limits)
+
+    p = sub.add_parser("blocklist", help="add, remove or list blocked IPs or users")
+    p.add_argument("action", choices=["add", "remove", "list"])
+    p.add_argument("subject", nargs="?")
+    p.add_argument("--user", action="store_true", help="the subject is a user id, not an IP")
+    p.add_argument("--reason", default="manual")
+    p.add_argument("--start", type=float, default=0.0, help="event time the entry starts")
+    p.add_argument("--ttl", type=float, default=None, help="seconds of event time (default: forever)")
+    p.set_defaults(func=_blocklist)
+
+    p = sub.add_parser("replay", help="publish a trace and wait for every decision")
+    p.add_argument("trace")
+    p.add_argument("--out")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds without progress before giving up")
+    p.set_defaults(func=_replay)
+
+    p = sub.add_parser("trace", help="write a synthetic trace")
+    p.add_argument("--users", type=int, default=300)
+    p.add_argument("--minutes", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_trace)
+
+    p = sub.add_parser("demo", help="broker, worker, synthetic trace, replay, summary; stops what it started")
+    p.add_argument("--users", type=int, default=300)
+    p.add_argument("--minutes", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=_demo)
+
+    sub.add_parser("schemas", help="regenerate the JSON Schema files").set_defaults(func=_schemas)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "limits" and args.action in ("set", "delete") and not args.user:
+        build_parser().error("limits set|delete needs USER (and LIMIT for set)")
+    if args.command == "limits" and args.action == "set" and args.limit is None:
+        build_parser().error("limits set needs LIMIT")
+    if args.command == "blocklist" and args.action in ("add", "remove") and not args.subject:
+        build_parser().error("blocklist add|remove needs SUBJECT")
+    try:
+        return args.func(args)
+    except (RuntimeError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

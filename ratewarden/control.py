@@ -1,0 +1,81 @@
+"""Writers for the compacted control topics: rate limits and blocklist entries.
+
+Workers follow these topics live (``streams.tables``), so a write takes effect without a restart.
+"""
+
+import logging
+
+import msgspec
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from agents.rules import limit_key
+from schemas.limits import BlocklistEntry, RateLimit
+from streams.kafka_local import kafka_python_options, resolve_bootstrap
+from streams.settings import Settings, get_settings
+from streams.tables import blocklist_key
+
+__all__ = ["set_limit", "delete_limit", "read_limits", "block", "unblock", "read_blocklist"]
+
+logger = logging.getLogger(__name__)
+
+
+def _send(settings: Settings, topic: str, key: str, value: bytes | None) -> None:
+    producer = KafkaProducer(bootstrap_servers=resolve_bootstrap(settings), acks="all", **kafka_python_options(settings))
+    try:
+        producer.send(topic, key=key.encode(), value=value).get(timeout=30)
+    finally:
+        producer.close()
+
+
+def _read_all(settings: Settings, topic: str) -> dict[bytes, bytes]:
+    """The latest value per key of a compacted topic (tombstones removed)."""
+    consumer = KafkaConsumer(bootstrap_servers=resolve_bootstrap(settings), group_id=None, **kafka_python_options(settings))
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        latest: dict[bytes, bytes] = {}
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    if record.value is None:
+                        latest.pop(record.key, None)
+                    else:
+                        latest[record.key] = record.value
+        return latest
+    finally:
+        consumer.close()
+
+
+def set_limit(limit: RateLimit, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    _send(settings, settings.limits_topic, limit_key(limit.user_id, limit.request_type), msgspec.json.encode(limit))
+    logger.info("limit set: %s", limit)
+
+
+def delete_limit(user_id: str, request_type: str | None = None, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    _send(settings, settings.limits_topic, limit_key(user_id, request_type), None)
+
+
+def read_limits(settings: Settings | None = None) -> list[RateLimit]:
+    settings = settings or get_settings()
+    decode = msgspec.json.Decoder(RateLimit).decode
+    return [decode(value) for value in _read_all(settings, settings.limits_topic).values()]
+
+
+def block(entry: BlocklistEntry, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    _send(settings, settings.blocklist_topic, blocklist_key(entry.kind, entry.subject), msgspec.json.encode(entry))
+
+
+def unblock(kind: str, subject: str, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    _send(settings, settings.blocklist_topic, blocklist_key(kind, subject), None)
+
+
+def read_blocklist(settings: Settings | None = None) -> list[BlocklistEntry]:
+    settings = settings or get_settings()
+    decode = msgspec.json.Decoder(BlocklistEntry).decode
+    return [decode(value) for value in _read_all(settings, settings.blocklist_topic).values()]

@@ -1,0 +1,34 @@
+"""The decision published for every request on the ``decisions`` topic."""
+
+from typing import Literal
+
+import msgspec
+
+Verdict = Literal["allow", "throttle", "block"]
+ALLOW: Verdict = "allow"
+THROTTLE: Verdict = "throttle"
+BLOCK: Verdict = "block"
+
+
+class Decision(msgspec.Struct, frozen=True):
+    """What the limiter decided for one request, and the numbers behind it.
+
+    ``shadow`` is true when the governing limit runs in shadow mode: the verdict is then ``allow``
+    and ``reason`` says what enforcement would have done (e.g. ``shadow:throttle``).
+    """
+
+    request_id: str
+    user_id: str
+    ip: str
+    request_type: str
+    verdict: Verdict
+    reason: str
+    limit: int
+    count: int
+    remaining: int
+    window_start: float
+    reset_at: float
+    retry_after: float
+    shadow: bool
+    ts_event: float
+    ts_decided: float

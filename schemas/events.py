@@ -1,0 +1,33 @@
+"""The request event services publish, one per incoming API request, and the dead-letter record."""
+
+from typing import Annotated
+
+import msgspec
+
+#: Bounds that keep one record small; the intake also rejects raw payloads over 8 KiB.
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+RequestType = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+IpText = Annotated[str, msgspec.Meta(min_length=2, max_length=45, description="IPv4 or IPv6 address")]
+EpochSeconds = Annotated[float, msgspec.Meta(ge=0, description="event time, seconds since the epoch")]
+
+
+class RequestEvent(msgspec.Struct, frozen=True):
+    """One API request, keyed by ``user_id`` on the ``requests`` topic."""
+
+    request_id: Identifier
+    user_id: Identifier
+    ip: IpText
+    request_type: RequestType
+    ts: EpochSeconds
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A payload the limiter could not accept: its original bytes (latin-1 text) and why."""
+
+    reason: str
+    detail: str
+    payload: str
+    topic: str
+    partition: int
+    offset: int
+    ts_rejected: float

@@ -1,0 +1,86 @@
+"""The Faust application: worker lifecycle, the replicated control tables, and the limiter task.
+
+Faust runs the process (signals, logging, services, the worker command). The hot path is the
+:class:`agents.limiter.Limiter`, started here as a service of the app; see docs/architecture.md for
+why it owns its consumer rather than being a per-event Faust agent.
+"""
+
+import asyncio
+import logging
+
+import faust
+from mode import Service
+
+from agents.limiter import Limiter
+from agents.rules import Blocklist, LimitBook
+from streams.kafka_local import resolve_bootstrap
+from streams.settings import Settings, get_settings
+from streams.tables import blocklist_table, limits_table
+from streams.topics import ensure_topics
+
+__all__ = ["create_app", "LimiterService", "run_worker"]
+
+logger = logging.getLogger(__name__)
+
+
+class LimiterService(Service):
+    """Loads limits and the blocklist, then runs the limiter until the worker stops."""
+
+    def __init__(self, settings: Settings, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.limits = LimitBook(settings.default_limit, settings.default_window, settings.default_algorithm)
+        self.blocklist = Blocklist()
+        self.tables = [limits_table(settings, self.limits), blocklist_table(settings, self.blocklist)]
+        self.limiter = Limiter(settings, self.limits, self.blocklist)
+
+    async def on_start(self) -> None:
+        partitions = await asyncio.to_thread(ensure_topics, self.settings)
+        for table in self.tables:
+            await table.start(partitions[table.topic])
+            await table.catch_up()
+        await self.limiter.start()
+        logger.info("limiter started: %d limits, %d blocklist entries", len(self.limits), len(self.blocklist))
+
+    @Service.task
+    async def _follow_tables(self) -> None:
+        await asyncio.gather(*(table.run() for table in self.tables))
+
+    @Service.task
+    async def _decide(self) -> None:
+        await self.limiter.run()
+
+    async def on_stop(self) -> None:
+        self.limiter.stop()
+        await self.limiter.close()
+        for table in self.tables:
+            await table.stop()
+        logger.info("limiter stopped after %s", self.limiter.stats)
+
+
+def create_app(settings: Settings | None = None) -> faust.App:
+    """A Faust app whose worker runs the limiter service."""
+    settings = settings or get_settings()
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{resolve_bootstrap(settings)}",
+        datadir=str(settings.var_dir / "faust"),
+        topic_partitions=settings.partitions,
+        web_enabled=False,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+    )
+
+    @app.service
+    class BoundLimiterService(LimiterService):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(settings, **kwargs)
+
+    return app
+
+
+def run_worker(settings: Settings | None = None, loglevel: str = "info") -> None:
+    """Run one worker process until SIGINT/SIGTERM."""
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel)
+    worker.execute_from_commandline()

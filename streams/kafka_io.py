@@ -1,0 +1,98 @@
+"""aiokafka clients for the hot path, and batch production (one record batch per partition).
+
+Producing through ``create_batch``/``send_batch`` skips aiokafka's per-message ``send`` machinery,
+which costs more than the limiter itself; see docs/architecture.md.
+"""
+
+import asyncio
+import logging
+from typing import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.kafka_local import aiokafka_options, resolve_bootstrap
+from streams.settings import Settings
+
+__all__ = ["BatchSender", "make_consumer", "make_producer"]
+
+logger = logging.getLogger(__name__)
+
+
+def make_producer(settings: Settings, **overrides) -> AIOKafkaProducer:
+    options = dict(
+        bootstrap_servers=resolve_bootstrap(settings),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        max_batch_size=512 * 1024,
+        max_request_size=4 * 1024 * 1024,
+        request_timeout_ms=30_000,
+    )
+    options.update(aiokafka_options(settings))
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def make_consumer(settings: Settings, *topics: str, **overrides) -> AIOKafkaConsumer:
+    options = dict(
+        bootstrap_servers=resolve_bootstrap(settings),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+        max_poll_records=settings.fetch_max_records,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+    )
+    options.update(aiokafka_options(settings))
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)
+
+
+class BatchSender:
+    """Appends records to one batch per (topic, partition) and sends each batch when full or flushed.
+
+    ``pending`` holds the delivery futures; ``wait()`` awaits them all and returns, per
+    (topic, partition), the next offset after the last record delivered.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._batches: dict[tuple[str, int], tuple[object, int]] = {}
+        self._pending: list[tuple[tuple[str, int], int, asyncio.Future]] = []
+
+    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+        slot = (topic, partition)
+        batch, size = self._batches.get(slot) or (self._producer.create_batch(), 0)
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            await self._send(slot, batch, size)
+            batch, size = self._producer.create_batch(), 0
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"record of {len(value or b'')} bytes does not fit in a batch")
+        self._batches[slot] = (batch, size + 1)
+
+    async def add_many(self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+        for key, value in records:
+            await self.add(topic, partition, key, value)
+
+    async def _send(self, slot: tuple[str, int], batch, size: int) -> None:
+        future = await self._producer.send_batch(batch, slot[0], partition=slot[1])
+        self._pending.append((slot, size, future))
+
+    async def send_all(self) -> None:
+        """Hand every open batch to the producer (without waiting for delivery)."""
+        batches, self._batches = self._batches, {}
+        for slot, (batch, size) in batches.items():
+            if size:
+                await self._send(slot, batch, size)
+
+    async def wait(self) -> dict[tuple[str, int], int]:
+        """Send open batches, await all deliveries; the next offset per (topic, partition)."""
+        await self.send_all()
+        pending, self._pending = self._pending, []
+        ends: dict[tuple[str, int], int] = {}
+        for slot, size, future in pending:
+            metadata = await future
+            ends[slot] = max(ends.get(slot, 0), metadata.offset + size)
+        return ends

@@ -1,0 +1,454 @@
+"""A real single-node Apache Kafka (KRaft) run as a local JVM, plus client connection options.
+
+Machines without Docker still have Java 17+ and Maven, so the broker is assembled from Maven Central
+(the kafka-local notes recipe): :func:`ensure_jars` resolves the jars once into the
+user cache, and :class:`LocalKafka` formats a data directory and runs ``kafka.Kafka`` on free loopback
+ports. Data survives a stop/start of the same home; the ports may change (the previous ones are reused
+when still free). :func:`resolve_bootstrap`, :func:`aiokafka_options` and :func:`kafka_python_options`
+turn :class:`streams.settings.Settings` into client arguments.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from streams.settings import Settings
+
+__all__ = [
+    "KAFKA_VERSION",
+    "LOG4J_VERSION",
+    "LocalKafka",
+    "aiokafka_options",
+    "ensure_jars",
+    "kafka_python_options",
+    "local_home",
+    "resolve_bootstrap",
+]
+
+logger = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.1.1"
+LOG4J_VERSION = "2.24.3"
+
+_DEPENDENCIES = [("org.apache.kafka", "kafka_2.13", KAFKA_VERSION),
+                 ("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J_VERSION),
+                 ("org.apache.logging.log4j", "log4j-core", LOG4J_VERSION)]
+_POM = (
+    '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>\n'
+    " <groupId>local</groupId><artifactId>kafka-libs</artifactId><version>1</version><packaging>pom</packaging>\n"
+    " <dependencies>\n"
+    + "".join(f"  <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>\n"
+              for g, a, v in _DEPENDENCIES)
+    + " </dependencies></project>\n"
+)
+
+_LOG4J2 = """status = error
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRefs = stdout
+rootLogger.appenderRef.stdout.ref = STDOUT
+"""
+
+_SERVER = """process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller}
+listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{broker}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={data}
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=2
+log.cleaner.dedupe.buffer.size=16777216
+"""
+
+
+def _tail(text: str | bytes, lines: int = 40) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise RuntimeError(f"`{tool}` not found on PATH: the local Kafka broker needs Java 17+ and Maven")
+    return path
+
+
+def ensure_jars(cache_root: Path | None = None) -> Path:
+    """Return the directory holding Kafka's runtime jars, resolving them with Maven on first use.
+
+    ``cache_root`` defaults to ``${XDG_CACHE_HOME:-~/.cache}/ratewarden``; the jars live in
+    ``cache_root/kafka-{KAFKA_VERSION}/lib``, which appears atomically (rename of a finished temp dir).
+    """
+    _require("java")
+    if cache_root is None:
+        cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ratewarden"
+    version_dir = cache_root / f"kafka-{KAFKA_VERSION}"
+    lib = version_dir / "lib"
+    if (lib / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
+        return lib
+    mvn = _require("mvn")
+    version_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".resolve-", dir=version_dir))
+    try:
+        (work / "pom.xml").write_text(_POM)
+        cmd = [mvn, "-B", "-q", "-Dstyle.color=never", "dependency:copy-dependencies",
+               "-DincludeScope=runtime", "-DoutputDirectory=lib"]
+        logger.info("resolving Kafka %s jars with Maven into %s", KAFKA_VERSION, lib)
+        with Console(stderr=True).status(f"Downloading Apache Kafka {KAFKA_VERSION} jars with Maven..."):
+            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not (work / "lib" / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
+            raise RuntimeError(
+                f"mvn failed (exit {proc.returncode}) resolving Kafka {KAFKA_VERSION}:\n"
+                f"{_tail(proc.stdout + proc.stderr)}"
+            )
+        try:
+            os.rename(work / "lib", lib)
+        except OSError:  # another process finished first; keep its copy
+            if not (lib / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return lib
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM does: TIME_WAIT is fine
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if ``pid`` is a live (non-zombie) Kafka broker JVM."""
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():
+        try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            return b"kafka.Kafka" in (proc / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _broker_answers(bootstrap: str, timeout: float = 2.0) -> bool:
+    """True if a broker at ``bootstrap`` answers a DescribeCluster request with at least one broker."""
+    from kafka.admin import KafkaAdminClient
+
+    host, _, port = bootstrap.rpartition(":")
+    try:  # a plain connect first: quiet and fast while the JVM is still starting
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError:
+        return False
+    ms = max(int(timeout * 1000), 100)
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=ms, bootstrap_timeout_ms=ms)
+    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        return False
+    try:
+        return bool(admin.describe_cluster().get("brokers"))
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        admin.close()
+
+
+class LocalKafka:
+    """A single-node KRaft broker+controller JVM whose files (config, data, pid, log) live in ``home``."""
+
+    def __init__(self, home: Path, heap_mb: int = 512) -> None:
+        self.home = Path(home).absolute()
+        self.heap_mb = heap_mb
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalKafka(home={str(self.home)!r}, heap_mb={self.heap_mb})"
+
+    def __enter__(self) -> LocalKafka:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "broker.log"
+
+    @property
+    def bootstrap(self) -> str:
+        """The recorded ``127.0.0.1:PORT`` of the started broker (no liveness check; see :meth:`status`)."""
+        try:
+            return (self.home / "bootstrap").read_text().strip()
+        except FileNotFoundError:
+            raise RuntimeError(f"{self!r} has not been started") from None
+
+    def _pid(self) -> int | None:
+        try:
+            return int((self.home / "broker.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def status(self) -> str | None:
+        """The bootstrap address if the broker process is alive and answers, else None."""
+        pid = self._pid()
+        if pid is None or not _pid_alive(pid):
+            return None
+        try:
+            bootstrap = self.bootstrap
+        except RuntimeError:
+            return None
+        return bootstrap if _broker_answers(bootstrap) else None
+
+    def is_running(self) -> bool:
+        return self.status() is not None
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def _ports(self) -> tuple[int, int]:
+        try:
+            broker, controller = (int(p) for p in (self.home / "ports").read_text().split())
+            if broker != controller and _port_free(broker) and _port_free(controller):
+                return broker, controller
+        except (FileNotFoundError, ValueError):
+            pass
+        broker, controller = _free_ports(2)
+        _write_atomic(self.home / "ports", f"{broker} {controller}\n")
+        return broker, controller
+
+    def _format(self, lib: Path) -> None:
+        if (self.home / "data" / "meta.properties").is_file():
+            return
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # StorageTool would parse a leading '-' as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cmd = ["java", "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format", "-t", cluster_id,
+               "-c", str(self.home / "server.properties"), "--ignore-formatted"]
+        proc = subprocess.run(cmd, cwd=self.home, capture_output=True, text=True, timeout=120, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"formatting Kafka storage failed (exit {proc.returncode}):\n"
+                               f"{_tail(proc.stdout + proc.stderr)}")
+        logger.info("formatted Kafka storage in %s (cluster id %s)", self.home / "data", cluster_id)
+
+    def start(self, timeout: float = 90.0) -> str:
+        """Start the broker (or find it running) and return its bootstrap ``127.0.0.1:PORT``."""
+        deadline = time.monotonic() + timeout
+        with self._locked():
+            pid = self._pid()
+            if pid is not None and _pid_alive(pid):
+                logger.info("Kafka already running in %s (pid %d)", self.home, pid)
+                return self._wait_ready(pid, deadline)
+            self._clear_run_files()
+            lib = ensure_jars()
+            broker, controller = self._ports()
+            data = self.home / "data"
+            _write_atomic(self.home / "server.properties",
+                          _SERVER.format(broker=broker, controller=controller, data=data))
+            _write_atomic(self.home / "log4j2.properties", _LOG4J2)
+            self._format(lib)
+            if self.log_file.exists():
+                os.replace(self.log_file, self.log_file.with_suffix(".log.1"))
+            cmd = ["java", f"-Xms{min(256, self.heap_mb)}m", f"-Xmx{self.heap_mb}m",
+                   f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+                   "-cp", f"{lib}/*", "kafka.Kafka", str(self.home / "server.properties")]
+            with open(self.log_file, "wb") as log:
+                self._proc = subprocess.Popen(cmd, cwd=self.home, stdin=subprocess.DEVNULL, stdout=log,
+                                              stderr=subprocess.STDOUT, start_new_session=True)
+            _write_atomic(self.home / "broker.pid", f"{self._proc.pid}\n")
+            _write_atomic(self.home / "bootstrap", f"127.0.0.1:{broker}\n")
+            logger.info("started Kafka %s in %s (pid %d, 127.0.0.1:%d)",
+                        KAFKA_VERSION, self.home, self._proc.pid, broker)
+            return self._wait_ready(self._proc.pid, deadline)
+
+    def _wait_ready(self, pid: int, deadline: float) -> str:
+        bootstrap = self.bootstrap
+        while True:
+            ours = self._proc is not None and self._proc.pid == pid
+            if (self._proc.poll() is not None) if ours else not _pid_alive(pid):
+                self._clear_run_files()
+                raise RuntimeError(f"Kafka broker (pid {pid}) exited during startup; {self.log_file} ends:\n"
+                                   f"{self._log_tail()}")
+            remaining = deadline - time.monotonic()
+            if _broker_answers(bootstrap, timeout=min(2.0, max(remaining, 0.1))):
+                return bootstrap
+            if remaining <= 0:
+                tail = self._log_tail()
+                if ours:  # never kill a broker another process is still starting
+                    self._stop_locked(10.0)
+                raise RuntimeError(f"Kafka broker at {bootstrap} not ready in time; {self.log_file} ends:\n{tail}")
+            time.sleep(0.2)
+
+    def _log_tail(self) -> str:
+        try:
+            return _tail(self.log_file.read_bytes())
+        except FileNotFoundError:
+            return "(no broker.log)"
+
+    def _clear_run_files(self) -> None:
+        for name in ("broker.pid", "bootstrap"):
+            (self.home / name).unlink(missing_ok=True)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """SIGTERM the broker, SIGKILL it after ``timeout`` seconds; True if a broker was running."""
+        with self._locked():
+            return self._stop_locked(timeout)
+
+    def _stop_locked(self, timeout: float) -> bool:
+        pid = self._pid()
+        stopped = False
+        if pid is not None and _pid_alive(pid):
+            logger.info("stopping Kafka in %s (pid %d)", self.home, pid)
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            if not self._wait_exit(pid, timeout):
+                logger.warning("Kafka (pid %d) ignored SIGTERM for %.0fs; killing it", pid, timeout)
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self._wait_exit(pid, 10.0)
+            stopped = True
+        if self._proc is not None and self._proc.poll() is not None:  # also reaps a zombie child
+            self._proc = None
+        self._clear_run_files()
+        return stopped
+
+    def _wait_exit(self, pid: int, timeout: float) -> bool:
+        if self._proc is not None and self._proc.pid == pid:
+            try:
+                self._proc.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+
+def local_home(var_dir: Path) -> Path:
+    """Where ``ratewarden kafka start`` keeps the local broker for a given ``var_dir``."""
+    return Path(var_dir) / "kafka"
+
+
+def resolve_bootstrap(settings: Settings) -> str:
+    """The configured bootstrap servers, else the running local broker's address."""
+    if settings.kafka_bootstrap_servers:
+        return settings.kafka_bootstrap_servers
+    bootstrap = LocalKafka(local_home(settings.var_dir)).status()
+    if bootstrap is None:
+        raise RuntimeError("no Kafka broker: run `ratewarden kafka start` or set KAFKA_BOOTSTRAP_SERVERS")
+    return bootstrap
+
+
+class _ClientOptions(dict[str, Any]):
+    """A plain dict for ``**`` unpacking whose repr masks the SASL password."""
+
+    def __repr__(self) -> str:
+        shown = {k: ("**********" if k == "sasl_plain_password" else v) for k, v in self.items()}
+        return repr(shown)
+
+    __str__ = __repr__
+
+
+def _common_options(settings: Settings) -> _ClientOptions:
+    opts = _ClientOptions()
+    protocol = settings.kafka_security_protocol
+    if protocol != "PLAINTEXT":
+        opts["security_protocol"] = protocol
+    if settings.kafka_sasl_mechanism:
+        opts["sasl_mechanism"] = settings.kafka_sasl_mechanism
+    if settings.kafka_sasl_username:
+        opts["sasl_plain_username"] = settings.kafka_sasl_username
+    if settings.kafka_sasl_password is not None:
+        opts["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    if "sasl_mechanism" in opts and not protocol.startswith("SASL_"):
+        logger.warning("SASL settings are ignored with security protocol %s", protocol)
+    return opts
+
+
+def aiokafka_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for aiokafka clients (an ``ssl_context`` when the protocol uses SSL)."""
+    opts = _common_options(settings)
+    if settings.kafka_security_protocol.endswith("SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        opts["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile, certfile=settings.kafka_ssl_certfile, keyfile=settings.kafka_ssl_keyfile
+        )
+    logger.debug("aiokafka options: %r", opts)
+    return opts
+
+
+def kafka_python_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for kafka-python clients (``ssl_*file`` paths as strings)."""
+    opts = _common_options(settings)
+    for key in ("cafile", "certfile", "keyfile"):
+        value = getattr(settings, f"kafka_ssl_{key}")
+        if value is not None:
+            opts[f"ssl_{key}"] = str(value)
+    logger.debug("kafka-python options: %r", opts)
+    return opts

@@ -1,0 +1,14 @@
+"""Prometheus metrics of a worker process (served by ``ratewarden worker --metrics-port``)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = ["EVENTS_IN", "DECISIONS", "DEAD_LETTERS", "FLUSHES", "FLUSH_SECONDS", "COUNTERS", "ASSIGNED", "RESTORED"]
+
+EVENTS_IN = Counter("ratewarden_events_in_total", "Request events consumed by the limiter")
+DECISIONS = Counter("ratewarden_decisions_total", "Decisions published", ["verdict"])
+DEAD_LETTERS = Counter("ratewarden_dead_letters_total", "Malformed events sent to the dead-letter topic", ["reason"])
+FLUSHES = Counter("ratewarden_flushes_total", "State flushes (changelog, RocksDB, offsets)")
+FLUSH_SECONDS = Histogram("ratewarden_flush_seconds", "Duration of one state flush")
+COUNTERS = Gauge("ratewarden_window_counters", "Live window counters held by this worker")
+ASSIGNED = Gauge("ratewarden_assigned_partitions", "Input partitions assigned to this worker")
+RESTORED = Counter("ratewarden_restored_records_total", "Changelog records applied while restoring state")

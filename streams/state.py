@@ -1,0 +1,137 @@
+"""Window counters of one input partition: RocksDB (rocksdict) on disk, a dict in memory.
+
+The store is the single owner of one partition's counters while the partition is assigned. Reads and
+writes on the hot path touch only the dict; :meth:`PartitionStore.take_dirty` hands the touched keys
+to the flush, which writes them once each to the changelog and then, in one RocksDB write batch, to
+disk together with two positions:
+
+* ``position``: the next input offset whose events are *not* in these counters;
+* ``changelog_next``: the next changelog offset not yet applied to this disk copy.
+
+So a restart with the disk intact replays only the changelog tail, and a lost disk replays it all.
+"""
+
+import logging
+import shutil
+import struct
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch
+
+from agents.policy import Counter
+
+__all__ = ["PartitionStore", "POSITION_KEY", "encode_counter", "decode_counter", "encode_position", "decode_position"]
+
+logger = logging.getLogger(__name__)
+
+_COUNTER = struct.Struct("<dqqq")
+_OFFSET = struct.Struct("<q")
+#: Keys that are not counters start with NUL, which never occurs in a user id (intake rejects it).
+POSITION_KEY = b"\x00position"
+_CHANGELOG_KEY = b"\x00changelog-next"
+
+
+def encode_counter(counter: Counter) -> bytes:
+    return _COUNTER.pack(counter.window, counter.index, counter.count, counter.previous)
+
+
+def decode_counter(raw: bytes) -> Counter:
+    return Counter(*_COUNTER.unpack(raw))
+
+
+def encode_position(offset: int) -> bytes:
+    return _OFFSET.pack(offset)
+
+
+def decode_position(raw: bytes) -> int:
+    return _OFFSET.unpack(raw)[0]
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    return options
+
+
+class PartitionStore:
+    """Counters of one partition, loaded into memory from RocksDB when the partition is assigned."""
+
+    def __init__(self, directory: Path, partition: int) -> None:
+        self.partition = partition
+        self.path = directory / f"partition-{partition}"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = Rdict(str(self.path), options=_options())
+        self.counters: dict[str, Counter] = {}
+        self.dirty: set[str] = set()
+        self.position: int | None = None
+        self.changelog_next = 0
+        self.watermark = 0.0  # highest event time seen in this partition
+        self._load()
+
+    def _load(self) -> None:
+        for key, value in self._db.items():
+            if key == POSITION_KEY:
+                self.position = decode_position(value)
+            elif key == _CHANGELOG_KEY:
+                self.changelog_next = decode_position(value)
+            else:
+                self.counters[key.decode()] = decode_counter(value)
+        logger.info(
+            "partition %d: %d counters on disk, position %s, changelog at %d",
+            self.partition, len(self.counters), self.position, self.changelog_next,
+        )
+
+    def wipe(self) -> None:
+        """Forget the disk copy (e.g. the changelog was recreated): restore from offset 0."""
+        self._db.close()
+        Rdict.destroy(str(self.path), _options())
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._db = Rdict(str(self.path), options=_options())
+        self.counters.clear()
+        self.dirty.clear()
+        self.position = None
+        self.changelog_next = 0
+
+    def apply_changelog(self, records: dict[bytes, bytes | None], position: int, changelog_next: int) -> None:
+        """Apply restored changelog records that a position marker closed: memory, then disk."""
+        for key, value in records.items():
+            if value is None:
+                self.counters.pop(key.decode(), None)
+            else:
+                self.counters[key.decode()] = decode_counter(value)
+        self.write_disk(records, position, changelog_next)
+
+    def write_disk(self, records: dict[bytes, bytes | None], position: int, changelog_next: int) -> None:
+        """Persist records and both positions in one RocksDB write batch."""
+        batch = WriteBatch(raw_mode=True)
+        for key, value in records.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self.position = position
+        self.changelog_next = changelog_next
+        batch.put(POSITION_KEY, encode_position(position))
+        batch.put(_CHANGELOG_KEY, encode_position(changelog_next))
+        self._db.write(batch)
+
+    def expire(self, lag_windows: int = 3) -> None:
+        """Drop counters whose windows ended ``lag_windows`` windows before the watermark."""
+        watermark = self.watermark
+        dead = [k for k, c in self.counters.items() if (c.index + lag_windows) * c.window <= watermark]
+        for key in dead:
+            del self.counters[key]
+        self.dirty.update(dead)
+
+    def take_dirty(self) -> dict[bytes, bytes | None]:
+        """The changed keys since the last flush, encoded (None for deleted), and clear the set."""
+        counters = self.counters
+        out: dict[bytes, bytes | None] = {}
+        for key in self.dirty:
+            counter = counters.get(key)
+            out[key.encode()] = None if counter is None else encode_counter(counter)
+        self.dirty.clear()
+        return out
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,71 @@
+"""The topics, created idempotently with the partition counts the hot path relies on.
+
+``requests``, ``decisions``, the dead-letter topic and the windows changelog are co-partitioned
+(same count, same key): the limiter writes the decisions and changelog of input partition ``p`` to
+partition ``p``. Control topics (limits, blocklist) are compacted.
+"""
+
+import logging
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from streams.kafka_local import kafka_python_options, resolve_bootstrap
+from streams.settings import Settings
+
+__all__ = ["TopicSpec", "topic_specs", "ensure_topics"]
+
+logger = logging.getLogger(__name__)
+
+COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+
+
+class TopicSpec:
+    def __init__(self, name: str, partitions: int, config: dict[str, str] | None = None) -> None:
+        self.name, self.partitions, self.config = name, partitions, config or {}
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    n = settings.partitions
+    return [
+        TopicSpec(settings.requests_topic, n),
+        TopicSpec(settings.decisions_topic, n),
+        TopicSpec(settings.dead_letter_topic, n),
+        TopicSpec(settings.changelog_topic, n, COMPACTED),
+        TopicSpec(settings.limits_topic, 1, COMPACTED),
+        TopicSpec(settings.blocklist_topic, 1, COMPACTED),
+    ]
+
+
+def ensure_topics(settings: Settings) -> dict[str, int]:
+    """Create missing topics; fail clearly when a co-partitioned topic has the wrong count."""
+    admin = KafkaAdminClient(bootstrap_servers=resolve_bootstrap(settings), **kafka_python_options(settings))
+    try:
+        specs = topic_specs(settings)
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(s.name, s.partitions, settings.replication_factor, topic_configs=s.config)
+            for s in specs
+            if s.name not in existing
+        ]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+            logger.info("created topics %s", [t.name for t in missing])
+        counts = _partition_counts(admin, [s.name for s in specs])
+    finally:
+        admin.close()
+    for spec in specs[:4]:
+        if counts.get(spec.name) != settings.partitions:
+            raise RuntimeError(
+                f"topic {spec.name} has {counts.get(spec.name)} partitions, expected {settings.partitions}: "
+                "requests, decisions, dead letters and the changelog must be co-partitioned"
+            )
+    return counts
+
+
+def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
+    return {t.get("name", t.get("topic")): len(t["partitions"]) for t in admin.describe_topics(names)}
