@@ -14,15 +14,18 @@ from streams.kafka_local import kafka_python_options, resolve_bootstrap
 from streams.settings import Settings, get_settings
 from streams.tables import blocklist_key
 
-__all__ = ["set_limit", "delete_limit", "read_limits", "block", "unblock", "read_blocklist"]
+__all__ = ["set_limit", "set_limits", "delete_limit", "read_limits", "block", "unblock", "read_blocklist"]
 
 logger = logging.getLogger(__name__)
 
 
-def _send(settings: Settings, topic: str, key: str, value: bytes | None) -> None:
+def _send(settings: Settings, topic: str, records: list[tuple[str, bytes | None]]) -> None:
+    """Send records and wait until the broker has every one of them."""
     producer = KafkaProducer(bootstrap_servers=resolve_bootstrap(settings), acks="all", **kafka_python_options(settings))
     try:
-        producer.send(topic, key=key.encode(), value=value).get(timeout=30)
+        futures = [producer.send(topic, key=key.encode(), value=value) for key, value in records]
+        for future in futures:
+            future.get(timeout=30)
     finally:
         producer.close()
 
@@ -49,14 +52,19 @@ def _read_all(settings: Settings, topic: str) -> dict[bytes, bytes]:
 
 
 def set_limit(limit: RateLimit, settings: Settings | None = None) -> None:
+    set_limits([limit], settings)
+
+
+def set_limits(limits: list[RateLimit], settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    _send(settings, settings.limits_topic, limit_key(limit.user_id, limit.request_type), msgspec.json.encode(limit))
-    logger.info("limit set: %s", limit)
+    records = [(limit_key(x.user_id, x.request_type), msgspec.json.encode(x)) for x in limits]
+    _send(settings, settings.limits_topic, records)
+    logger.info("%d limits set", len(records))
 
 
 def delete_limit(user_id: str, request_type: str | None = None, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    _send(settings, settings.limits_topic, limit_key(user_id, request_type), None)
+    _send(settings, settings.limits_topic, [(limit_key(user_id, request_type), None)])
 
 
 def read_limits(settings: Settings | None = None) -> list[RateLimit]:
@@ -67,12 +75,12 @@ def read_limits(settings: Settings | None = None) -> list[RateLimit]:
 
 def block(entry: BlocklistEntry, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    _send(settings, settings.blocklist_topic, blocklist_key(entry.kind, entry.subject), msgspec.json.encode(entry))
+    _send(settings, settings.blocklist_topic, [(blocklist_key(entry.kind, entry.subject), msgspec.json.encode(entry))])
 
 
 def unblock(kind: str, subject: str, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    _send(settings, settings.blocklist_topic, blocklist_key(kind, subject), None)
+    _send(settings, settings.blocklist_topic, [(blocklist_key(kind, subject), None)])
 
 
 def read_blocklist(settings: Settings | None = None) -> list[BlocklistEntry]:

@@ -42,16 +42,24 @@ class LimiterService(Service):
         await self.limiter.start()
         logger.info("limiter started: %d limits, %d blocklist entries", len(self.limits), len(self.blocklist))
 
-    @Service.task
-    async def _follow_tables(self) -> None:
-        await asyncio.gather(*(table.run() for table in self.tables))
+    async def on_started(self) -> None:
+        self._tasks = [asyncio.ensure_future(table.run()) for table in self.tables]
+        self._decide = asyncio.ensure_future(self.limiter.run())
+        self._decide.add_done_callback(self._on_limiter_exit)
 
-    @Service.task
-    async def _decide(self) -> None:
-        await self.limiter.run()
+    def _on_limiter_exit(self, task: asyncio.Future) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("limiter crashed: %r", task.exception())
+            asyncio.ensure_future(self.crash(task.exception()))  # stops the worker: a supervisor restarts it
 
     async def on_stop(self) -> None:
+        """Let the limiter finish its batch, flush state and offsets, then close the clients."""
         self.limiter.stop()
+        decide = getattr(self, "_decide", None)
+        if decide is not None and not decide.done():
+            await asyncio.wait([decide], timeout=30)
+        for task in getattr(self, "_tasks", ()):
+            task.cancel()
         await self.limiter.close()
         for table in self.tables:
             await table.stop()
@@ -61,6 +69,7 @@ class LimiterService(Service):
 def create_app(settings: Settings | None = None) -> faust.App:
     """A Faust app whose worker runs the limiter service."""
     settings = settings or get_settings()
+    (settings.var_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{resolve_bootstrap(settings)}",
