@@ -64,6 +64,31 @@ class Settings(BaseSettings):
     def limiter_group(self) -> str:
         return f"{self.app_id}-limiter"
 
+    def scoped(self, tag: str) -> "Settings":
+        """The same settings on topics, groups and state of their own (tests, benchmarks, demos)."""
+        return self.model_copy(
+            update=dict(
+                app_id=f"{self.app_id}-{tag}",
+                requests_topic=f"{self.requests_topic}-{tag}",
+                decisions_topic=f"{self.decisions_topic}-{tag}",
+                dead_letter_topic=f"{self.dead_letter_topic}-{tag}",
+                limits_topic=f"{self.limits_topic}-{tag}",
+                blocklist_topic=f"{self.blocklist_topic}-{tag}",
+                var_dir=self.var_dir / tag,
+            )
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """Environment variables that give a child process these settings."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if hasattr(value, "get_secret_value"):
+                value = value.get_secret_value()
+            env[f"RATEWARDEN_{name.upper()}"] = str(value)
+        return env
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

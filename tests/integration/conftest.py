@@ -1,74 +1,37 @@
 """A pipeline on the session's real broker: unique topics, a worker subprocess, replay helpers."""
 
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from ratewarden.processes import start_worker, stop_process
 from ratewarden.replay import replay
 from streams.settings import Settings
 from streams.topics import ensure_topics
-
-_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Pipeline:
     """Fresh topics and state for one test; workers run as real `ratewarden worker` processes."""
 
     def __init__(self, bootstrap: str, tmp_path: Path, **overrides) -> None:
-        tag = uuid.uuid4().hex[:8]
-        fields = dict(
-            kafka_bootstrap_servers=bootstrap,
-            app_id=f"rw-{tag}",
-            requests_topic=f"requests-{tag}",
-            decisions_topic=f"decisions-{tag}",
-            dead_letter_topic=f"dead-letter-{tag}",
-            limits_topic=f"rate-limits-{tag}",
-            blocklist_topic=f"blocklist-{tag}",
-            var_dir=tmp_path / f"var-{tag}",
-            partitions=4,
-            default_limit=1000,
-        )
-        fields.update(overrides)
-        self.settings = Settings(**fields)
+        base = Settings(kafka_bootstrap_servers=bootstrap, var_dir=tmp_path, partitions=4, default_limit=1000)
+        self.settings = base.scoped(uuid.uuid4().hex[:8]).model_copy(update=overrides)
         self.tmp_path = tmp_path
         self.workers: list[subprocess.Popen] = []
         ensure_topics(self.settings)
 
-    def env(self, **extra) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RATEWARDEN_")}
-        for name, value in self.settings.model_dump().items():
-            if value is not None and name != "kafka_bootstrap_servers":
-                env[f"RATEWARDEN_{name.upper()}"] = str(value)
-        env["KAFKA_BOOTSTRAP_SERVERS"] = self.settings.kafka_bootstrap_servers
-        env["PYTHONPATH"] = str(_ROOT)
-        env.update(extra)
-        return env
-
-    def start_worker(self, name: str = "worker", **extra_env) -> subprocess.Popen:
-        log = open(self.tmp_path / f"{self.settings.app_id}-{name}.log", "ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ratewarden.cli", "worker", "--loglevel", "info"],
-            env=self.env(**extra_env), stdout=log, stderr=subprocess.STDOUT, cwd=_ROOT,
-        )
+    def start_worker(self, name: str = "worker", **extra_env: str) -> subprocess.Popen:
+        log = self.tmp_path / f"{self.settings.app_id}-{name}.log"
+        process = start_worker(self.settings, log, **extra_env)
         self.workers.append(process)
         return process
 
     def stop_worker(self, process: subprocess.Popen, timeout: float = 60.0) -> int:
         """Graceful stop (SIGTERM): the worker flushes state and offsets before it exits."""
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                raise AssertionError("worker did not stop within the timeout")
-        return process.returncode
+        return stop_process(process, timeout)
 
     def replay(self, events, timeout: float = 90.0):
         try:

@@ -1,0 +1,183 @@
+"""Benchmark: ratewarden's worker against a naive per-event Faust agent, on a real Kafka broker.
+
+    .venv/bin/python bench/limiter_bench.py [--events 200000] [--baseline-events 30000] [--users 1000]
+        [--rounds 3] [--partitions 4] [--rate 0] [--live-seconds 10] [--markdown docs/benchmarks.md]
+
+Uses ``KAFKA_BOOTSTRAP_SERVERS`` if set, else starts a local Kafka (``LocalKafka`` in a temporary
+directory) and stops it at the end. Each round runs every implementation once, in alternating order,
+each on fresh topics, a fresh app id and a fresh state directory:
+
+1. backlog: N events are published first, then the worker starts; decisions/s = N / (CreateTime of
+   the last decision - CreateTime of the first); worker CPU% over that interval and peak RSS (VmHWM)
+   from /proc; one decision per request id is checked (duplicates / missing).
+2. live: with the worker caught up, a pacer process offers ``--rate`` events/s (default: half the
+   throughput just measured) for ``--live-seconds``; latency = decision CreateTime - request
+   CreateTime, p50/p95/p99.
+
+This is a benchmark script, not a test: it prints figures and never asserts on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from bench.impls import implementations  # noqa: E402
+from bench.report import PER_RUN_HEADERS, agreement, machine, markdown, per_run_rows, rich_table, summary_rows  # noqa: E402
+from bench.runner import Children, RunResult, run_once  # noqa: E402
+from bench.workload import Workload, base_timestamp  # noqa: E402
+from streams.kafka_local import KAFKA_VERSION, LocalKafka  # noqa: E402
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000, help="backlog events for ratewarden")
+    parser.add_argument("--baseline-events", type=int, default=30_000, help="backlog events for the naive Faust agent")
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="live offered rate, events/s (0: half of each run's measured throughput)")
+    parser.add_argument("--live-seconds", type=float, default=10.0)
+    parser.add_argument("--only", choices=["ratewarden", "naive"], help="run one implementation only")
+    parser.add_argument("--naive-store", default="rocksdb://", help="table store of the naive Faust agent")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--markdown", "--out", dest="markdown", type=Path,
+                        help="append the results as Markdown to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
+    return parser
+
+
+def _interrupt(signum, frame):  # SIGTERM/SIGHUP -> the same clean-up path as Ctrl-C
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _command(argv: list[str]) -> str:
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
+    return shlex.join([python, "bench/limiter_bench.py", *argv])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    console = Console()
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    tmp = Path(tempfile.mkdtemp(prefix="ratewarden-bench-"))
+    children, broker = Children(), None
+    try:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if bootstrap:
+            kafka = f"external broker at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)"
+        else:
+            broker = LocalKafka(tmp / "kafka")
+            with console.status(f"starting Kafka {KAFKA_VERSION} (local KRaft JVM)"):
+                bootstrap = broker.start()
+            kafka = (f"Apache Kafka {KAFKA_VERSION}, single-node KRaft JVM started by the benchmark "
+                     f"(LocalKafka, heap 512 MiB), loopback")
+        console.print(f"Kafka: {kafka}; work directory {tmp}")
+        impls = implementations(args.events, args.baseline_events, args.naive_store)
+        if args.only:
+            impls = [i for i in impls if i.key == args.only]
+        results = _run_all(args, impls, bootstrap, tmp, children, console)
+        _print(console, results, impls)
+        if args.markdown:
+            _write_markdown(args.markdown, _command(argv), kafka, results, impls, args)
+            console.print(f"appended the results to {args.markdown}")
+        return 0
+    except KeyboardInterrupt:
+        console.print("[red]interrupted: stopping everything the benchmark started[/red]")
+        return 130
+    finally:
+        children.stop_all()
+        if broker is not None:
+            broker.stop()
+        if args.keep:
+            console.print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_all(args, impls, bootstrap: str, tmp: Path, children: Children, console: Console) -> list[RunResult]:
+    workload = Workload(args.users, args.seed)
+    base_ts = base_timestamp(max(i.events for i in impls))
+    run_id = time.strftime("%H%M%S")
+    results: list[RunResult] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        overall = progress.add_task("runs", total=args.rounds * len(impls))
+        step = progress.add_task("", total=1)
+        for round_no in range(args.rounds):
+            order = impls if round_no % 2 == 0 else impls[::-1]
+            for impl in order:
+                prefix = f"round {round_no + 1} {impl.label}"
+
+                def report(what: str, done: int, total: int, prefix=prefix) -> None:
+                    progress.update(step, description=f"{prefix}: {what}", completed=done, total=total)
+
+                result = run_once(impl, round_no, bootstrap, tmp, f"rwbench-{run_id}-r{round_no}-{impl.key}",
+                                  args.partitions, workload, base_ts, args.rate, args.live_seconds, children, report)
+                results.append(result)
+                lat = result.latency_ms
+                progress.console.print(
+                    f"{prefix}: {result.rate or 0:,.0f} decisions/s, CPU {result.cpu or 0:.0f}%, "
+                    f"RSS {result.rss_mib or 0:.0f} MiB; live {result.offered or 0:,.0f}/s "
+                    f"(achieved {result.achieved or 0:,.0f}) p50 {lat.get('p50', float('nan')):.0f} "
+                    f"p99 {lat.get('p99', float('nan')):.0f} ms; dup/missing {result.duplicates}/{result.missing}, "
+                    f"live {result.live_duplicates}/{result.live_missing}"
+                )
+                for problem in result.problems:
+                    progress.console.print(f"  [yellow]problem:[/yellow] {problem}")
+                progress.advance(overall)
+    return results
+
+
+def _extra_lines(results: list[RunResult], impls) -> list[str]:
+    keys = [i.key for i in impls]
+    lines = agreement(results, keys[0], keys[1]) if len(keys) > 1 else []
+    lines += [f"round {r.round + 1} {r.impl}: {p}" for r in results for p in r.problems]
+    return lines
+
+
+def _print(console: Console, results: list[RunResult], impls) -> None:
+    labels = {i.key: i.label for i in impls}
+    console.print(rich_table(summary_rows(results, labels), "ratewarden benchmark (medians over rounds)"))
+    table = Table(*PER_RUN_HEADERS, title="every run")
+    for row in per_run_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    for line in _extra_lines(results, impls):
+        console.print(line)
+
+
+def _write_markdown(path: Path, command: str, kafka: str, results: list[RunResult], impls, args) -> None:
+    labels = {i.key: i.label for i in impls}
+    facts = machine(kafka)
+    facts.append(("workload", f"{args.users:,} users, {args.partitions} partitions, JSON request events keyed by "
+                              "user, event time +1 ms per event, 10% heavy users at 4× the rate; default limit "
+                              "100 per 60 s fixed window"))
+    notes = {i.label: i.notes for i in impls}
+    text = markdown(command, facts, summary_rows(results, labels), results, notes, _extra_lines(results, impls))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(("\n" if path.exists() and path.stat().st_size else "") + text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

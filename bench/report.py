@@ -1,0 +1,143 @@
+"""Summaries of the runs: one row per implementation, as a rich table and as Markdown."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from datetime import datetime, timezone
+from importlib import metadata
+
+from rich.table import Table
+
+from bench.runner import RunResult
+
+__all__ = ["HEADERS", "summary_rows", "rich_table", "markdown", "machine", "agreement"]
+
+HEADERS = ["implementation", "events", "decisions/s median (min–max)", "worker CPU", "peak RSS MiB",
+           "offered (achieved) /s", "p50 / p95 / p99 ms", "live CPU", "dup / missing"]
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _num(value, fmt: str = ",.0f", suffix: str = "") -> str:
+    return "–" if value is None else f"{value:{fmt}}{suffix}"
+
+
+def summary_rows(results: list[RunResult], labels: dict[str, str]) -> list[list[str]]:
+    """One row per implementation (in ``labels`` order), then the ratio of the median rates."""
+    rows, medians = [], {}
+    for key, label in labels.items():
+        runs = [r for r in results if r.impl == key]
+        if not runs:
+            continue
+        rates = [r.rate for r in runs if r.rate]
+        medians[key] = _median(rates)
+        spread = f" ({min(rates):,.0f}–{max(rates):,.0f})" if len(rates) > 1 else ""
+        lat = [_median([r.latency_ms.get(q) for r in runs]) for q in ("p50", "p95", "p99")]
+        dup = sum(r.duplicates + r.live_duplicates for r in runs)
+        miss = sum(r.missing + r.live_missing for r in runs)
+        rows.append([
+            label,
+            f"{runs[0].events:,} ×{len(runs)}",
+            _num(medians[key]) + spread,
+            _num(_median([r.cpu for r in runs]), ".0f", "%"),
+            _num(_median([r.rss_mib for r in runs]), ".0f"),
+            f"{_num(_median([r.offered for r in runs]))} ({_num(_median([r.achieved for r in runs]))})",
+            " / ".join(_num(v) for v in lat),
+            _num(_median([r.live_cpu for r in runs]), ".0f", "%"),
+            f"{dup} / {miss}",
+        ])
+    keys = list(medians)
+    if len(keys) >= 2 and medians[keys[0]] and medians[keys[1]]:
+        ratio = medians[keys[0]] / medians[keys[1]]
+        rows.append([f"ratio {labels[keys[0]]} / {labels[keys[1]]}", "", f"{ratio:.1f}×", "", "", "", "", "", ""])
+    return rows
+
+
+def rich_table(rows: list[list[str]], title: str) -> Table:
+    table = Table(*HEADERS, title=title)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def per_run_rows(results: list[RunResult]) -> list[list[str]]:
+    """Every run, for the record."""
+    out = []
+    for r in sorted(results, key=lambda r: (r.round, r.impl)):
+        lat = " / ".join(_num(r.latency_ms.get(q)) for q in ("p50", "p95", "p99"))
+        out.append([str(r.round + 1), r.impl, f"{r.events:,}", _num(r.rate), _num(r.cpu, ".0f", "%"),
+                    _num(r.rss_mib, ".0f"), _num(r.startup_s, ".1f", " s"), f"{_num(r.offered)} ({_num(r.achieved)})",
+                    lat, f"{r.duplicates}/{r.missing}, {r.live_duplicates}/{r.live_missing}"])
+    return out
+
+
+PER_RUN_HEADERS = ["round", "impl", "events", "decisions/s", "CPU", "RSS MiB", "first decision after",
+                   "offered (achieved) /s", "p50 / p95 / p99 ms", "dup/miss backlog, live"]
+
+
+def agreement(results: list[RunResult], a: str, b: str) -> list[str]:
+    """Per round: do ``a`` and ``b`` give the same verdict on the backlog requests both decided?"""
+    lines = []
+    for round_no in sorted({r.round for r in results}):
+        ra = next((r for r in results if r.round == round_no and r.impl == a), None)
+        rb = next((r for r in results if r.round == round_no and r.impl == b), None)
+        if not ra or not rb:
+            continue
+        common = ra.verdicts.keys() & rb.verdicts.keys()
+        differ = sum(1 for k in common if ra.verdicts[k] != rb.verdicts[k])
+        throttled = sum(1 for k in common if ra.verdicts[k] == "throttle")
+        lines.append(f"round {round_no + 1}: {a} and {b} agree on {len(common) - differ:,} of {len(common):,} "
+                     f"common backlog requests ({throttled:,} throttled by {a})")
+    return lines
+
+
+def _meminfo_gib() -> str:
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    return "?"
+
+
+def _cpu_model() -> str:
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+def machine(kafka: str) -> list[tuple[str, str]]:
+    versions = ", ".join(f"{name} {metadata.version(name)}"
+                         for name in ("faust-streaming", "aiokafka", "kafka-python", "rocksdict", "msgspec"))
+    return [
+        ("date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+        ("machine", f"{os.cpu_count()} CPUs (nproc), {_meminfo_gib()} RAM, {_cpu_model()}"),
+        ("load average at end", " ".join(f"{x:.2f}" for x in os.getloadavg())),
+        ("Python", f"{platform.python_implementation()} {platform.python_version()} on {platform.system()}"),
+        ("Kafka", kafka),
+        ("libraries", versions),
+    ]
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(command: str, facts: list[tuple[str, str]], rows: list[list[str]], results: list[RunResult],
+             notes: dict[str, str], extra: list[str]) -> str:
+    """A self-contained Markdown section for one benchmark invocation."""
+    parts = [f"## Run of {facts[0][1]}", "", "```", command, "```", ""]
+    parts += [f"- {name}: {value}" for name, value in facts]
+    parts += ["", _md_table(HEADERS, rows), "", "Settings:", ""]
+    parts += [f"- **{label}**: {text}" for label, text in notes.items()]
+    parts += ["", "Every run:", "", _md_table(PER_RUN_HEADERS, per_run_rows(results)), ""]
+    parts += [f"- {line}" for line in extra]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,40 @@
+"""Starting and stopping worker processes (demo, tests, benchmarks): always by their own PID."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from streams.settings import Settings
+
+__all__ = ["start_worker", "stop_process"]
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_worker(settings: Settings, log: Path, loglevel: str = "info", **extra_env: str) -> subprocess.Popen:
+    """A ``ratewarden worker`` process with ``settings`` (passed through its environment)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RATEWARDEN_")}
+    env.update(settings.to_env())
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # RATEWARDEN_KAFKA_BOOTSTRAP_SERVERS carries it
+    env.update(extra_env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ratewarden.cli", "worker", "--loglevel", loglevel],
+        env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=_ROOT, start_new_session=True,
+    )
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 60.0) -> int:
+    """SIGTERM (a worker then flushes state and offsets), SIGKILL after ``timeout``; the exit code.
+
+    Raises TimeoutError when SIGKILL was needed, so callers notice a worker that hangs on stop.
+    """
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise TimeoutError(f"process {process.pid} did not stop within {timeout:g} s; killed") from None
+    return process.returncode
