@@ -110,20 +110,31 @@ def decide(
     blocked: str | None,
     decided_at: float,
 ) -> tuple[Decision, list[Counter]]:
-    """Decide one request; return the decision and the counters to store (same order as rules)."""
+    """Decide one request; return the decision and the counters to store (same order as rules).
+
+    Written as plain loops: it runs once per event on the hot path.
+    """
     ts = event.ts
     rolled = [roll(counter, rule.window, ts) for rule, counter in zip(rules, counters)]
     checks = [check(counter, rule, ts) for rule, counter in zip(rules, rolled)]
     if blocked is not None:
-        governing = 0 if rules else None
-        return _decision(event, BLOCK, blocked, rules, checks, governing, 0, False, decided_at), rolled
-    failing = [i for i, result in enumerate(checks) if not result.allowed]
-    enforced = [i for i in failing if not rules[i].shadow]
-    if not failing:
-        rolled = [c._replace(count=c.count + 1) for c in rolled]
-        governing = min(range(len(rules)), key=lambda i: rules[i].limit - checks[i].used)
+        return _decision(event, BLOCK, blocked, rules, checks, 0 if rules else None, 0, False, decided_at), rolled
+    # Governing rule: the enforced failing rule with the longest wait, else a shadow one; if all
+    # allow, the rule with the least headroom.
+    governing, enforced, failed = 0, False, False
+    for i, result in enumerate(checks):
+        if result.allowed:
+            if not failed and rules[i].limit - result.used < rules[governing].limit - checks[governing].used:
+                governing = i
+            continue
+        is_enforced = not rules[i].shadow
+        if not failed or (is_enforced and not enforced) or (
+            is_enforced == enforced and result.retry_after > checks[governing].retry_after
+        ):
+            governing, enforced, failed = i, enforced or is_enforced, True
+    if not failed:
+        rolled = [Counter(c.window, c.index, c.count + 1, c.previous) for c in rolled]
         return _decision(event, ALLOW, "within_limit", rules, checks, governing, 1, False, decided_at), rolled
-    governing = max(enforced or failing, key=lambda i: checks[i].retry_after)
     reason = "rate_limited" if rules[governing].scope == "user" else "rate_limited_type"
     if enforced:
         return _decision(event, THROTTLE, reason, rules, checks, governing, 0, False, decided_at), rolled
@@ -147,25 +158,15 @@ def _decision(
         retry_after = 0.0
     else:
         limit = rules[governing].limit
-        result = checks[governing]
-        count = math.floor(result.used + _EPS) + added
-        remaining = max(0, limit - math.ceil(result.used - _EPS) - added)
-        window_start, reset_at = result.window_start, result.reset_at
-        retry_after = result.retry_after if verdict == THROTTLE or shadow else 0.0
+        _, used, window_start, reset_at, retry_after = checks[governing]
+        count = math.floor(used + _EPS) + added
+        remaining = limit - math.ceil(used - _EPS) - added
+        if remaining < 0:
+            remaining = 0
+        if verdict != THROTTLE and not shadow:
+            retry_after = 0.0
+    # Positional, in field order: this runs once per event.
     return Decision(
-        request_id=event.request_id,
-        user_id=event.user_id,
-        ip=event.ip,
-        request_type=event.request_type,
-        verdict=verdict,
-        reason=reason,
-        limit=limit,
-        count=count,
-        remaining=remaining,
-        window_start=window_start,
-        reset_at=reset_at,
-        retry_after=retry_after,
-        shadow=shadow,
-        ts_event=event.ts,
-        ts_decided=decided_at,
+        event.request_id, event.user_id, event.ip, event.request_type, verdict, reason, limit, count,
+        remaining, window_start, reset_at, retry_after, shadow, event.ts, decided_at,
     )

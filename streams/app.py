@@ -11,6 +11,8 @@ import logging
 import faust
 from mode import Service
 
+from agents.analytics import register_analytics
+from agents.history import HistoryService
 from agents.limiter import Limiter
 from agents.rules import Blocklist, LimitBook
 from streams.kafka_local import resolve_bootstrap
@@ -85,6 +87,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
         def __init__(self, **kwargs) -> None:
             super().__init__(settings, **kwargs)
 
+    @app.service
+    class BoundHistoryService(HistoryService):  # serves GET /requests/{user_id} to the gateway
+        def __init__(self, **kwargs) -> None:
+            super().__init__(settings, **kwargs)
+
+    if settings.analytics_enabled:  # per-IP features, detectors, blocklist agent: docs/analytics.md
+        register_analytics(app, settings)
     return app
 
 

@@ -51,41 +51,47 @@ def make_consumer(settings: Settings, *topics: str, **overrides) -> AIOKafkaCons
 
 
 class BatchSender:
-    """Appends records to one batch per (topic, partition) and sends each batch when full or flushed.
+    """One open record batch per (topic, partition), sent when full or on :meth:`send_all`.
 
-    ``pending`` holds the delivery futures; ``wait()`` awaits them all and returns, per
-    (topic, partition), the next offset after the last record delivered.
+    The hot path appends to :meth:`batch` directly and calls :meth:`add` only when that batch is
+    full. :meth:`wait` awaits every delivery and returns, per (topic, partition), the next offset
+    after the last record delivered.
     """
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
-        self._batches: dict[tuple[str, int], tuple[object, int]] = {}
+        self._batches: dict[tuple[str, int], object] = {}
         self._pending: list[tuple[tuple[str, int], int, asyncio.Future]] = []
 
-    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+    def batch(self, topic: str, partition: int):
+        """The open batch of (topic, partition); ``append`` on it returns None when it is full."""
         slot = (topic, partition)
-        batch, size = self._batches.get(slot) or (self._producer.create_batch(), 0)
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            await self._send(slot, batch, size)
-            batch, size = self._producer.create_batch(), 0
-            if batch.append(key=key, value=value, timestamp=None) is None:
+        batch = self._batches.get(slot)
+        if batch is None:
+            batch = self._batches[slot] = self._producer.create_batch()
+        return batch
+
+    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+        if self.batch(topic, partition).append(key=key, value=value, timestamp=None) is None:
+            await self._send((topic, partition), self._batches.pop((topic, partition)))
+            if self.batch(topic, partition).append(key=key, value=value, timestamp=None) is None:
                 raise ValueError(f"record of {len(value or b'')} bytes does not fit in a batch")
-        self._batches[slot] = (batch, size + 1)
 
     async def add_many(self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
         for key, value in records:
             await self.add(topic, partition, key, value)
 
-    async def _send(self, slot: tuple[str, int], batch, size: int) -> None:
-        future = await self._producer.send_batch(batch, slot[0], partition=slot[1])
-        self._pending.append((slot, size, future))
+    async def _send(self, slot: tuple[str, int], batch) -> None:
+        size = batch.record_count()
+        if size:
+            future = await self._producer.send_batch(batch, slot[0], partition=slot[1])
+            self._pending.append((slot, size, future))
 
     async def send_all(self) -> None:
         """Hand every open batch to the producer (without waiting for delivery)."""
         batches, self._batches = self._batches, {}
-        for slot, (batch, size) in batches.items():
-            if size:
-                await self._send(slot, batch, size)
+        for slot, batch in batches.items():
+            await self._send(slot, batch)
 
     async def wait(self) -> dict[tuple[str, int], int]:
         """Send open batches, await all deliveries; the next offset per (topic, partition)."""

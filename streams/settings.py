@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "requests-dead-letter"
     limits_topic: str = "rate-limits"
     blocklist_topic: str = "blocklist"
+    users_topic: str = "users"
+    history_owners_topic: str = "history-owners"
 
     default_limit: int = Field(default=100, ge=0)
     default_window: float = Field(default=60.0, gt=0, le=86_400)
@@ -52,6 +54,48 @@ class Settings(BaseSettings):
     fetch_max_records: int = Field(default=5_000, ge=1)
     fetch_max_wait_ms: int = Field(default=5, ge=0, le=1_000)
 
+    # Abuse analytics (docs/analytics.md): per-IP windows, detector thresholds, automatic bans.
+    analytics_enabled: bool = True
+    ip_features_topic: str = "ip-features"
+    ip_flags_topic: str = "ip-flags"
+    abuse_reports_topic: str = "abuse-reports"
+    analytics_window: float = Field(default=60.0, gt=0, le=3_600, description="seconds of event time per window")
+    analytics_grace: float = Field(default=5.0, ge=0, le=3_600, description="event-time lateness a window waits for")
+    analytics_idle: float = Field(default=10.0, gt=0, description="wall seconds without progress: a source is idle")
+    analytics_max_open_windows: int = Field(default=8, ge=2, description="windows held before the oldest is forced")
+    abuse_z: float = Field(default=6.0, gt=0, description="robust z-score (median/MAD) that marks an outlier")
+    flood_min_requests: int = Field(default=300, ge=1, description="requests per window")
+    flood_min_requests_per_user: float = Field(default=100.0, gt=0)
+    stuffing_min_users: int = Field(default=10, ge=2)
+    stuffing_login_share: float = Field(default=0.7, gt=0, le=1)
+    stuffing_users_per_request: float = Field(default=0.3, gt=0, le=1)
+    slow_stuffing_min_users: int = Field(default=3, ge=2, description="per IP, in a low-and-slow campaign")
+    slow_stuffing_min_ips: int = Field(default=5, ge=1, description="IPs of the same shape in one window")
+    slow_stuffing_login_share: float = Field(default=0.9, gt=0, le=1)
+    scraper_min_requests: int = Field(default=120, ge=1)
+    scraper_type_share: float = Field(default=0.9, gt=0, le=1)
+    scraper_min_span: float = Field(default=0.5, ge=0, le=1, description="share of the window the IP is active")
+    hammer_min_requests: int = Field(default=60, ge=1)
+    hammer_refused_share: float = Field(default=0.5, gt=0, le=1)
+    allowlist_cidrs: str = Field(default="", description="comma-separated CIDRs: reported, never banned")
+    ban_ttl: float = Field(default=300.0, gt=0, description="seconds of event time of a first ban")
+    ban_ttl_factor: float = Field(default=4.0, ge=1, description="each repeat offence multiplies the TTL")
+    ban_ttl_max: float = Field(default=86_400.0, gt=0)
+    offence_memory: float = Field(default=7 * 86_400.0, gt=0, description="an offence older than this is forgotten")
+
+    # The HTTP gateway (`ratewarden gateway`) and the request history the workers serve to it.
+    gateway_decision_timeout: float = Field(default=2.0, gt=0, le=60, description="seconds to wait for a decision")
+    gateway_fail_mode: Literal["open", "closed"] = Field(default="open", description="no decision in time: allow or 503")
+    gateway_history_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds to get a history read")
+    gateway_max_body_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
+    gateway_trusted_proxies: str = Field(default="", description="comma-separated IPs/CIDRs trusted for X-Forwarded-For")
+    history_max_count: int = Field(default=100, ge=1, le=10_000, description="requests kept per user")
+    history_max_age: float = Field(default=86_400.0, gt=0, description="seconds of event time kept per user")
+    history_host: str = "127.0.0.1"
+    history_port: int = Field(default=0, ge=0, le=65_535, description="worker history port; 0: any free port")
+    history_url: str | None = Field(default=None, description="URL the gateway reaches this worker's history at")
+    history_token: SecretStr | None = None
+
     @property
     def state_dir(self) -> Path:
         return self.var_dir / "state"
@@ -64,6 +108,18 @@ class Settings(BaseSettings):
     def limiter_group(self) -> str:
         return f"{self.app_id}-limiter"
 
+    @property
+    def analytics_group(self) -> str:
+        return f"{self.app_id}-analytics"
+
+    @property
+    def analytics_merge_group(self) -> str:
+        return f"{self.app_id}-analytics-ip"
+
+    @property
+    def allowlist(self) -> list[str]:
+        return [cidr.strip() for cidr in self.allowlist_cidrs.split(",") if cidr.strip()]
+
     def scoped(self, tag: str) -> "Settings":
         """The same settings on topics, groups and state of their own (tests, benchmarks, demos)."""
         return self.model_copy(
@@ -74,6 +130,11 @@ class Settings(BaseSettings):
                 dead_letter_topic=f"{self.dead_letter_topic}-{tag}",
                 limits_topic=f"{self.limits_topic}-{tag}",
                 blocklist_topic=f"{self.blocklist_topic}-{tag}",
+                ip_features_topic=f"{self.ip_features_topic}-{tag}",
+                ip_flags_topic=f"{self.ip_flags_topic}-{tag}",
+                abuse_reports_topic=f"{self.abuse_reports_topic}-{tag}",
+                users_topic=f"{self.users_topic}-{tag}",
+                history_owners_topic=f"{self.history_owners_topic}-{tag}",
                 var_dir=self.var_dir / tag,
             )
         )

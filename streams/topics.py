@@ -2,7 +2,9 @@
 
 ``requests``, ``decisions``, the dead-letter topic and the windows changelog are co-partitioned
 (same count, same key): the limiter writes the decisions and changelog of input partition ``p`` to
-partition ``p``. Control topics (limits, blocklist) are compacted.
+partition ``p``. Control topics (limits, blocklist) are compacted. The analytics topics (``ip-features``,
+``ip-flags``: keyed by IP; ``abuse-reports``: one partition, a timeline) are described in
+docs/analytics.md.
 """
 
 import logging
@@ -35,6 +37,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.changelog_topic, n, COMPACTED),
         TopicSpec(settings.limits_topic, 1, COMPACTED),
         TopicSpec(settings.blocklist_topic, 1, COMPACTED),
+        TopicSpec(settings.users_topic, 1, COMPACTED),  # API users and key hashes (the gateway)
+        TopicSpec(settings.history_owners_topic, 1, COMPACTED),  # partition -> worker serving its history
     ]
 
 
