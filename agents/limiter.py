@@ -21,7 +21,8 @@ from agents.policy import decide
 from agents.rules import Blocklist, LimitBook
 from streams import metrics
 from streams.changelog import restore
-from streams.kafka_io import BatchSender, make_consumer, make_producer
+from streams.kafka_io import make_consumer
+from streams.output import Outputs
 from streams.settings import Settings
 from streams.state import POSITION_KEY, PartitionStore, encode_position
 
@@ -59,25 +60,31 @@ class Limiter:
         self._since_flush = 0
         self._last_flush = 0.0
         self._stopping = asyncio.Event()
-        self.producer = self.consumer = self.restorer = None
+        # The rebalance listener runs while the loop awaits I/O: state changes take this lock.
+        self._lock = asyncio.Lock()
+        self.outputs = Outputs(settings)
+        self.consumer = self.restorer = None
 
     async def start(self) -> None:
         s = self.settings
-        self.producer = make_producer(s)
-        self.consumer = make_consumer(s, group_id=s.limiter_group)
+        self.consumer = make_consumer(s, group_id=s.limiter_group, isolation_level="read_committed")
         self.restorer = make_consumer(s, group_id=None, isolation_level="read_committed")
-        await self.producer.start()
+        await self.outputs.start()
         await self.restorer.start()
         await self.consumer.start()
-        self.sender = BatchSender(self.producer)
         self.consumer.subscribe([s.requests_topic], listener=_Rebalance(self))
         self._last_flush = time.monotonic()
 
     async def acquire(self, partitions: list[int]) -> None:
         """Open and restore the stores of newly assigned partitions, and seek to their positions."""
+        async with self._lock:
+            await self._acquire(partitions)
+
+    async def _acquire(self, partitions: list[int]) -> None:
+        await asyncio.gather(*(self.outputs.open(p) for p in partitions))
         for partition in partitions:
             store = PartitionStore(self.settings.state_dir, partition)
-            await restore(store, self.restorer, self.producer, self.settings.changelog_topic)
+            await restore(store, self.restorer, self.outputs.producer(partition), self.settings.changelog_topic)
             self.stores[partition] = store
             if store.position is not None:
                 self.consumer.seek(TopicPartition(self.settings.requests_topic, partition), store.position)
@@ -86,11 +93,16 @@ class Limiter:
 
     async def release(self, partitions: list[int]) -> None:
         """Flush and close the stores of revoked partitions."""
-        await self.flush()
+        async with self._lock:
+            await self._flush()
+            await self._release(partitions)
+
+    async def _release(self, partitions: list[int]) -> None:
         for partition in partitions:
             store = self.stores.pop(partition, None)
             if store is not None:
                 store.close()
+            await self.outputs.close(partition)
         metrics.ASSIGNED.set(len(self.stores))
 
     async def run(self) -> None:
@@ -98,19 +110,24 @@ class Limiter:
         interval, every = self.settings.flush_interval, self.settings.flush_events
         while not self._stopping.is_set():
             batches = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.fetch_max_records)
-            for tp, records in batches.items():
-                if not records:
-                    continue
-                if tp.partition in self.stores:
-                    records = self._unseen(tp.partition, records)
-                    if records:
-                        await self.process(tp.partition, records)
-                elif tp in self.consumer.assignment():
-                    # Fetched while its state is still being restored: fetch these again later.
-                    self.consumer.seek(tp, records[0].offset)
-            await self.sender.send_all()
-            if self._since_flush >= every or (time.monotonic() - self._last_flush >= interval and self.positions):
-                await self.flush()
+            async with self._lock:
+                await self._handle(batches, interval, every)
+
+    async def _handle(self, batches, interval: float, every: int) -> None:
+        """Decide one getmany result, and flush when it is time (holding the lock)."""
+        for tp, records in batches.items():
+            if not records:
+                continue
+            if tp.partition in self.stores:
+                records = self._unseen(tp.partition, records)
+                if records:
+                    await self.process(tp.partition, records)
+            elif tp in self.consumer.assignment():
+                # Fetched while its state is still being restored: fetch these again later.
+                self.consumer.seek(tp, records[0].offset)
+        await self.outputs.send_all()
+        if self._since_flush >= every or (time.monotonic() - self._last_flush >= interval and self.positions):
+            await self._flush()
 
     def _unseen(self, partition: int, records):
         """Drop records this worker already counted (a consumer rewind must never count twice)."""
@@ -131,7 +148,8 @@ class Limiter:
         decode, encode, now = self.decoder.decode, self._encode, self.clock()
         rules_for, blocked_reason = self.limits.rules_for, self.blocklist.reason
         topic = self.settings.decisions_topic
-        batch = self.sender.batch(topic, partition)
+        sender = self.outputs.sender(partition)
+        batch = sender.batch(topic, partition)
         allowed = throttled = blocked = 0
         watermark = store.watermark
         for record in records:
@@ -165,8 +183,8 @@ class Limiter:
                 blocked += 1
             key_bytes, value = event.user_id.encode(), encode(decision)
             if batch.append(key=key_bytes, value=value, timestamp=None) is None:
-                await self.sender.add(topic, partition, key_bytes, value)
-                batch = self.sender.batch(topic, partition)
+                await sender.add(topic, partition, key_bytes, value)
+                batch = sender.batch(topic, partition)
         store.watermark = watermark
         self.positions[partition] = records[-1].offset + 1
         self._since_flush += len(records)
@@ -178,32 +196,34 @@ class Limiter:
 
     async def dead_letter(self, partition: int, record, rejection: Rejection, now: float) -> None:
         value = dead_letter_value(record.value, rejection, record.topic, record.partition, record.offset, now)
-        await self.sender.add(self.settings.dead_letter_topic, partition, record.key, value)
+        await self.outputs.sender(partition).add(self.settings.dead_letter_topic, partition, record.key, value)
         self.stats["dead_letters"] += 1
         metrics.DEAD_LETTERS.labels(rejection.reason).inc()
         logger.info("dead letter at %s[%d]@%d: %s", record.topic, record.partition, record.offset, rejection.reason)
 
     async def flush(self) -> None:
-        """Changelog (each touched counter once, then a position marker), RocksDB, then offsets."""
-        if not self.positions or self.producer is None:
+        async with self._lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Changelog (each touched counter once, then a position marker), delivery, offsets, RocksDB."""
+        if not self.positions or self.consumer is None:
             return
         started = time.monotonic()
-        positions, self.positions = self.positions, {}
+        positions = {p: o for p, o in self.positions.items() if p in self.stores}
+        self.positions = {}
         changelog = self.settings.changelog_topic
         written: dict[int, dict[bytes, bytes | None]] = {}
         for partition, position in positions.items():
-            store = self.stores.get(partition)
-            if store is None:
-                continue
+            store = self.stores[partition]
             store.expire()
             records = written[partition] = store.take_dirty()
-            await self.sender.add_many(changelog, partition, records.items())
-            await self.sender.add(changelog, partition, POSITION_KEY, encode_position(position))
-        ends = await self.sender.wait()
+            sender = self.outputs.sender(partition)
+            await sender.add_many(changelog, partition, records.items())
+            await sender.add(changelog, partition, POSITION_KEY, encode_position(position))
+        ends = await self.outputs.commit(positions, self.settings.limiter_group, self.settings.requests_topic, self.consumer)
         for partition, records in written.items():
             self.stores[partition].write_disk(records, positions[partition], ends[(changelog, partition)])
-        topic = self.settings.requests_topic
-        await self.consumer.commit({TopicPartition(topic, p): o for p, o in positions.items() if p in written})
         self._since_flush, self._last_flush = 0, time.monotonic()
         self.stats["flushes"] += 1
         metrics.FLUSHES.inc()
@@ -221,6 +241,7 @@ class Limiter:
             for store in self.stores.values():
                 store.close()
             self.stores.clear()
-            for client in (self.consumer, self.restorer, self.producer):
+            for client in (self.consumer, self.restorer):
                 if client is not None:
                     await client.stop()
+            await self.outputs.stop()

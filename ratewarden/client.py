@@ -75,7 +75,9 @@ class DecisionSubscriber:
 
     ``from_end=True`` (default) starts at the current end, i.e. sees only decisions made after it
     was created; ``False`` reads the topic from the beginning. Iteration stops after ``idle``
-    seconds without a message (``None``: never).
+    seconds without a message (``None``: never). With workers in ``exactly_once`` mode, pass
+    ``isolation_level="read_committed"`` to see each decision exactly once (after its transaction
+    commits, i.e. up to one flush interval later).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class DecisionSubscriber:
         users: Iterable[str] | None = None,
         from_end: bool = True,
         idle: float | None = None,
+        isolation_level: str = "read_uncommitted",
     ) -> None:
         self.settings = settings or get_settings()
         self.users = set(users) if users is not None else None
@@ -95,6 +98,7 @@ class DecisionSubscriber:
             enable_auto_commit=False,
             fetch_max_wait_ms=50,
             max_poll_records=10_000,
+            isolation_level=isolation_level,
             **kafka_python_options(self.settings),
         )
         topic = self.settings.decisions_topic

@@ -8,6 +8,7 @@ docs/analytics.md.
 """
 
 import logging
+import time
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -39,6 +40,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.blocklist_topic, 1, COMPACTED),
         TopicSpec(settings.users_topic, 1, COMPACTED),  # API users and key hashes (the gateway)
         TopicSpec(settings.history_owners_topic, 1, COMPACTED),  # partition -> worker serving its history
+        TopicSpec(settings.ip_features_topic, n),  # abuse analytics, keyed by IP (docs/analytics.md)
+        TopicSpec(settings.ip_flags_topic, n),
+        TopicSpec(settings.abuse_reports_topic, 1),
     ]
 
 
@@ -60,6 +64,10 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
                 pass
             logger.info("created topics %s", [t.name for t in missing])
         counts = _partition_counts(admin, [s.name for s in specs])
+        deadline = time.monotonic() + 15.0
+        while missing and not all(counts.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)  # a topic just created may report no partitions until metadata settles
+            counts = _partition_counts(admin, [s.name for s in specs])
     finally:
         admin.close()
     for spec in specs[:4]:

@@ -51,8 +51,8 @@ def malformed(now: float) -> list[tuple[bytes | None, str]]:
     ]
 
 
-def test_malformed_events_reach_the_dead_letter_topic_and_valid_ones_are_still_decided(make_pipeline):
-    pipeline = make_pipeline()
+def test_malformed_events_reach_the_dead_letter_topic_and_valid_ones_are_still_decided(make_core_pipeline):
+    pipeline = make_core_pipeline()
     pipeline.start_worker()
     cases = malformed(time.time())
     assert len({reason for _, reason in cases}) == 6 and len(cases) >= 20

@@ -36,8 +36,9 @@ def oracle(events: list[RequestEvent], limits: dict[str, RateLimit]) -> dict[str
     return verdicts
 
 
-def test_twenty_thousand_events_match_the_fixed_window_oracle_with_one_decision_each(make_pipeline):
-    pipeline = make_pipeline()
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_twenty_thousand_events_match_the_fixed_window_oracle_with_one_decision_each(make_core_pipeline, guarantee):
+    pipeline = make_core_pipeline(processing_guarantee=guarantee)
     limits = {limit.user_id: limit for limit in map(user_limit, range(200))}
     set_limits(list(limits.values()), pipeline.settings)
     events = synthetic_trace(users=200, minutes=3, seed=11)
@@ -67,8 +68,8 @@ def test_twenty_thousand_events_match_the_fixed_window_oracle_with_one_decision_
         assert 0 < d.retry_after <= limits[d.user_id].window and math.isclose(d.ts_event + d.retry_after, d.reset_at, abs_tol=1e-3)
 
 
-def test_limit_changed_through_the_compacted_topic_changes_later_decisions(make_pipeline):
-    pipeline = make_pipeline(default_limit=100)
+def test_limit_changed_through_the_compacted_topic_changes_later_decisions(make_core_pipeline):
+    pipeline = make_core_pipeline(default_limit=100)
     pipeline.start_worker()
     burst = lambda start, n, tag: [  # noqa: E731 - a tiny local factory
         RequestEvent(f"{tag}-{i}", "alice", "203.0.113.7", "read", start + i * 0.01) for i in range(n)
@@ -90,8 +91,8 @@ def test_limit_changed_through_the_compacted_topic_changes_later_decisions(make_
     assert all(d.limit == 3 for d in after)
 
 
-def test_sliding_shadow_typed_limits_and_blocklist_on_the_real_pipeline(make_pipeline):
-    pipeline = make_pipeline(default_limit=100)
+def test_sliding_shadow_typed_limits_and_blocklist_on_the_real_pipeline(make_core_pipeline):
+    pipeline = make_core_pipeline(default_limit=100)
     set_limits(
         [
             RateLimit(user_id="slider", limit=4, window=60.0, algorithm="sliding"),
@@ -128,11 +129,11 @@ def test_sliding_shadow_typed_limits_and_blocklist_on_the_real_pipeline(make_pip
     assert by_id["b1"].reason == "user_blocked"
 
 
-def test_same_trace_into_fresh_state_gives_identical_verdicts(make_pipeline):
+def test_same_trace_into_fresh_state_gives_identical_verdicts(make_core_pipeline):
     events = synthetic_trace(users=150, minutes=2, seed=5)
     runs = []
     for _ in range(2):
-        pipeline = make_pipeline(default_limit=40, default_algorithm="sliding")
+        pipeline = make_core_pipeline(default_limit=40, default_algorithm="sliding")
         pipeline.start_worker()
         runs.append([(d.request_id, d.verdict, d.count, d.remaining, d.retry_after) for d in pipeline.replay(events)])
         pipeline.close()
@@ -140,15 +141,16 @@ def test_same_trace_into_fresh_state_gives_identical_verdicts(make_pipeline):
     assert Counter(v for _, v, *_ in runs[0])["throttle"] > 100
 
 
-def test_worker_that_lost_its_state_dir_restores_counts_from_the_changelog(make_pipeline):
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_worker_that_lost_its_state_dir_restores_counts_from_the_changelog(make_core_pipeline, guarantee):
     events = synthetic_trace(users=100, minutes=2, seed=3)
     half = len(events) // 2
-    baseline = make_pipeline(default_limit=50)
+    baseline = make_core_pipeline(default_limit=50)
     baseline.start_worker()
     expected = baseline.replay(events)
     baseline.close()
 
-    pipeline = make_pipeline(default_limit=50)
+    pipeline = make_core_pipeline(default_limit=50, processing_guarantee=guarantee)
     worker = pipeline.start_worker("first")
     first = pipeline.replay(events[:half])
     assert pipeline.stop_worker(worker) == 0
