@@ -229,6 +229,10 @@ class Limiter:
         metrics.FLUSHES.inc()
         metrics.FLUSH_SECONDS.observe(self._last_flush - started)
         metrics.COUNTERS.set(sum(len(s.counters) for s in self.stores.values()))
+        for partition, position in positions.items():
+            highwater = self.consumer.highwater(TopicPartition(self.settings.requests_topic, partition))
+            if highwater is not None:
+                metrics.LAG.labels(str(partition)).set(max(0, highwater - position))
 
     def stop(self) -> None:
         self._stopping.set()

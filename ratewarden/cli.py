@@ -44,7 +44,7 @@ def _worker(args) -> int:
     if args.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port, addr="127.0.0.1")
+        start_http_server(args.metrics_port, addr=args.metrics_host)
     run_worker(loglevel=args.loglevel)
     return 0
 
@@ -134,6 +134,55 @@ def _schemas(args) -> int:
     return 0
 
 
+def _gateway(args) -> int:
+    from ratewarden.gateway.server import serve
+    from streams.settings import get_settings
+
+    serve(get_settings(), args.host, args.port, args.tls_cert, args.tls_key, args.loglevel)
+    return 0
+
+
+def _users(args) -> int:
+    from ratewarden.gateway.users import create_user, delete_user, read_users
+
+    if args.action == "create":
+        user, key = create_user(args.user_id, args.role)
+        print(key if args.key_only else f"created {user.role} {user.user_id}; API key (shown only now):\n{key}")
+    elif args.action == "delete":
+        if not delete_user(args.user_id):
+            raise ValueError(f"no user {args.user_id!r}")
+        print(f"deleted {args.user_id}; its key no longer works")
+    else:
+        table = Table("user", "role", "created")
+        for user in sorted(read_users().values(), key=lambda u: u.user_id):
+            table.add_row(user.user_id, user.role, f"{user.created_at:.0f}")
+        console.print(table)
+    return 0
+
+
+def _simulate(args) -> int:
+    from ratewarden.replay import write_trace
+    from ratewarden.simulate import simulate, write_labels
+
+    sim = simulate(minutes=args.minutes, users=args.users, seed=args.seed)
+    n = write_trace(Path(args.out), sim.events)
+    write_labels(Path(args.labels), sim.labels)
+    print(f"wrote {n} events to {args.out}; {len(sim.labels['attackers'])} attacking IPs in {args.labels}")
+    return 0
+
+
+def _report(args) -> int:
+    from ratewarden.reports import run_report
+    from streams.settings import get_settings
+
+    if args.decisions is None and not args.from_topics:
+        raise ValueError("give --decisions FILE (and --flags FILE), or --from-topics")
+    settings = get_settings() if args.from_topics else None
+    flags = Path(args.flags) if args.flags else None
+    run_report(Path(args.out), Path(args.decisions) if args.decisions else None, flags, settings, console, args.top)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ratewarden", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -148,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run one Faust worker with the limiter")
     p.add_argument("--loglevel", default="info")
-    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on HOST:PORT")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address for the metrics port (default loopback)")
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("limits", help="set, delete or list rate limits (live, no restart)")
@@ -190,6 +240,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     sub.add_parser("schemas", help="regenerate the JSON Schema files").set_defaults(func=_schemas)
+
+    p = sub.add_parser("simulate", help="write a labelled trace: honest users, NAT offices and attacks")
+    p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", required=True, help="trace (JSON lines, replay format)")
+    p.add_argument("--labels", required=True, help="labels (JSON): attacking IPs and from when, offices, allow-list")
+    p.set_defaults(func=_simulate)
+
+    p = sub.add_parser("report", help="abuse report: top offenders, timeline, CSV + Parquet, PNG charts")
+    p.add_argument("--decisions", help="decisions (JSON lines, e.g. from `replay --out`)")
+    p.add_argument("--flags", help="flags (JSON lines of IpFlag)")
+    p.add_argument("--from-topics", action="store_true", help="read the decisions and ip-flags topics instead")
+    p.add_argument("--out", required=True, help="directory for the CSV, Parquet and PNG files")
+    p.add_argument("--top", type=int, default=15, help="offenders to list")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("gateway", help="serve the HTTP API (POST /requests, history, limits, users, blocklist)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--tls-cert", help="PEM certificate (chain): serve HTTPS")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=_gateway)
+
+    p = sub.add_parser("users", help="create (e.g. the first admin), delete or list API users")
+    p.add_argument("action", choices=["create", "delete", "list"])
+    p.add_argument("user_id", nargs="?", help="default for create: <role>-<random>")
+    p.add_argument("--role", choices=["client", "service", "analyst", "admin"], default="client")
+    p.add_argument("--key-only", action="store_true", help="print only the new API key")
+    p.set_defaults(func=_users)
     return parser
 
 
@@ -200,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error("limits set|delete needs USER (and LIMIT for set)")
     if args.command == "limits" and args.action == "set" and args.limit is None:
         build_parser().error("limits set needs LIMIT")
+    if args.command == "users" and args.action == "delete" and not args.user_id:
+        build_parser().error("users delete needs USER_ID")
     if args.command == "blocklist" and args.action in ("add", "remove") and not args.subject:
         build_parser().error("blocklist add|remove needs SUBJECT")
     try:

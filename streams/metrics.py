@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["EVENTS_IN", "DECISIONS", "DEAD_LETTERS", "FLUSHES", "FLUSH_SECONDS", "COUNTERS", "ASSIGNED", "RESTORED"]
+__all__ = ["LAG", "EVENTS_IN", "DECISIONS", "DEAD_LETTERS", "FLUSHES", "FLUSH_SECONDS", "COUNTERS", "ASSIGNED", "RESTORED"]
 
 EVENTS_IN = Counter("ratewarden_events_in_total", "Request events consumed by the limiter")
 DECISIONS = Counter("ratewarden_decisions_total", "Decisions published", ["verdict"])
@@ -12,3 +12,4 @@ FLUSH_SECONDS = Histogram("ratewarden_flush_seconds", "Duration of one state flu
 COUNTERS = Gauge("ratewarden_window_counters", "Live window counters held by this worker")
 ASSIGNED = Gauge("ratewarden_assigned_partitions", "Input partitions assigned to this worker")
 RESTORED = Counter("ratewarden_restored_records_total", "Changelog records applied while restoring state")
+LAG = Gauge("ratewarden_consumer_lag", "Request events not yet consumed, per assigned partition", ["partition"])
