@@ -1,0 +1,105 @@
+"""Soak run: 1,000,000 events with churning users through one worker; is memory flat?
+
+    .venv/bin/python bench/soak.py [--events 1000000] [--active 2000] [--phase 50000]
+
+Users churn: every ``--phase`` events a fresh set of ``--active`` users takes over, so the number
+of users ever seen grows with the run (20 x 2,000 = 40,000 by default) while the number of
+*active* users stays constant. Event time runs at 1,000 events per second (60 s windows), so old
+users' counters expire three windows after they go quiet. Every 100,000 events the table shows the
+worker's RSS, the RocksDB state size on disk and the live counters (from the worker's metrics).
+A flat RSS and state size after warm-up is the pass criterion; the figures go to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from ratewarden.client import RequestPublisher  # noqa: E402
+from ratewarden.processes import start_worker, stop_process  # noqa: E402
+from schemas.events import RequestEvent  # noqa: E402
+from streams.kafka_local import LocalKafka  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+from streams.topics import ensure_topics  # noqa: E402
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def dir_mib(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.exists() else 0.0
+
+
+def metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--active", type=int, default=2_000)
+    parser.add_argument("--phase", type=int, default=50_000)
+    parser.add_argument("--metrics-port", type=int, default=9187)
+    args = parser.parse_args()
+    console = Console()
+    home = Path(tempfile.mkdtemp(prefix="rw-soak-"))
+    broker = LocalKafka(home / "kafka")
+    worker = None
+    try:
+        bootstrap = broker.start()
+        settings = Settings(kafka_bootstrap_servers=bootstrap, var_dir=home, analytics_enabled=False).scoped(uuid.uuid4().hex[:6])
+        ensure_topics(settings)
+        log = home / "worker.log"
+        worker = start_worker(settings, log, loglevel="warning", metrics_port=args.metrics_port)
+        table = Table("events", "users seen", "worker RSS MiB", "RocksDB MiB", "live counters", "events/s")
+        start_ts, t0 = 1_732_900_000.0, time.monotonic()
+        with RequestPublisher(settings) as publisher:
+            step = 100_000
+            for chunk_start in range(0, args.events, step):
+                for i in range(chunk_start, min(args.events, chunk_start + step)):
+                    user = (i // args.phase) * args.active + i % args.active
+                    publisher.publish(RequestEvent(f"s{i}", f"u{user}", "198.51.100.7", "read", start_ts + i / 1000.0))
+                publisher.flush()
+                done = chunk_start + step
+                while True:
+                    try:
+                        consumed = metric(args.metrics_port, "ratewarden_events_in_total")
+                    except OSError:
+                        consumed = 0
+                    if consumed >= done:
+                        break
+                    time.sleep(0.2)
+                time.sleep(1.2)  # one flush interval, so expiry and RocksDB writes of this chunk are in
+                seen = (min(done, args.events) // args.phase + 1) * args.active
+                table.add_row(
+                    f"{done:,}", f"{seen:,}", f"{rss_mib(worker.pid):.0f}", f"{dir_mib(settings.state_dir):.1f}",
+                    f"{metric(args.metrics_port, 'ratewarden_window_counters'):,.0f}",
+                    f"{done / (time.monotonic() - t0):,.0f}",
+                )
+                console.print(f"{done:,} events decided")
+        console.print(table)
+        return 0
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        broker.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
