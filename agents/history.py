@@ -27,9 +27,8 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from mode import Service
 from prometheus_client import Counter
 
-from schemas.decisions import Decision
 from schemas.users import HistoryOwner
-from streams.history import HistoryStore
+from streams.history import Decided, HistoryStore
 from streams.kafka_io import make_consumer, make_producer
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -70,7 +69,7 @@ class HistoryService(Service):
         self.stores: dict[int, HistoryStore] = {}
         self.url: str | None = None
         self.consumer = self.producer = self._runner = None
-        self._decode = msgspec.json.Decoder(Decision).decode
+        self._decode = msgspec.json.Decoder(Decided).decode
         self._encode = msgspec.json.Encoder().encode
         self._progress = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -95,7 +94,8 @@ class HistoryService(Service):
         self.url = s.history_url or f"http://{host}:{port}"
         self.producer = make_producer(s)
         await self.producer.start()
-        self.consumer = make_consumer(s, group_id=self.group)
+        # read_committed: with exactly_once, only committed decisions (and the end offset is the LSO)
+        self.consumer = make_consumer(s, group_id=self.group, isolation_level="read_committed")
         await self.consumer.start()
         self.consumer.subscribe([s.decisions_topic], listener=_Rebalance(self))
         logger.info("history served at %s", self.url)

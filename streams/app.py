@@ -87,10 +87,11 @@ def create_app(settings: Settings | None = None) -> faust.App:
         def __init__(self, **kwargs) -> None:
             super().__init__(settings, **kwargs)
 
-    @app.service
-    class BoundHistoryService(HistoryService):  # serves GET /requests/{user_id} to the gateway
-        def __init__(self, **kwargs) -> None:
-            super().__init__(settings, **kwargs)
+    if settings.history_enabled:
+        @app.service
+        class BoundHistoryService(HistoryService):  # serves GET /requests/{user_id} to the gateway
+            def __init__(self, **kwargs) -> None:
+                super().__init__(settings, **kwargs)
 
     if settings.analytics_enabled:  # per-IP features, detectors, blocklist agent: docs/analytics.md
         register_analytics(app, settings)

@@ -1,38 +1,41 @@
 """Per-user request history of one decisions partition, kept in RocksDB (the worker side of the history).
 
-The history is a pure function of the ``decisions`` topic: every decision of partition ``p`` is
-appended to its user's list, each list kept sorted by event time, cut to the newest
-``history_max_count`` entries and to ``history_max_age`` seconds before the partition's watermark
-(the highest event time seen). The store also records ``position``, the next decisions offset not
-yet applied, in the same RocksDB write batch as the entries. So a local copy is always a prefix of
-the log: whichever worker owns the partition next resumes from that position (or, without a local
-copy, from the first record younger than the retention), and gets the same history.
+The history is a pure function of the ``decisions`` topic. Every decision of partition ``p`` is one
+RocksDB entry, key ``user_id NUL ts request_id`` (``ts`` as a big-endian double: keys sort by user,
+then event time), value ``(request_type, ip, verdict, reason)``; writing one costs a put, no read.
+A decision delivered twice (at least once) writes the same key again. Reads walk a user's keys from
+the newest and stop at ``history_max_count`` entries or ``history_max_age`` seconds before the
+partition's watermark (the highest event time seen), so the bounds hold exactly for readers; on disk
+a user is trimmed to them whenever ``history_max_count`` entries were added since its last trim, and
+every user by :meth:`HistoryStore.sweep`.
 
-Decisions are at least once: an entry whose ``request_id`` the user's list already holds is skipped.
+The store also records ``position``, the next decisions offset not yet applied, in the same write
+batch as the entries. So a local copy is always a prefix of the log: whichever worker owns the
+partition next resumes from that position (or, without a local copy, from the first record younger
+than the retention), and gets the same history.
 """
 
-import bisect
 import logging
 import shutil
 import struct
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import msgspec
 from kafka.partitioner import murmur2
 from rocksdict import Options, Rdict, WriteBatch
 
-from schemas.decisions import Decision
-
-__all__ = ["HistoryEntry", "HistoryStore", "partition_for"]
+__all__ = ["Decided", "HistoryEntry", "HistoryStore", "partition_for"]
 
 logger = logging.getLogger(__name__)
 
-#: Meta keys start with NUL, which never occurs in a user id (the intake rejects unprintable ids).
+#: Meta keys start with NUL, which never occurs in a user id (ids are printable and non-empty).
 _POSITION_KEY = b"\x00position"
 _WATERMARK_KEY = b"\x00watermark"
 _OFFSET = struct.Struct("<q")
 _FLOAT = struct.Struct("<d")
+_TS = struct.Struct(">d")  # order-preserving for the non-negative event times the intake admits
+_NEWEST = b"\xff" * 9  # after every ts and request id of a user's prefix
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -40,8 +43,20 @@ def partition_for(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
-class HistoryEntry(msgspec.Struct, frozen=True, array_like=True):
-    """One decided request, as the history keeps it."""
+class Decided(msgspec.Struct):
+    """The fields of a ``Decision`` the history keeps (decoding only these is cheaper)."""
+
+    request_id: str
+    user_id: str
+    ip: str
+    request_type: str
+    verdict: str
+    reason: str
+    ts_event: float
+
+
+class HistoryEntry(msgspec.Struct, frozen=True):
+    """One decided request, as the history answers it."""
 
     ts: float
     request_id: str
@@ -51,93 +66,130 @@ class HistoryEntry(msgspec.Struct, frozen=True, array_like=True):
     reason: str
 
 
-def _ts(entry: HistoryEntry) -> float:
-    return entry.ts
-
-
 def _options() -> Options:
     options = Options(raw_mode=True)
     options.create_if_missing(True)
     return options
 
 
+def _prefix(user_id: str) -> bytes:
+    return user_id.encode() + b"\x00"
+
+
 class HistoryStore:
-    """The history of one decisions partition: ``user_id -> [HistoryEntry]`` (oldest first) in RocksDB."""
+    """The history of one decisions partition in RocksDB (see the module docstring for the layout)."""
 
     def __init__(self, path: Path, max_count: int, max_age: float) -> None:
         self.path, self.max_count, self.max_age = path, max_count, max_age
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = Rdict(str(path), options=_options())
         self._encode = msgspec.msgpack.Encoder().encode
-        self._decode = msgspec.msgpack.Decoder(list[HistoryEntry]).decode
+        self._decode = msgspec.msgpack.Decoder(tuple[str, str, str, str]).decode
+        self._added: dict[str, int] = {}  # entries written per user since its last trim
         raw = self._db.get(_POSITION_KEY)
         self.position: int | None = None if raw is None else _OFFSET.unpack(raw)[0]
         raw = self._db.get(_WATERMARK_KEY)
         self.watermark = 0.0 if raw is None else _FLOAT.unpack(raw)[0]
 
-    def _entries(self, user_id: str) -> list[HistoryEntry]:
-        raw = self._db.get(user_id.encode())
-        return [] if raw is None else self._decode(raw)
-
-    def apply(self, decisions: Iterable[Decision], position: int) -> int:
-        """Append decisions (in log order) and set the position, in one write batch; the entries added."""
-        by_user: dict[str, list[HistoryEntry]] = {}
-        watermark = self.watermark
+    def apply(self, decisions: Iterable[Decided], position: int) -> int:
+        """Write decisions (``Decided`` or ``Decision``) and the position in one write batch; how many."""
+        batch = WriteBatch(raw_mode=True)
+        encode, pack, added, watermark = self._encode, _TS.pack, self._added, self.watermark
+        full: list[str] = []
+        n = 0
         for d in decisions:
-            by_user.setdefault(d.user_id, []).append(
-                HistoryEntry(d.ts_event, d.request_id, d.request_type, d.ip, d.verdict, d.reason)
-            )
+            n += 1
+            batch.put(_prefix(d.user_id) + pack(d.ts_event) + d.request_id.encode(),
+                      encode((d.request_type, d.ip, d.verdict, d.reason)))
+            count = added[d.user_id] = added.get(d.user_id, 0) + 1
+            if count == self.max_count:
+                full.append(d.user_id)
             if d.ts_event > watermark:
                 watermark = d.ts_event
-        horizon = watermark - self.max_age
-        batch = WriteBatch(raw_mode=True)
-        added = 0
-        for user_id, new in by_user.items():
-            entries = self._entries(user_id)
-            seen = {e.request_id for e in entries}
-            for entry in new:
-                if entry.request_id in seen:
-                    continue
-                seen.add(entry.request_id)
-                added += 1
-                if entries and entry.ts < entries[-1].ts:
-                    bisect.insort_right(entries, entry, key=_ts)  # after equal times: log order
-                else:
-                    entries.append(entry)
-            first = max(bisect.bisect_left(entries, horizon, key=_ts), len(entries) - self.max_count)
-            if first < len(entries):
-                batch.put(user_id.encode(), self._encode(entries[first:]))
-            else:
-                batch.delete(user_id.encode())
         batch.put(_POSITION_KEY, _OFFSET.pack(position))
         batch.put(_WATERMARK_KEY, _FLOAT.pack(watermark))
         self._db.write(batch)
         self.position, self.watermark = position, watermark
-        return added
+        for user_id in full:
+            self._trim(user_id)
+        return n
+
+    def _newest(self, prefix: bytes) -> Iterator[tuple[float, bytes]]:
+        """``(ts, key)`` of a user's entries within the bounds, newest first."""
+        horizon, start = self.watermark - self.max_age, len(prefix)
+        it = self._db.iter()
+        it.seek_for_prev(prefix + _NEWEST)
+        for _ in range(self.max_count):
+            if not it.valid() or not (key := it.key()).startswith(prefix):
+                return
+            ts = _TS.unpack_from(key, start)[0]
+            if ts < horizon:
+                return
+            yield ts, key
+            it.prev()
+
+    def _trim(self, user_id: str) -> None:
+        """Delete a user's entries beyond the bounds."""
+        self._added.pop(user_id, None)
+        prefix = _prefix(user_id)
+        oldest = None
+        for _, oldest in self._newest(prefix):
+            pass
+        if oldest is None:
+            self._db.delete_range(prefix, prefix + _NEWEST)
+        else:
+            self._db.delete_range(prefix, oldest)
 
     def skip_to(self, position: int) -> None:
-        """Move the position without entries (records before it are out of retention or undecodable)."""
+        """Move the position without entries (records before it are out of retention)."""
         self._db.put(_POSITION_KEY, _OFFSET.pack(position))
         self.position = position
 
     def page(self, user_id: str, limit: int, before: float | None = None) -> tuple[list[HistoryEntry], float | None]:
-        """Up to ``limit`` entries older than ``before``, newest first, and the ``before`` of the next page."""
-        entries = self._entries(user_id)
-        low = bisect.bisect_left(entries, self.watermark - self.max_age, key=_ts)
-        high = len(entries) if before is None else bisect.bisect_left(entries, before, key=_ts)
-        start = max(low, high - limit)
-        return entries[start:high][::-1], (entries[start].ts if start > low else None)
+        """Up to ``limit`` entries older than ``before``, newest first, and the ``before`` of the next page.
+
+        ``before`` is an event time, so a page never splits requests of one time: it ends above them
+        (or, when more than ``limit`` requests share one time, holds them all).
+        """
+        prefix = _prefix(user_id)
+        rows: list[tuple[float, bytes]] = []
+        more = False
+        for ts, key in self._newest(prefix):
+            if before is not None and ts >= before:
+                continue
+            if len(rows) >= limit and ts != rows[-1][0]:
+                more = True
+                break
+            rows.append((ts, key))
+        if len(rows) > limit:  # the page ended inside a group of equal times
+            tied = next(i for i, row in enumerate(rows) if row[0] == rows[-1][0])
+            if tied:
+                rows, more = rows[:tied], True
+        start, decode, get = len(prefix) + 8, self._decode, self._db.get
+        entries = [HistoryEntry(ts, key[start:].decode(), *decode(get(key))) for ts, key in rows]
+        return entries, (rows[-1][0] if more else None)
 
     def sweep(self) -> int:
-        """Delete users whose newest entry is older than the retention; the number deleted."""
+        """Trim every user to the bounds (also users no longer active); the entries deleted."""
         horizon = self.watermark - self.max_age
-        stale = [key for key, raw in self._db.items() if not key.startswith(b"\x00") and self._decode(raw)[-1].ts < horizon]
-        if stale:
-            batch = WriteBatch(raw_mode=True)
-            for key in stale:
+        batch = WriteBatch(raw_mode=True)
+        deleted, user, kept = 0, None, 0
+        it = self._db.iter()
+        it.seek_to_last()
+        while it.valid() and not (key := it.key()).startswith(b"\x00"):
+            prefix = key[: key.index(b"\x00") + 1]
+            if prefix != user:
+                user, kept = prefix, 0
+            if kept >= self.max_count or _TS.unpack_from(key, len(prefix))[0] < horizon:
                 batch.delete(key)
+                deleted += 1
+            else:
+                kept += 1
+            it.prev()
+        if deleted:
             self._db.write(batch)
-        return len(stale)
+        self._added.clear()
+        return deleted
 
     def wipe(self) -> None:
         """Forget the local copy (the topic was recreated): rebuild from the log."""
@@ -146,6 +198,7 @@ class HistoryStore:
         shutil.rmtree(self.path, ignore_errors=True)
         self._db = Rdict(str(self.path), options=_options())
         self.position, self.watermark = None, 0.0
+        self._added.clear()
 
     def close(self) -> None:
         self._db.close()

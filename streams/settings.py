@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     gateway_history_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds to get a history read")
     gateway_max_body_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
     gateway_trusted_proxies: str = Field(default="", description="comma-separated IPs/CIDRs trusted for X-Forwarded-For")
+    history_enabled: bool = Field(default=True, description="workers keep and serve the request history")
     history_max_count: int = Field(default=100, ge=1, le=10_000, description="requests kept per user")
     history_max_age: float = Field(default=86_400.0, gt=0, description="seconds of event time kept per user")
     history_host: str = "127.0.0.1"

@@ -1,0 +1,154 @@
+"""The request and response bodies of the HTTP API (pydantic; the OpenAPI document is built from them).
+
+Request bodies are strict: unknown fields, wrong types, NaN and infinities are 422 with a message.
+Identifiers are printable ASCII so they are safe in paths and in the limiter's keys.
+"""
+
+from typing import Annotated, Literal
+
+from fastapi import Path, Query
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ratewarden.gateway.net import normalize_ip
+from schemas.users import ID_PATTERN
+
+__all__ = [
+    "Blocked", "BlockBody", "BlockEntry", "BlockList", "CreatedUser", "HistoryItem", "HistoryPage", "IpPath",
+    "Limit", "LimitBody", "LimitList", "NewUser", "Problem", "SubmitBody", "Submitted", "Throttled", "Unavailable",
+    "UserInfo", "UserIdPath",
+]
+
+#: Printable ASCII.
+TEXT_PATTERN = r"^[\x20-\x7e]+$"
+
+UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN, examples=["alice"])]
+RequestType = Annotated[str, Field(min_length=1, max_length=64, pattern=TEXT_PATTERN, examples=["some_request"])]
+Role = Literal["client", "service", "analyst", "admin"]
+
+
+def _ip(text: str) -> str:
+    ip = normalize_ip(text)
+    if ip is None:
+        raise ValueError(f"{text!r} is not an IPv4 or IPv6 address")
+    return ip
+
+
+IpText = Annotated[str, Field(min_length=2, max_length=45, examples=["203.0.113.7"]), AfterValidator(_ip)]
+UserIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN, description="a user id")]
+IpPath = Annotated[
+    str, Path(min_length=2, max_length=45, description="an IPv4 or IPv6 address", examples=["192.0.2.1"]),
+    AfterValidator(_ip),
+]
+TypeQuery = Annotated[
+    str | None, Query(min_length=1, max_length=64, pattern=TEXT_PATTERN, description="the limit of one request type")
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class SubmitBody(_Body):
+    request_type: RequestType
+    user_id: UserId | None = Field(None, description="service/admin keys only: submit on behalf of this user")
+    ip: IpText | None = Field(None, description="service/admin keys only: the end client's IP")
+
+
+class Submitted(BaseModel):
+    status: Literal["ok"]
+    request_id: str
+    shadow: bool = Field(False, description="a shadow-mode limit would have throttled this request")
+    fail_open: bool = Field(False, description="no decision arrived in time; allowed by the fail-open setting")
+
+
+class Throttled(BaseModel):
+    status: Literal["throttled"]
+    request_id: str
+    reason: str
+    retry_after: float = Field(description="seconds until a request would be allowed")
+
+
+class Blocked(BaseModel):
+    status: Literal["blocked"]
+    request_id: str
+    reason: str
+
+
+class Unavailable(BaseModel):
+    status: Literal["unavailable"]
+    request_id: str
+    detail: str
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class LimitBody(_Body):
+    limit: int = Field(ge=0, le=1_000_000_000, description="requests allowed per window")
+    window: float = Field(60.0, gt=0, le=86_400, description="seconds")
+    request_type: RequestType | None = Field(None, description="limit only this request type (on top of the user limit)")
+    algorithm: Literal["fixed", "sliding"] = "fixed"
+    shadow: bool = Field(False, description="decide, but never throttle: the reason says what would have happened")
+
+
+class Limit(BaseModel):
+    user_id: str
+    limit: int
+    window: float
+    request_type: str | None
+    algorithm: Literal["fixed", "sliding"]
+    shadow: bool
+
+
+class LimitList(BaseModel):
+    default: Limit
+    limits: list[Limit]
+
+
+class NewUser(_Body):
+    user_id: UserId
+    role: Role
+
+
+class UserInfo(BaseModel):
+    user_id: str
+    role: Role
+    created_at: float
+
+
+class CreatedUser(UserInfo):
+    api_key: str = Field(description="shown only in this answer; store it now")
+
+
+class BlockBody(_Body):
+    reason: str = Field("manual", min_length=1, max_length=128, pattern=TEXT_PATTERN)
+    ttl: float | None = Field(None, gt=0, le=315_360_000, description="seconds from now; none: until removed")
+
+
+class BlockEntry(BaseModel):
+    subject: str
+    kind: Literal["ip", "user"]
+    reason: str
+    start: float
+    ttl: float | None
+    expires_at: float | None
+
+
+class BlockList(BaseModel):
+    entries: list[BlockEntry]
+
+
+class HistoryItem(BaseModel):
+    ts: float
+    request_id: str
+    request_type: str
+    ip: str
+    verdict: Literal["allow", "throttle", "block"]
+    reason: str
+
+
+class HistoryPage(BaseModel):
+    user_id: str
+    requests: list[HistoryItem] = Field(description="newest first")
+    next_before: float | None = Field(description="pass as `before` for the next (older) page; null: no more")
