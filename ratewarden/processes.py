@@ -7,22 +7,28 @@ from pathlib import Path
 
 from streams.settings import Settings
 
-__all__ = ["start_worker", "stop_process"]
+__all__ = ["start_cli", "start_worker", "stop_process"]
 
 _ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_cli(settings: Settings, log: Path, *args: str, **extra_env: str) -> subprocess.Popen:
+    """``ratewarden ARGS...`` in a new process with ``settings`` passed through its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RATEWARDEN_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(settings.to_env())  # RATEWARDEN_KAFKA_BOOTSTRAP_SERVERS carries the address
+    env.update(extra_env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ratewarden.cli", *args],
+        env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=_ROOT, start_new_session=True,
+    )
 
 
 def start_worker(
     settings: Settings, log: Path, loglevel: str = "info", metrics_port: int = 0, **extra_env: str
 ) -> subprocess.Popen:
     """A ``ratewarden worker`` process with ``settings`` (passed through its environment)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RATEWARDEN_")}
-    env.update(settings.to_env())
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # RATEWARDEN_KAFKA_BOOTSTRAP_SERVERS carries it
-    env.update(extra_env)
-    return subprocess.Popen(
-        [sys.executable, "-m", "ratewarden.cli", "worker", "--loglevel", loglevel, "--metrics-port", str(metrics_port)],
-        env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=_ROOT, start_new_session=True,
+    return start_cli(
+        settings, log, "worker", "--loglevel", loglevel, "--metrics-port", str(metrics_port), **extra_env
     )
 
 

@@ -8,6 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ratewarden.gateway.auth import require
 from ratewarden.gateway.models import Problem
 from ratewarden.gateway.routes import blocklist, limits, requests, users
 from ratewarden.gateway.runtime import Gateway, Unavailable
@@ -91,11 +92,12 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         return {"status": "ok", "users": len(gateway.users), "history_owners": len(gateway.history.owners)}
 
     @app.get(
-        "/metrics", tags=["operations"], response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+        "/metrics", tags=["operations"], response_class=Response, dependencies=[require("analyst", "admin")],
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+                   401: {"model": Problem}, 403: {"model": Problem}},
     )
     async def metrics() -> Response:
-        """Prometheus metrics (no key needed)."""
+        """Prometheus metrics (an analyst or admin key: Prometheus sends it as a bearer token)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -4,10 +4,8 @@ uvicorn's own ``X-Forwarded-For`` handling is off: the client IP is the connecti
 the peer is one of the configured trusted proxies (``RATEWARDEN_GATEWAY_TRUSTED_PROXIES``).
 """
 
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,11 +13,11 @@ from pathlib import Path
 import uvicorn
 
 from ratewarden.gateway.app import create_app
+from ratewarden.processes import start_cli
 from streams.settings import Settings
 
 __all__ = ["GatewayThread", "serve", "start_gateway_process", "uvicorn_config"]
 
-_ROOT = Path(__file__).resolve().parents[2]
 
 
 def uvicorn_config(settings: Settings, host: str, port: int, tls_cert: str | None = None,
@@ -87,9 +85,4 @@ class GatewayThread:
 def start_gateway_process(settings: Settings, log: Path, host: str = "127.0.0.1", port: int = 8080,
                           *extra_args: str) -> subprocess.Popen:
     """A ``ratewarden gateway`` process with ``settings`` (through its environment); stop it with stop_process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RATEWARDEN_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env.update(settings.to_env())
-    return subprocess.Popen(
-        [sys.executable, "-m", "ratewarden.cli", "gateway", "--host", host, "--port", str(port), *extra_args],
-        env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=_ROOT, start_new_session=True,
-    )
+    return start_cli(settings, log, "gateway", "--host", host, "--port", str(port), *extra_args)

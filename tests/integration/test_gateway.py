@@ -159,7 +159,7 @@ def _matrix():
         row("PUT", "/blocklist/192.0.2.77", {"reason": "matrix", "ttl": 1}, allowed=("admin",)),
         row("DELETE", "/blocklist/192.0.2.250", allowed=("admin",), ok=404),
         ("GET", "/healthz", None, public),
-        ("GET", "/metrics", None, public),
+        row("GET", "/metrics", allowed=("analyst", "admin")),
         ("GET", "/openapi.json", None, public),
     ]
 
@@ -223,7 +223,8 @@ def test_bad_input_is_a_4xx_with_a_message(stack):
 def test_metrics_count_verdicts_and_decision_wait(stack):
     with stack.client("client") as client:
         client.post("/requests", json={"request_type": "metrics"})
-        text = client.get("/metrics").text
+    with stack.client("analyst") as analyst:
+        text = analyst.get("/metrics").text
     assert 'ratewarden_gateway_requests_total{verdict="allow"}' in text
     assert "ratewarden_gateway_decision_wait_seconds_bucket" in text
     assert "ratewarden_gateway_decision_timeouts_total" in text
