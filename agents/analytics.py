@@ -279,21 +279,21 @@ class _Stage:
         self._stopping = asyncio.Event()
         self.consumer = self.producer = self.sender = None
 
-    async def start(self) -> None:
+    async def start(self, partitions: dict[str, int]) -> None:
+        """Connect and subscribe; ``partitions`` is the partition count per topic (from ``ensure_topics``)."""
         s = self.settings
+        self.on_start(partitions)
         self.producer = make_producer(s)
-        self.consumer = make_consumer(s, group_id=self.group)
+        # read_committed: with processing_guarantee=exactly_once the limiter writes decisions in
+        # transactions, and an aborted batch must not count.
+        self.consumer = make_consumer(s, group_id=self.group, isolation_level="read_committed")
         await self.producer.start()
         await self.consumer.start()
         self.sender = BatchSender(self.producer)
-        await self.on_start()
         self.consumer.subscribe([self.topic], listener=_Listener(self))
 
-    async def on_start(self) -> None:
+    def on_start(self, partitions: dict[str, int]) -> None:
         pass
-
-    async def partitions(self, topic: str) -> int:
-        return len(await self.producer.partitions_for(topic))
 
     def assign(self, partition: int) -> None:
         raise NotImplementedError
@@ -373,8 +373,8 @@ class FeatureStage(_Stage):
         self._last_marks = 0.0
         self.stats.update(partials=0, late=0)
 
-    async def on_start(self) -> None:
-        self.out_partitions = await self.partitions(self.settings.ip_features_topic)
+    def on_start(self, partitions: dict[str, int]) -> None:
+        self.out_partitions = partitions[self.settings.ip_features_topic]
 
     def assign(self, partition: int) -> None:
         s = self.settings
@@ -448,9 +448,9 @@ class MergeStage(_Stage):
         self._encode = msgspec.json.Encoder().encode
         self.stats.update(windows=0, flags=0)
 
-    async def on_start(self) -> None:
-        self.merger.sources = await self.partitions(self.settings.decisions_topic)
-        self.flag_partitions = await self.partitions(self.settings.ip_flags_topic)
+    def on_start(self, partitions: dict[str, int]) -> None:
+        self.merger.sources = partitions[self.settings.decisions_topic]
+        self.flag_partitions = partitions[self.settings.ip_flags_topic]
 
     def assign(self, partition: int) -> None:
         self.merger.assign(partition, self.clock())
@@ -530,7 +530,7 @@ class AnalyticsService(Service):
         partitions = await asyncio.to_thread(ensure_topics, self.settings)
         await self.ban_table.start(partitions[self.settings.blocklist_topic])
         for stage in self.stages:
-            await stage.start()
+            await stage.start(partitions)
 
     async def on_started(self) -> None:
         self._tasks = [asyncio.ensure_future(self.ban_table.run())]

@@ -39,9 +39,10 @@ def ban_ttl(offences: int, settings: Settings) -> float:
 def next_ban(previous: AutoBan | None, flag: IpFlag, settings: Settings, allowlisted: bool = False) -> AutoBan | None:
     """The entry to write for ``flag`` (starting at its window's end), or None.
 
-    None when the IP is allow-listed, or when a ban (manual or automatic) runs at the flag's window
-    end: the IP is already blocked, and a flag of an earlier window never counts as a new offence.
-    Offences older than ``offence_memory`` are forgotten.
+    None when the IP is allow-listed, or when the flag's window starts before the end of the IP's
+    current ban (manual or automatic): what it did while banned (e.g. hammering against the ban) is
+    the same offence, and a flag of an earlier window never counts as a new one. Offences older than
+    ``offence_memory`` are forgotten.
     """
     if allowlisted or flag.allowlisted:
         return None
@@ -49,7 +50,7 @@ def next_ban(previous: AutoBan | None, flag: IpFlag, settings: Settings, allowli
     offences = 0
     if previous is not None:
         end = ban_end(previous)
-        if at < end:
+        if flag.window_start < end:
             return None
         if at - end <= settings.offence_memory:
             offences = previous.offences

@@ -57,11 +57,12 @@ def test_simulator_is_deterministic_ordered_and_labelled(sim):
     assert simulate(minutes=30, users=2000, seed=8).events != sim.events
     ts = [e.ts for e in sim.events]
     assert ts == sorted(ts) and len({e.request_id for e in sim.events}) == len(sim.events)
-    assert 80_000 < len(sim.events) < 300_000 and len({e.user_id for e in sim.events if e.user_id.startswith("user-0")}) > 1900
+    assert 80_000 < len(sim.events) < 300_000
+    assert len({e.user_id for e in sim.events if e.user_id.startswith("user-0")}) > 1900
     kinds = Counter(a["kind"] for a in sim.labels["attackers"].values())
     assert kinds == {"flood": 2, "credential_stuffing": 3, "scraper": 2, "hammering": 1, "low_and_slow": 24}
     offices = sim.labels["offices"]
-    assert offices and any(o["allowlisted"] for o in offices.values()) and not all(o["allowlisted"] for o in offices.values())
+    assert 0 < sum(o["allowlisted"] for o in offices.values()) < len(offices)
     assert not set(offices) & set(sim.labels["attackers"])
     for ip, attack in sim.labels["attackers"].items():
         first = min(e.ts for e in sim.events if e.ip == ip)

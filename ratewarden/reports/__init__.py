@@ -1,0 +1,92 @@
+"""``ratewarden report``: what the abuse analytics saw, for analysts.
+
+Reads decisions and flags (JSON-lines files or the topics), prints the top offenders and a timeline
+of flags, writes CSV and Parquet tables (``flags``, ``ips``, ``timeline``) and three PNG charts.
+"""
+
+from pathlib import Path
+
+from rich.console import Console
+
+from ratewarden.reports.charts import draw_all
+from ratewarden.reports.frames import Frames, build_frames, read_lines
+from ratewarden.reports.terminal import print_report
+
+__all__ = ["Frames", "build_frames", "latest_abuse_reports", "print_report", "read_topic", "run_report", "write_tables"]
+
+TABLES = ("flags", "ips", "timeline")
+
+
+def write_tables(frames: Frames, out: Path) -> list[Path]:
+    written = []
+    for name in TABLES:
+        frame = getattr(frames, name)
+        for suffix, write in ((".csv", lambda f, p: f.to_csv(p, index=False)),
+                              (".parquet", lambda f, p: f.to_parquet(p, index=False))):
+            path = out / f"{name}{suffix}"
+            write(frame, path)
+            written.append(path)
+    return written
+
+
+def read_topic(settings, topic: str, last: int | None = None) -> list[bytes]:
+    """Every value of ``topic`` from the beginning (or the ``last`` ones of each partition) to its current end."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.kafka_local import kafka_python_options, resolve_bootstrap
+
+    consumer = KafkaConsumer(bootstrap_servers=resolve_bootstrap(settings), group_id=None,
+                             enable_auto_commit=False, **kafka_python_options(settings))
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        if last is not None:
+            starts = consumer.beginning_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, max(starts[tp], ends[tp] - last))
+        values: list[bytes] = []
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for records in consumer.poll(timeout_ms=500, max_records=50_000).values():
+                values.extend(r.value for r in records if r.value is not None)
+        return values
+    finally:
+        consumer.close()
+
+
+def latest_abuse_reports(settings, last: int = 10) -> list[dict]:
+    """The newest per-window abuse reports from the ``abuse-reports`` topic, as JSON-ready dicts (oldest
+    first): what ``GET /reports/abuse`` can serve."""
+    import msgspec
+
+    from schemas.flags import AbuseReport
+
+    decode = msgspec.json.Decoder(AbuseReport).decode
+    reports = [decode(value) for value in read_topic(settings, settings.abuse_reports_topic, last=last)]
+    return [msgspec.to_builtins(r) for r in sorted(reports, key=lambda r: r.window_start)[-last:]]
+
+
+def run_report(
+    out: Path,
+    decisions: Path | None = None,
+    flags: Path | None = None,
+    settings=None,
+    console: Console | None = None,
+    top: int = 15,
+) -> list[Path]:
+    """Build, print and write the report; with ``settings`` (and no files) read the topics instead."""
+    console = console or Console()
+    if settings is not None and decisions is None:
+        decision_values = read_topic(settings, settings.decisions_topic)
+        flag_values = read_topic(settings, settings.ip_flags_topic)
+    else:
+        decision_values, flag_values = read_lines(decisions), read_lines(flags)
+    if not decision_values:
+        raise ValueError("no decisions to report on")
+    frames = build_frames(decision_values, flag_values)
+    out.mkdir(parents=True, exist_ok=True)
+    print_report(frames, console, top=top)
+    written = write_tables(frames, out) + draw_all(frames, out)
+    console.print(f"wrote {', '.join(p.name for p in written)} to {out}/")
+    return written
