@@ -78,15 +78,10 @@ def _ceil_ms(seconds: float) -> float:
 def check(counter: Counter, rule: Rule, ts: float) -> Check:
     """Would one more request at ``ts`` be allowed by ``rule``, given its rolled ``counter``?"""
     window = rule.window
-    start = counter.index * window
-    now = max(ts, start)
+    used, start, now = _used(counter, rule, ts)
     elapsed = now - start
     end = start + window
     limit, count, previous = rule.limit, counter.count, counter.previous
-    if rule.algorithm == "sliding":
-        used = previous * (window - elapsed) / window + count
-    else:
-        used = float(count)
     if used + 1 <= limit + _EPS:
         return Check(True, used, start, end, 0.0)
     if limit < 1:
@@ -100,7 +95,28 @@ def check(counter: Counter, rule: Rule, ts: float) -> Check:
     else:
         # The current window alone is full: it must become the previous one and slide out.
         wait = (end - now) + max(0.0, window - window * (limit - 1) / count)
-    return Check(False, used, start, end, _ceil_ms(max(wait, 0.001)))
+    wait = _ceil_ms(max(wait, 0.001))
+    # The closed form and the check round differently at large timestamps: step to the first
+    # millisecond that the check itself allows, so a retry at ts + retry_after always passes.
+    while not _allows(roll(counter, window, now + wait), rule, now + wait):
+        wait = round(wait + 0.001, 3)
+    return Check(False, used, start, end, wait)
+
+
+def _used(counter: Counter, rule: Rule, ts: float) -> tuple[float, float, float]:
+    """(requests counted against the limit, window start, the time judged) for a rolled counter."""
+    window = rule.window
+    start = counter.index * window
+    now = max(ts, start)
+    used = float(counter.count)
+    if rule.algorithm == "sliding":
+        used += counter.previous * (window - (now - start)) / window
+    return used, start, now
+
+
+def _allows(counter: Counter, rule: Rule, ts: float) -> bool:
+    return _used(counter, rule, ts)[0] + 1 <= rule.limit + _EPS
+
 
 
 def decide(
