@@ -233,9 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_trace)
 
-    p = sub.add_parser("demo", help="broker, worker, synthetic trace, replay, summary; stops what it started")
+    p = sub.add_parser("demo", help="broker, worker, gateway, simulated attacks replayed, report; stops what it started")
     p.add_argument("--users", type=int, default=300)
-    p.add_argument("--minutes", type=float, default=3.0)
+    p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=_demo)
 

@@ -1,7 +1,8 @@
-"""``make demo``: a real broker, a worker, a synthetic trace replayed, a summary; then stop all.
+"""``make demo``: the main job end to end on a real broker, then stop everything it started.
 
-Everything runs in ``var/demo`` (wiped first, so state is fresh) on free loopback ports. Whatever
-the demo started is stopped by its own PID, also when it fails.
+Broker (local KRaft JVM) -> one worker (limiter, history, analytics) and the HTTP gateway -> a
+simulated trace with labelled attacks replayed through Kafka -> a few calls through the gateway ->
+the analyst report (terminal, CSV, Parquet, PNG). Everything lives in ``var/demo`` (wiped first).
 """
 
 import shutil
@@ -9,56 +10,68 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
 from ratewarden.control import block, set_limits
-from ratewarden.processes import start_worker, stop_process
+from ratewarden.gateway.testing import GatewayStack
 from ratewarden.replay import replay, write_decisions, write_trace
+from ratewarden.reports import run_report
+from ratewarden.simulate import simulate, write_labels
 from ratewarden.summary import print_summary
-from ratewarden.synth import synthetic_trace
 from schemas.limits import BlocklistEntry, RateLimit
 from streams.kafka_local import LocalKafka
-from streams.settings import Settings
-from streams.topics import ensure_topics
 
 __all__ = ["run_demo"]
 
 
-def run_demo(console: Console, users: int = 300, minutes: float = 3.0, seed: int = 7) -> int:
+def _gateway_calls(stack: GatewayStack, console: Console) -> None:
+    """Three calls of a client whose limit is 2 per minute, then its history, through HTTP."""
+    table = Table("call", "status", "RateLimit", "Retry-After", "status in body", title="POST /requests as client-1 (limit 2/min)")
+    with stack.client("client") as client:
+        for i in range(1, 4):
+            answer = client.post("/requests", json={"request_type": "checkout"})
+            h = answer.headers
+            table.add_row(str(i), str(answer.status_code), h.get("ratelimit", ""), h.get("retry-after", "-"),
+                          answer.json()["status"])
+        history = client.get("/requests/client-1", params={"limit": 3}).json()
+    console.print(table)
+    console.print("history of client-1 (newest first):",
+                  [(item["verdict"], item["reason"]) for item in history["requests"]])
+
+
+def run_demo(console: Console, users: int = 300, minutes: float = 10.0, seed: int = 7) -> int:
     home = Path("var/demo")
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     broker = LocalKafka(home / "kafka")
-    worker = None
+    with console.status("starting Kafka (KRaft, local JVM)"):
+        bootstrap = broker.start()
+    console.print(f"Kafka at [bold]{bootstrap}[/bold]")
     try:
-        with console.status("starting Kafka (KRaft, local JVM)"):
-            bootstrap = broker.start()
-        console.print(f"Kafka at [bold]{bootstrap}[/bold]")
-        settings = Settings(kafka_bootstrap_servers=bootstrap, var_dir=home)
-        ensure_topics(settings)
-        set_limits(
-            [
+        console.print("starting a worker and the gateway ...")
+        with GatewayStack(bootstrap, home, workers=1, default_limit=100) as stack:
+            settings = stack.settings
+            console.print(f"worker and gateway ({stack.url}) up; topics suffixed {settings.app_id.rsplit('-', 1)[-1]}")
+            set_limits([
+                RateLimit(user_id="client-1", limit=2, window=60),
                 RateLimit(user_id="user-00003", limit=20, window=60, algorithm="sliding"),
                 RateLimit(user_id="user-00004", limit=10, window=60, shadow=True),
-                RateLimit(user_id="user-00005", limit=3, window=60, request_type="login"),
-            ],
-            settings,
-        )
-        block(BlocklistEntry(subject="user-00006", kind="user", reason="demo"), settings)
-        worker = start_worker(settings, home / "worker.log", loglevel="warning")
-        events = synthetic_trace(users=users, minutes=minutes, seed=seed)
-        write_trace(home / "trace.jsonl", events)
-        console.print(f"replaying {len(events):,} events from {users} users over {minutes:g} minutes of event time")
-        started = time.monotonic()
-        decisions = replay(events, settings, timeout=120.0)
-        elapsed = time.monotonic() - started
-        write_decisions(home / "decisions.jsonl", decisions)
-        print_summary(decisions, console)
-        console.print(
-            f"{len(decisions):,} decisions in {elapsed:.1f} s; trace and decisions in {home}/ "
-            f"(limits: user-00003 sliding 20/min, user-00004 shadow 10/min, user-00005 3 logins/min, user-00006 blocked)"
-        )
+            ], settings)
+            block(BlocklistEntry(subject="user-00006", kind="user", reason="demo"), settings)
+            sim = simulate(minutes=minutes, users=users, seed=seed)
+            write_trace(home / "trace.jsonl", sim.events)
+            write_labels(home / "labels.json", sim.labels)
+            console.print(f"replaying {len(sim.events):,} events: {users} users, {minutes:g} minutes of event time, "
+                          f"{len(sim.labels['attackers'])} attacking IPs")
+            started = time.monotonic()
+            decisions = replay(sim.events, settings, timeout=120.0)
+            console.print(f"{len(decisions):,} decisions in {time.monotonic() - started:.1f} s")
+            write_decisions(home / "decisions.jsonl", decisions)
+            print_summary(decisions, console)
+            _gateway_calls(stack, console)
+            time.sleep(settings.analytics_idle + 1)  # let the last analytics window close on its idle timeout
+            run_report(home / "report", settings=settings, console=console)
+        console.print(f"trace, labels, decisions and report in {home}/")
         return 0
     finally:
-        if worker is not None:
-            stop_process(worker)
         broker.stop()

@@ -11,7 +11,6 @@ import logging
 import faust
 from mode import Service
 
-from agents.analytics import register_analytics
 from agents.history import HistoryService
 from agents.limiter import Limiter
 from agents.rules import Blocklist, LimitBook
@@ -94,6 +93,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 super().__init__(settings, **kwargs)
 
     if settings.analytics_enabled:  # per-IP features, detectors, blocklist agent: docs/analytics.md
+        from agents.analytics import register_analytics  # imports pandas: only where analytics run
+
         register_analytics(app, settings)
     return app
 
