@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from schemas.decisions import Decision
 from schemas.events import RequestEvent
-from streams.kafka_local import kafka_python_options, resolve_bootstrap
+from streams.kafka_config import kafka_python_options, resolve_bootstrap
 from streams.settings import Settings, get_settings
 
 __all__ = ["RequestPublisher", "DecisionSubscriber"]

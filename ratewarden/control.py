@@ -10,7 +10,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from agents.rules import limit_key
 from schemas.limits import BlocklistEntry, RateLimit
-from streams.kafka_local import kafka_python_options, resolve_bootstrap
+from streams.kafka_config import kafka_python_options, resolve_bootstrap
 from streams.settings import Settings, get_settings
 from streams.tables import blocklist_key
 

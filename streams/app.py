@@ -14,7 +14,7 @@ from mode import Service
 from agents.history import HistoryService
 from agents.limiter import Limiter
 from agents.rules import Blocklist, LimitBook
-from streams.kafka_local import resolve_bootstrap
+from streams.kafka_config import resolve_bootstrap
 from streams.settings import Settings, get_settings
 from streams.tables import blocklist_table, limits_table
 from streams.topics import ensure_topics

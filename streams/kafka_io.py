@@ -10,7 +10,7 @@ from typing import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.kafka_local import aiokafka_options, resolve_bootstrap
+from streams.kafka_config import aiokafka_options, resolve_bootstrap
 from streams.settings import Settings
 
 __all__ = ["BatchSender", "make_consumer", "make_producer"]

@@ -4,8 +4,8 @@ Machines without Docker still have Java 17+ and Maven, so the broker is assemble
 (the kafka-local notes recipe): :func:`ensure_jars` resolves the jars once into the
 user cache, and :class:`LocalKafka` formats a data directory and runs ``kafka.Kafka`` on free loopback
 ports. Data survives a stop/start of the same home; the ports may change (the previous ones are reused
-when still free). :func:`resolve_bootstrap`, :func:`aiokafka_options` and :func:`kafka_python_options`
-turn :class:`streams.settings.Settings` into client arguments.
+when still free). Client connection options live in
+:mod:`streams.kafka_config`.
 """
 
 from __future__ import annotations
@@ -14,49 +14,27 @@ import base64
 import fcntl
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
 
-from rich.console import Console
+from streams.kafka_jars import KAFKA_VERSION, LOG4J_VERSION, ensure_jars, tail
 
-from streams.settings import Settings
 
 __all__ = [
     "KAFKA_VERSION",
     "LOG4J_VERSION",
     "LocalKafka",
-    "aiokafka_options",
     "ensure_jars",
-    "kafka_python_options",
     "local_home",
-    "resolve_bootstrap",
 ]
 
 logger = logging.getLogger(__name__)
-
-KAFKA_VERSION = "4.1.1"
-LOG4J_VERSION = "2.24.3"
-
-_DEPENDENCIES = [("org.apache.kafka", "kafka_2.13", KAFKA_VERSION),
-                 ("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J_VERSION),
-                 ("org.apache.logging.log4j", "log4j-core", LOG4J_VERSION)]
-_POM = (
-    '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>\n'
-    " <groupId>local</groupId><artifactId>kafka-libs</artifactId><version>1</version><packaging>pom</packaging>\n"
-    " <dependencies>\n"
-    + "".join(f"  <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>\n"
-              for g, a, v in _DEPENDENCIES)
-    + " </dependencies></project>\n"
-)
 
 _LOG4J2 = """status = error
 appender.console.type = Console
@@ -90,57 +68,6 @@ num.network.threads=2
 num.io.threads=2
 log.cleaner.dedupe.buffer.size=16777216
 """
-
-
-def _tail(text: str | bytes, lines: int = 40) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def _require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise RuntimeError(f"`{tool}` not found on PATH: the local Kafka broker needs Java 17+ and Maven")
-    return path
-
-
-def ensure_jars(cache_root: Path | None = None) -> Path:
-    """Return the directory holding Kafka's runtime jars, resolving them with Maven on first use.
-
-    ``cache_root`` defaults to ``${XDG_CACHE_HOME:-~/.cache}/ratewarden``; the jars live in
-    ``cache_root/kafka-{KAFKA_VERSION}/lib``, which appears atomically (rename of a finished temp dir).
-    """
-    _require("java")
-    if cache_root is None:
-        cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ratewarden"
-    version_dir = cache_root / f"kafka-{KAFKA_VERSION}"
-    lib = version_dir / "lib"
-    if (lib / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
-        return lib
-    mvn = _require("mvn")
-    version_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".resolve-", dir=version_dir))
-    try:
-        (work / "pom.xml").write_text(_POM)
-        cmd = [mvn, "-B", "-q", "-Dstyle.color=never", "dependency:copy-dependencies",
-               "-DincludeScope=runtime", "-DoutputDirectory=lib"]
-        logger.info("resolving Kafka %s jars with Maven into %s", KAFKA_VERSION, lib)
-        with Console(stderr=True).status(f"Downloading Apache Kafka {KAFKA_VERSION} jars with Maven..."):
-            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
-        if proc.returncode != 0 or not (work / "lib" / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
-            raise RuntimeError(
-                f"mvn failed (exit {proc.returncode}) resolving Kafka {KAFKA_VERSION}:\n"
-                f"{_tail(proc.stdout + proc.stderr)}"
-            )
-        try:
-            os.rename(work / "lib", lib)
-        except OSError:  # another process finished first; keep its copy
-            if not (lib / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return lib
 
 
 def _port_free(port: int) -> bool:
@@ -290,7 +217,7 @@ class LocalKafka:
         proc = subprocess.run(cmd, cwd=self.home, capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"formatting Kafka storage failed (exit {proc.returncode}):\n"
-                               f"{_tail(proc.stdout + proc.stderr)}")
+                               f"{tail(proc.stdout + proc.stderr)}")
         logger.info("formatted Kafka storage in %s (cluster id %s)", self.home / "data", cluster_id)
 
     def start(self, timeout: float = 90.0) -> str:
@@ -330,20 +257,20 @@ class LocalKafka:
             if (self._proc.poll() is not None) if ours else not _pid_alive(pid):
                 self._clear_run_files()
                 raise RuntimeError(f"Kafka broker (pid {pid}) exited during startup; {self.log_file} ends:\n"
-                                   f"{self._log_tail()}")
+                                   f"{self._logtail()}")
             remaining = deadline - time.monotonic()
             if _broker_answers(bootstrap, timeout=min(2.0, max(remaining, 0.1))):
                 return bootstrap
             if remaining <= 0:
-                tail = self._log_tail()
+                tail = self._logtail()
                 if ours:  # never kill a broker another process is still starting
                     self._stop_locked(10.0)
                 raise RuntimeError(f"Kafka broker at {bootstrap} not ready in time; {self.log_file} ends:\n{tail}")
             time.sleep(0.2)
 
-    def _log_tail(self) -> str:
+    def _logtail(self) -> str:
         try:
-            return _tail(self.log_file.read_bytes())
+            return tail(self.log_file.read_bytes())
         except FileNotFoundError:
             return "(no broker.log)"
 
@@ -392,63 +319,3 @@ class LocalKafka:
 def local_home(var_dir: Path) -> Path:
     """Where ``ratewarden kafka start`` keeps the local broker for a given ``var_dir``."""
     return Path(var_dir) / "kafka"
-
-
-def resolve_bootstrap(settings: Settings) -> str:
-    """The configured bootstrap servers, else the running local broker's address."""
-    if settings.kafka_bootstrap_servers:
-        return settings.kafka_bootstrap_servers
-    bootstrap = LocalKafka(local_home(settings.var_dir)).status()
-    if bootstrap is None:
-        raise RuntimeError("no Kafka broker: run `ratewarden kafka start` or set KAFKA_BOOTSTRAP_SERVERS")
-    return bootstrap
-
-
-class _ClientOptions(dict[str, Any]):
-    """A plain dict for ``**`` unpacking whose repr masks the SASL password."""
-
-    def __repr__(self) -> str:
-        shown = {k: ("**********" if k == "sasl_plain_password" else v) for k, v in self.items()}
-        return repr(shown)
-
-    __str__ = __repr__
-
-
-def _common_options(settings: Settings) -> _ClientOptions:
-    opts = _ClientOptions()
-    protocol = settings.kafka_security_protocol
-    if protocol != "PLAINTEXT":
-        opts["security_protocol"] = protocol
-    if settings.kafka_sasl_mechanism:
-        opts["sasl_mechanism"] = settings.kafka_sasl_mechanism
-    if settings.kafka_sasl_username:
-        opts["sasl_plain_username"] = settings.kafka_sasl_username
-    if settings.kafka_sasl_password is not None:
-        opts["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
-    if "sasl_mechanism" in opts and not protocol.startswith("SASL_"):
-        logger.warning("SASL settings are ignored with security protocol %s", protocol)
-    return opts
-
-
-def aiokafka_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for aiokafka clients (an ``ssl_context`` when the protocol uses SSL)."""
-    opts = _common_options(settings)
-    if settings.kafka_security_protocol.endswith("SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        opts["ssl_context"] = create_ssl_context(
-            cafile=settings.kafka_ssl_cafile, certfile=settings.kafka_ssl_certfile, keyfile=settings.kafka_ssl_keyfile
-        )
-    logger.debug("aiokafka options: %r", opts)
-    return opts
-
-
-def kafka_python_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for kafka-python clients (``ssl_*file`` paths as strings)."""
-    opts = _common_options(settings)
-    for key in ("cafile", "certfile", "keyfile"):
-        value = getattr(settings, f"kafka_ssl_{key}")
-        if value is not None:
-            opts[f"ssl_{key}"] = str(value)
-    logger.debug("kafka-python options: %r", opts)
-    return opts

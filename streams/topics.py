@@ -14,7 +14,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from streams.kafka_local import kafka_python_options, resolve_bootstrap
+from streams.kafka_config import kafka_python_options, resolve_bootstrap
 from streams.settings import Settings
 
 __all__ = ["TopicSpec", "topic_specs", "ensure_topics"]

@@ -33,7 +33,7 @@ def read_topic(settings, topic: str, last: int | None = None) -> list[bytes]:
     """Every value of ``topic`` from the beginning (or the ``last`` ones of each partition) to its current end."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from streams.kafka_local import kafka_python_options, resolve_bootstrap
+    from streams.kafka_config import kafka_python_options, resolve_bootstrap
 
     consumer = KafkaConsumer(bootstrap_servers=resolve_bootstrap(settings), group_id=None,
                              enable_auto_commit=False, **kafka_python_options(settings))

@@ -9,7 +9,7 @@ from ratewarden.control import block
 from schemas.events import RequestEvent
 from schemas.flags import AutoBan, IpFeatures, IpFlag, Population
 from schemas.limits import BlocklistEntry
-from streams.kafka_local import kafka_python_options
+from streams.kafka_config import kafka_python_options
 from streams.settings import Settings
 
 pytestmark = pytest.mark.kafka

@@ -12,13 +12,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from streams.kafka_local import (
-    LocalKafka,
-    aiokafka_options,
-    kafka_python_options,
-    local_home,
-    resolve_bootstrap,
-)
+from streams.kafka_config import aiokafka_options, kafka_python_options, resolve_bootstrap
+from streams.kafka_local import LocalKafka, local_home
 from streams.settings import Settings
 
 SECRET = "hunter2-" + uuid.uuid4().hex
