@@ -17,7 +17,9 @@ import msgspec
 import schemas
 from schemas.decisions import Decision
 from schemas.events import DeadLetter, RequestEvent
+from schemas.flags import AbuseReport, AutoBan, IpFlag
 from schemas.limits import BlocklistEntry, RateLimit
+from schemas.users import User
 
 __all__ = ["DRAFT", "ID_PREFIX", "SCHEMA_DIR", "SCHEMA_FILES", "main", "render", "stale_files", "write_all"]
 
@@ -32,7 +34,18 @@ SCHEMA_FILES: dict[str, type[msgspec.Struct]] = {
     "rate_limit.schema.json": RateLimit,
     "blocklist_entry.schema.json": BlocklistEntry,
     "dead_letter.schema.json": DeadLetter,
+    # Abuse analytics: ``ip-flags``, automatic bans on ``blocklist``, one report per window on ``abuse-reports``.
+    "ip_flag.schema.json": IpFlag,
+    "auto_ban.schema.json": AutoBan,
+    "abuse_report.schema.json": AbuseReport,
+    # API users of the gateway on the compacted ``users`` topic (only a hash of the key is stored).
+    "user.schema.json": User,
 }
+#: Records that only ratewarden's own processes exchange, so no file is published for them:
+#: ``schemas.flags.IpPartial`` and ``FeaturesWatermark`` (the analytics' internal ``ip-features``
+#: repartition topic, between its two stages) and ``schemas.users.HistoryOwner`` (workers announce
+#: to the gateway which of them serves a decisions partition's history). ``IpFeatures``,
+#: ``Population`` and ``ReportedIp`` are parts of the records above and appear in their ``$defs``.
 
 
 def _file_name(record_type: type) -> str:

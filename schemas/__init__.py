@@ -1,17 +1,31 @@
-"""Records on the wire: request events, decisions, limits and blocklist entries. No logic here."""
+"""Records on the wire: request events, decisions, limits, blocklist entries, abuse analytics and API users.
+
+No logic here. Only the records other programs may read or write are exported; the analytics'
+internal ``ip-features`` records (``schemas.flags.IpPartial``, ``FeaturesWatermark``) and the
+gateway's ``schemas.users.HistoryOwner`` stay in their modules.
+"""
 
 from schemas.decisions import ALLOW, BLOCK, THROTTLE, Decision, Verdict
 from schemas.events import DeadLetter, RequestEvent
+from schemas.flags import AbuseReport, AutoBan, IpFeatures, IpFlag, Population, ReportedIp
 from schemas.limits import BlocklistEntry, RateLimit
+from schemas.users import User
 
 __all__ = [
     "ALLOW",
     "BLOCK",
     "THROTTLE",
+    "AbuseReport",
+    "AutoBan",
     "BlocklistEntry",
     "DeadLetter",
     "Decision",
+    "IpFeatures",
+    "IpFlag",
+    "Population",
     "RateLimit",
+    "ReportedIp",
     "RequestEvent",
+    "User",
     "Verdict",
 ]

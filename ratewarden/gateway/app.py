@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ratewarden.gateway.auth import require
 from ratewarden.gateway.models import Problem
-from ratewarden.gateway.routes import blocklist, limits, requests, users
+from ratewarden.gateway.routes import blocklist, limits, reports, requests, users
 from ratewarden.gateway.runtime import Gateway, Unavailable
 from streams.settings import Settings, get_settings
 
@@ -63,14 +63,15 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         title="ratewarden gateway",
         version="1.0",
         description="Submit requests to the streaming rate limiter and get the decision inline; read request "
-        "histories; manage limits, users and the blocklist. Authenticate with `Authorization: Bearer KEY`.",
+        "histories and abuse reports; manage limits, users and the blocklist. "
+        "Authenticate with `Authorization: Bearer KEY`.",
         lifespan=lifespan,
         openapi_url="/openapi.json",
         redoc_url=None,
     )
     app.state.gateway = gateway
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
-    for module in (requests, limits, users, blocklist):
+    for module in (requests, limits, users, blocklist, reports):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)

@@ -13,9 +13,9 @@ from ratewarden.gateway.net import normalize_ip
 from schemas.users import ID_PATTERN
 
 __all__ = [
-    "Blocked", "BlockBody", "BlockEntry", "BlockList", "CreatedUser", "HistoryItem", "HistoryPage", "IpPath",
-    "Limit", "LimitBody", "LimitList", "NewUser", "Problem", "SubmitBody", "Submitted", "Throttled", "Unavailable",
-    "UserInfo", "UserIdPath",
+    "AbuseReportInfo", "AbuseReportList", "Blocked", "BlockBody", "BlockEntry", "BlockList", "CreatedUser",
+    "HistoryItem", "HistoryPage", "IpPath", "Limit", "LimitBody", "LimitList", "NewUser", "PopulationInfo", "Problem",
+    "ReportedIpInfo", "SubmitBody", "Submitted", "Throttled", "Unavailable", "UserInfo", "UserIdPath",
 ]
 
 #: Printable ASCII.
@@ -152,3 +152,39 @@ class HistoryPage(BaseModel):
     user_id: str
     requests: list[HistoryItem] = Field(description="newest first")
     next_before: float | None = Field(description="pass as `before` for the next (older) page; null: no more")
+
+
+class ReportedIpInfo(BaseModel):
+    ip: str
+    score: float = Field(description="the largest robust z-score of the IP in the window")
+    rules: list[str] = Field(description="the rules that fired")
+    requests: int
+    users: int = Field(description="distinct users seen from the IP")
+    allowlisted: bool = Field(description="on the allow-list: reported, never banned")
+
+
+class PopulationInfo(BaseModel):
+    ips: int
+    median_requests: float
+    mad_requests: float
+    median_requests_per_user: float
+    mad_requests_per_user: float
+
+
+class AbuseReportInfo(BaseModel):
+    """One window as one analytics shard saw it (``schemas.flags.AbuseReport``)."""
+
+    window_start: float = Field(description="event time, seconds since the epoch")
+    window_end: float
+    partitions: list[int] = Field(description="the ip-features partitions (the shard) this report covers")
+    ips: int
+    requests: int
+    refused: int = Field(description="throttled and blocked requests")
+    flagged: list[ReportedIpInfo]
+    population: PopulationInfo = Field(description="the statistics the z-scores are taken against")
+    late_partials: int = Field(description="partials that arrived after their window was complete (not counted)")
+
+
+class AbuseReportList(BaseModel):
+    reports: list[AbuseReportInfo] = Field(description="newest window first")
+    skipped: int = Field(description="records among those read that are not valid reports (left out)")

@@ -1,18 +1,23 @@
 """The HTTP gateway against the real broker, a `ratewarden worker` process and the gateway on loopback."""
 
+import asyncio
 import math
 import shutil
+import socket
 import ssl
 import subprocess
 import time
 import uuid
 
 import httpx
+import msgspec
 import pytest
 
+from ratewarden.gateway.routes import reports as reports_route
 from ratewarden.gateway.server import GatewayThread
 from ratewarden.gateway.testing import GatewayStack
 from ratewarden.processes import stop_process
+from schemas.flags import AbuseReport, Population, ReportedIp
 
 pytestmark = pytest.mark.kafka
 
@@ -160,6 +165,7 @@ def _matrix():
         row("DELETE", "/blocklist/192.0.2.250", allowed=("admin",), ok=404),
         ("GET", "/healthz", None, public),
         row("GET", "/metrics", allowed=("analyst", "admin")),
+        row("GET", "/reports/abuse", allowed=("analyst", "admin")),
         ("GET", "/openapi.json", None, public),
     ]
 
@@ -218,6 +224,77 @@ def test_bad_input_is_a_4xx_with_a_message(stack):
         chunked = admin.post("/requests", content=iter([b'{"request_type": "', b"y" * 40_000, b'"}']),
                              headers={"Content-Type": "application/json"})
         assert chunked.status_code == 413
+
+
+def abuse_report(start: float, ip: str, score: float) -> AbuseReport:
+    return AbuseReport(
+        window_start=start, window_end=start + 60.0, partitions=[0, 1, 2, 3], ips=40, requests=1500, refused=640,
+        flagged=[ReportedIp(ip=ip, score=score, rules=["flood", "hammering"], requests=900, users=2, allowlisted=False)],
+        population=Population(ips=40, median_requests=6.0, mad_requests=2.0, median_requests_per_user=3.0,
+                              mad_requests_per_user=1.0),
+        late_partials=1,
+    )
+
+
+def publish(settings, values: list[tuple[bytes, bytes]]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    try:
+        for future in [producer.send(settings.abuse_reports_topic, key=k, value=v, partition=0) for k, v in values]:
+            future.get(timeout=30)
+    finally:
+        producer.close()
+
+
+def test_abuse_reports_are_read_back_newest_first(stack):
+    # far-future windows: newer than any the stack's worker reports on its own traffic meanwhile
+    base = 3_000_000_000.0 + 60.0 * (uuid.uuid4().int % 10_000)
+    older, newer = abuse_report(base, "203.0.113.10", 12.5), abuse_report(base + 60.0, "203.0.113.11", 40.0)
+    # the newer window first, then garbage: the order is by window, and a bad record is skipped, not a 500
+    publish(stack.settings, [(repr(r.window_start).encode(), msgspec.json.encode(r)) for r in (newer, older)]
+            + [(b"bad", b"not json"), (b"bad", b'{"window_start": 1.0}')])
+    expected = [msgspec.to_builtins(r) for r in (newer, older)]
+    with stack.client("analyst") as analyst, stack.client("admin") as admin:
+        answer = analyst.get("/reports/abuse", params={"since": base})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["reports"] == expected
+        assert answer.json()["skipped"] >= 2
+        assert admin.get("/reports/abuse", params={"since": base, "limit": 1}).json()["reports"] == expected[:1]
+        assert admin.get("/reports/abuse", params={"since": base + 60.0}).json()["reports"] == expected[:1]
+        assert analyst.get("/reports/abuse", params={"since": base + 120.0}).json()["reports"] == []
+        latest = analyst.get("/reports/abuse", params={"limit": 2}).json()["reports"]
+        assert [r["window_start"] for r in latest] == [base + 60.0, base]
+        bad = [{"limit": 0}, {"limit": 101}, {"limit": "ten"}, {"since": "nan"}, {"since": "inf"}, {"since": -1},
+               {"since": 1e12}]
+        assert [analyst.get("/reports/abuse", params=p).status_code for p in bad] == [422] * len(bad)
+
+
+def test_abuse_reports_answer_503_when_kafka_does_not(stack, monkeypatch):
+    async def hang(*args):
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(reports_route, "READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(reports_route, "_tail", hang)  # the gateway runs in this process (a thread)
+    with stack.client("analyst") as analyst:
+        started = time.monotonic()
+        answer = analyst.get("/reports/abuse")
+        elapsed = time.monotonic() - started
+        assert answer.status_code == 503 and 0.5 <= elapsed < 2.0
+        assert "no answer within 0.5 s" in answer.json()["detail"] and answer.headers["Retry-After"] == "1"
+        assert analyst.get("/healthz").status_code == 200  # the event loop was never blocked
+
+
+def test_reading_abuse_reports_from_a_silent_or_absent_broker_is_bounded(stack):
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        for bootstrap in (f"127.0.0.1:{silent.getsockname()[1]}", "127.0.0.1:1"):
+            settings = stack.settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+            started = time.monotonic()
+            with pytest.raises(reports_route.ReportsUnavailable, match="abuse-reports"):
+                asyncio.run(reports_route.read_abuse_reports(settings, 10, timeout=1.0))
+            assert time.monotonic() - started < 3.0, bootstrap
 
 
 def test_metrics_count_verdicts_and_decision_wait(stack):

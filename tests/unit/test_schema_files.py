@@ -8,9 +8,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
+import schemas
 from agents.intake import EventDecoder
 from ratewarden.schema_files import DRAFT, ID_PREFIX, SCHEMA_DIR, SCHEMA_FILES, main, render, stale_files, write_all
 from schemas.events import RequestEvent
+from schemas.flags import AbuseReport, AutoBan, FeaturesWatermark, IpFeatures, IpFlag, IpPartial, Population, ReportedIp
+from schemas.users import HistoryOwner, User
 
 # One line as a load generator writes it to the requests topic (extra fields allowed).
 TRACE_LINE = (
@@ -28,6 +31,14 @@ REQUIRED = {
     "rate_limit.schema.json": ["user_id", "limit"],
     "blocklist_entry.schema.json": ["subject"],
     "dead_letter.schema.json": ["reason", "detail", "payload", "topic", "partition", "offset", "ts_rejected"],
+    "ip_flag.schema.json": [
+        "ip", "window_start", "window_end", "score", "rules", "allowlisted", "features", "scores", "population",
+    ],
+    "auto_ban.schema.json": ["subject"],
+    "abuse_report.schema.json": [
+        "window_start", "window_end", "partitions", "ips", "requests", "refused", "flagged", "population",
+    ],
+    "user.schema.json": ["user_id", "role", "key_hash", "created_at"],
 }
 
 
@@ -44,6 +55,15 @@ def record_schema(schema: dict) -> dict:
 
 def test_every_record_has_a_file() -> None:
     assert set(SCHEMA_FILES) == set(REQUIRED)
+
+
+def test_public_records_are_exported_and_internal_ones_have_no_file() -> None:
+    for record_type in SCHEMA_FILES.values():
+        assert record_type.__name__ in schemas.__all__
+        assert getattr(schemas, record_type.__name__) is record_type
+    for internal in (IpPartial, FeaturesWatermark, HistoryOwner):
+        assert internal not in SCHEMA_FILES.values()
+        assert internal.__name__ not in schemas.__all__
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMA_FILES))
@@ -135,11 +155,14 @@ def hand_validate(instance: object, schema: dict, root: dict) -> list[str]:
         for key, sub in schema.get("properties", {}).items():
             if key in instance:
                 errors += hand_validate(instance[key], sub, root)
+    if isinstance(instance, list) and "items" in schema:
+        for item in instance:
+            errors += hand_validate(item, schema["items"], root)
     return errors
 
 
-def schema_errors(instance: object) -> list[str]:
-    schema = load("request_event.schema.json")
+def schema_errors(instance: object, name: str = "request_event.schema.json") -> list[str]:
+    schema = load(name)
     try:
         import jsonschema
     except ImportError:
@@ -163,3 +186,66 @@ def test_schema_and_intake_reject_the_same_field_errors(change: dict) -> None:
     assert schema_errors(instance), instance
     rejection = EventDecoder().decode(json.dumps(instance).encode(), NOW)
     assert getattr(rejection, "reason", None) == "invalid_field"
+
+
+# --- the analytics and user records, as ratewarden encodes them, validate against their files ---
+
+POPULATION = Population(ips=40, median_requests=6.0, mad_requests=2.0, median_requests_per_user=3.0,
+                        mad_requests_per_user=1.0)
+FEATURES = IpFeatures(requests=900, rate=15.0, users=2, requests_per_user=450.0, login_share=0.0, top_type="search",
+                      top_type_share=0.9, throttled=700, blocked=0, refused_share=0.78, first_seen=NOW,
+                      last_seen=NOW + 59.0)
+RECORDS = {
+    "ip_flag.schema.json": IpFlag(
+        ip="203.0.113.9", window_start=NOW, window_end=NOW + 60.0, score=42.5, rules=["flood", "hammering"],
+        allowlisted=False, features=FEATURES, scores={"z_requests": 42.5}, population=POPULATION,
+    ),
+    "auto_ban.schema.json": AutoBan(subject="203.0.113.9", reason="auto:flood", start=NOW + 60.0, ttl=300.0,
+                                    offences=1, rules=["flood"], window_end=NOW + 60.0, score=42.5),
+    "abuse_report.schema.json": AbuseReport(
+        window_start=NOW, window_end=NOW + 60.0, partitions=[0, 1], ips=40, requests=1200, refused=700,
+        flagged=[ReportedIp(ip="203.0.113.9", score=42.5, rules=["flood"], requests=900, users=2, allowlisted=False)],
+        population=POPULATION, late_partials=1,
+    ),
+    "user.schema.json": User(user_id="analyst-1", role="analyst", key_hash="sha256:" + "0" * 64, created_at=NOW),
+}
+
+
+def test_every_new_record_has_an_example() -> None:
+    assert set(RECORDS) == set(SCHEMA_FILES) - {
+        "request_event.schema.json", "decision.schema.json", "rate_limit.schema.json",
+        "blocklist_entry.schema.json", "dead_letter.schema.json",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS))
+def test_encoded_record_is_valid_under_its_file(name: str) -> None:
+    record = RECORDS[name]
+    assert isinstance(record, SCHEMA_FILES[name])
+    instance = json.loads(msgspec.json.encode(record))
+    assert schema_errors(instance, name) == []
+    assert msgspec.json.decode(json.dumps(instance).encode(), type=SCHEMA_FILES[name]) == record
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS))
+def test_record_missing_a_required_field_is_invalid(name: str) -> None:
+    instance = json.loads(msgspec.json.encode(RECORDS[name]))
+    for field in REQUIRED[name]:
+        broken = {k: v for k, v in instance.items() if k != field}
+        assert schema_errors(broken, name), field
+
+
+def test_nested_evidence_is_checked() -> None:
+    instance = json.loads(msgspec.json.encode(RECORDS["abuse_report.schema.json"]))
+    del instance["flagged"][0]["score"]
+    assert schema_errors(instance, "abuse_report.schema.json")
+    instance = json.loads(msgspec.json.encode(RECORDS["ip_flag.schema.json"]))
+    instance["features"]["requests"] = "many"
+    assert schema_errors(instance, "ip_flag.schema.json")
+
+
+def test_plain_blocklist_entry_is_a_valid_auto_ban() -> None:
+    """The limiter reads bans as plain entries and the agent reads manual entries as bans."""
+    manual = {"subject": "198.51.100.7", "kind": "ip", "reason": "manual", "start": NOW, "ttl": None}
+    assert schema_errors(manual, "auto_ban.schema.json") == []
+    assert schema_errors(manual, "blocklist_entry.schema.json") == []

@@ -1,0 +1,159 @@
+"""GET /reports/abuse: the newest per-window abuse reports the analytics publish on ``abuse-reports``.
+
+Each read opens a short-lived aiokafka consumer (no group, nothing committed), reads the last
+:data:`SCAN` records of the topic and closes it; the whole read is bounded by :data:`READ_TIMEOUT`
+(503 after it) and at most :data:`READERS` reads run at once. Records that are not valid reports are
+left out and counted, never a 500.
+"""
+
+import asyncio
+import logging
+
+import msgspec
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from ratewarden.gateway.auth import require
+from ratewarden.gateway.models import AbuseReportList, Problem
+from ratewarden.gateway.routes import AUTH_ERRORS
+from schemas.flags import AbuseReport
+from streams.kafka_io import make_consumer
+from streams.settings import Settings
+
+__all__ = ["READ_TIMEOUT", "ReportsUnavailable", "read_abuse_reports", "router"]
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["reports"])
+
+#: Seconds one read of the topic may take, from waiting for a reader slot to the last record.
+READ_TIMEOUT = 5.0
+#: Records read back from the end of each partition: the reports the newest ones are chosen from.
+SCAN = 500
+#: Reads of the topic at once per app (each is a Kafka connection); more wait for a slot.
+READERS = 4
+#: Seconds a reader's consumer may take to close; it goes on closing in the background after that.
+CLOSE_TIMEOUT = 1.0
+_closing: set[asyncio.Future] = set()
+_decode = msgspec.json.Decoder(AbuseReport).decode
+
+
+class ReportsUnavailable(Exception):
+    """Kafka did not give the reports back in time."""
+
+
+async def _tail(settings: Settings, topic: str, depth: int) -> list[tuple[int, bytes]]:
+    """``(offset, value)`` of the last ``depth`` records of each partition of ``topic`` (as of now)."""
+    consumer = make_consumer(settings, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                             isolation_level="read_committed")
+    try:
+        await consumer.start()
+        if topic not in await consumer.topics():
+            return []
+        first = TopicPartition(topic, 0)
+        consumer.assign([first])  # the consumer's metadata covers assigned topics only
+        await consumer.beginning_offsets([first])
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+        consumer.assign(tps)
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        pending = set()
+        for tp in tps:
+            first = max(starts[tp], ends[tp] - depth)
+            if first < ends[tp]:
+                consumer.seek(tp, first)
+                pending.add(tp)
+        values: list[tuple[int, bytes]] = []
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=200)
+            for tp, records in batches.items():
+                values.extend((r.offset, r.value) for r in records if r.value is not None and r.offset < ends[tp])
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+        return values
+    finally:
+        await _close(consumer)
+
+
+async def _close(consumer) -> None:
+    """Stop ``consumer`` (also after a cancelled read), waiting at most :data:`CLOSE_TIMEOUT` seconds."""
+    closing = asyncio.ensure_future(consumer.stop())
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
+    closing.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: never "never retrieved"
+    try:
+        await asyncio.wait_for(asyncio.shield(closing), CLOSE_TIMEOUT)
+    except Exception as exc:  # never hide the read's own outcome (a cancellation still propagates)
+        logger.debug("closing the reports consumer: %r", exc)
+
+
+def _readers(request: Request) -> asyncio.Semaphore:
+    """The app's reader slots (per app: a semaphore belongs to the event loop that first waits on it)."""
+    readers = getattr(request.app.state, "abuse_report_readers", None)
+    if readers is None:
+        readers = request.app.state.abuse_report_readers = asyncio.Semaphore(READERS)
+    return readers
+
+
+async def read_abuse_reports(
+    settings: Settings,
+    limit: int,
+    since: float | None = None,
+    timeout: float | None = None,
+    readers: asyncio.Semaphore | None = None,
+) -> tuple[list[AbuseReport], int]:
+    """The newest ``limit`` reports (of windows starting at or after ``since``), newest first, and how many
+    records read were not valid reports. Raises :class:`ReportsUnavailable` after ``timeout`` seconds
+    (default :data:`READ_TIMEOUT`)."""
+    topic = settings.abuse_reports_topic
+    timeout = READ_TIMEOUT if timeout is None else timeout
+    readers = asyncio.Semaphore(1) if readers is None else readers
+    try:
+        async with asyncio.timeout(timeout):
+            async with readers:
+                values = await _tail(settings, topic, SCAN)
+    except (TimeoutError, KafkaError, OSError, RuntimeError) as exc:
+        reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else repr(exc)
+        raise ReportsUnavailable(f"reading {topic} failed: {reason}") from None
+    reports: list[tuple[float, int, AbuseReport]] = []
+    skipped = 0
+    for offset, value in values:
+        try:
+            report = _decode(value)
+        except (msgspec.DecodeError, msgspec.ValidationError):  # also NaN, infinities, out-of-range numbers
+            skipped += 1
+            continue
+        if since is None or report.window_start >= since:
+            reports.append((report.window_start, offset, report))
+    if skipped:
+        logger.warning("%s: %d records are not valid abuse reports", topic, skipped)
+    reports.sort(key=lambda item: item[:2], reverse=True)
+    return [report for *_, report in reports[:limit]], skipped
+
+
+@router.get(
+    "/reports/abuse",
+    response_model=AbuseReportList,
+    responses={
+        **AUTH_ERRORS,
+        503: {"model": Problem, "description": "Kafka did not answer in time",
+              "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}},
+    },
+    dependencies=[require("analyst", "admin")],
+    summary="The newest per-window abuse reports of the analytics, newest first",
+)
+async def abuse_reports(
+    request: Request,
+    limit: int = Query(10, ge=1, le=100, description="how many reports"),
+    since: float | None = Query(None, ge=0, le=1e11, allow_inf_nan=False,
+                                description="only windows starting at or after this event time (epoch seconds)"),
+) -> AbuseReportList:
+    """One report per window and analytics shard: IPs, requests, refused requests, the flagged IPs with
+    score and rules, and the population statistics. Chosen among the newest records of the topic."""
+    try:
+        settings = request.app.state.gateway.settings
+        reports, skipped = await read_abuse_reports(settings, limit, since, readers=_readers(request))
+    except ReportsUnavailable as exc:
+        logger.warning("GET /reports/abuse: %s", exc)
+        raise HTTPException(503, str(exc), {"Retry-After": "1"}) from None
+    return AbuseReportList(reports=[msgspec.to_builtins(r) for r in reports], skipped=skipped)
