@@ -73,7 +73,7 @@ class LimitBook:
             typed = self._limits.get(typed_key)
             if typed is not None:
                 rules.append(Rule(typed_key, typed.limit, typed.window, typed.algorithm, typed.shadow, "type"))
-        if len(self._cache) > 200_000:
+        if len(self._cache) > 20_000:  # bounded: users come and go
             self._cache.clear()
         self._cache[shape] = rules
         return rules

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from streams.settings import Settings
 
-__all__ = ["Implementation", "implementations", "run_settings", "run_env"]
+__all__ = ["Implementation", "implementations", "run_settings", "run_env", "KEYS"]
 
 ROOT = Path(__file__).resolve().parent.parent
+KEYS = ("ratewarden", "ratewarden-limiter", "naive")
 
 
 @dataclass(frozen=True)
@@ -26,22 +27,28 @@ class Implementation:
     notes: str = ""
 
 
-def implementations(events: int, baseline_events: int, naive_store: str) -> list[Implementation]:
-    defaults = Settings()
-    ratewarden = Implementation(
-        key="ratewarden",
-        label="ratewarden",
-        command=(sys.executable, "-m", "ratewarden.cli", "worker", "--loglevel", "warning"),
-        events=events,
-        notes=(
-            "`ratewarden worker` (Faust app; batch limiter task with its own aiokafka consumer/producer); "
-            f"flush_interval={defaults.flush_interval:g} s, flush_events={defaults.flush_events:,}, "
-            f"fetch_max_records={defaults.fetch_max_records:,}, fetch_max_wait_ms={defaults.fetch_max_wait_ms}; "
-            "state: dict + rocksdict, changelog once per touched key per flush; producer acks=all, "
-            "idempotent, linger 2 ms; at-least-once (offsets committed after each flush)"
-        ),
+def _ratewarden_notes(s: Settings, analytics: bool) -> str:
+    return (
+        "`ratewarden worker` (the Faust app: batch limiter task with its own aiokafka consumer and producer, "
+        "history service" + (", abuse analytics on the decisions topic and the blocklist agent" if analytics else
+                             "; analytics off: `RATEWARDEN_ANALYTICS_ENABLED=false`") + "); "
+        f"flush_interval={s.flush_interval:g} s, flush_events={s.flush_events:,}, "
+        f"fetch_max_records={s.fetch_max_records:,}, fetch_max_wait_ms={s.fetch_max_wait_ms}, "
+        f"processing_guarantee={getattr(s, 'processing_guarantee', 'at_least_once')}; "
+        "window state in a dict + rocksdict, each touched counter written once per flush to the changelog"
     )
-    naive = Implementation(
+
+
+def implementations(events: int, baseline_events: int, naive_store: str) -> list[Implementation]:
+    """ratewarden as configured (defaults), ratewarden with analytics off, and the naive Faust agent."""
+    s = Settings()
+    worker = (sys.executable, "-m", "ratewarden.cli", "worker", "--loglevel", "warning")
+    analytics = getattr(s, "analytics_enabled", False)
+    out = [Implementation("ratewarden", "ratewarden", worker, events, notes=_ratewarden_notes(s, analytics))]
+    if analytics:
+        out.append(Implementation("ratewarden-limiter", "ratewarden, analytics off", worker, events,
+                                  env={"RATEWARDEN_ANALYTICS_ENABLED": "false"}, notes=_ratewarden_notes(s, False)))
+    out.append(Implementation(
         key="naive",
         label="naive Faust",
         command=(sys.executable, str(ROOT / "bench" / "peers" / "naive_faust.py"), "worker", "-l", "warn"),
@@ -54,40 +61,24 @@ def implementations(events: int, baseline_events: int, naive_store: str) -> list
             "one `await decisions.send(...)` per event; Faust defaults otherwise "
             "(at_least_once, commit every 2.8 s), broker_session_timeout=10 s"
         ),
-    )
-    return [ratewarden, naive]
+    ))
+    return out
 
 
-def run_settings(bootstrap: str, tag: str, var_dir: Path, partitions: int) -> Settings:
-    """Settings with uniquely named topics and app id, and a fresh state directory."""
-    return Settings(
-        kafka_bootstrap_servers=bootstrap,
-        app_id=tag,
-        requests_topic=f"{tag}-requests",
-        decisions_topic=f"{tag}-decisions",
-        dead_letter_topic=f"{tag}-dead-letters",
-        limits_topic=f"{tag}-limits",
-        blocklist_topic=f"{tag}-blocklist",
-        var_dir=var_dir,
-        partitions=partitions,
-    )
+def run_settings(bootstrap: str, tag: str, run_dir: Path, partitions: int) -> Settings:
+    """Settings whose topics, groups and state directory are this run's own (``Settings.scoped``)."""
+    base = Settings(kafka_bootstrap_servers=bootstrap, var_dir=run_dir, partitions=partitions)
+    return base.scoped(tag)
 
 
 def run_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
-    """The worker's environment: ours, plus the settings as KAFKA_BOOTSTRAP_SERVERS / RATEWARDEN_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RATEWARDEN_")}
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-        "RATEWARDEN_APP_ID": settings.app_id,
-        "RATEWARDEN_REQUESTS_TOPIC": settings.requests_topic,
-        "RATEWARDEN_DECISIONS_TOPIC": settings.decisions_topic,
-        "RATEWARDEN_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
-        "RATEWARDEN_LIMITS_TOPIC": settings.limits_topic,
-        "RATEWARDEN_BLOCKLIST_TOPIC": settings.blocklist_topic,
-        "RATEWARDEN_VAR_DIR": str(settings.var_dir),
-        "RATEWARDEN_PARTITIONS": str(settings.partitions),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    })
+    """The worker's environment: ours (so RATEWARDEN_* tuning applies) with every topic name, the app id,
+    state directory, partitions and broker of ``settings``."""
+    env = dict(os.environ)
+    names = [name for name in type(settings).model_fields if name.endswith("_topic")]
+    for name in [*names, "app_id", "var_dir", "partitions"]:
+        env[f"RATEWARDEN_{name.upper()}"] = str(getattr(settings, name))
+    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers or ""
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env.update(extra)
     return env
-

@@ -3,9 +3,12 @@
     .venv/bin/python bench/limiter_bench.py [--events 200000] [--baseline-events 30000] [--users 1000]
         [--rounds 3] [--partitions 4] [--rate 0] [--live-seconds 10] [--markdown docs/benchmarks.md]
 
-Uses ``KAFKA_BOOTSTRAP_SERVERS`` if set, else starts a local Kafka (``LocalKafka`` in a temporary
-directory) and stops it at the end. Each round runs every implementation once, in alternating order,
-each on fresh topics, a fresh app id and a fresh state directory:
+Implementations: ``ratewarden`` (``ratewarden worker`` as configured by the environment), the same
+with abuse analytics off (``ratewarden-limiter``), and ``naive`` (``bench/peers/naive_faust.py``, a
+per-event Faust agent). Uses ``KAFKA_BOOTSTRAP_SERVERS`` if set, else starts a local Kafka
+(``LocalKafka`` in a temporary directory) and stops it at the end. Each round runs every
+implementation once, in alternating order, each on fresh topics, a fresh app id and a fresh state
+directory (``Settings.scoped``):
 
 1. backlog: N events are published first, then the worker starts; decisions/s = N / (CreateTime of
    the last decision - CreateTime of the first); worker CPU% over that interval and peak RSS (VmHWM)
@@ -14,7 +17,11 @@ each on fresh topics, a fresh app id and a fresh state directory:
    throughput just measured) for ``--live-seconds``; latency = decision CreateTime - request
    CreateTime, p50/p95/p99.
 
-This is a benchmark script, not a test: it prints figures and never asserts on them.
+Also recorded: the CPU used by processes the benchmark did not start (others' work on a shared
+machine; with ``KAFKA_BOOTSTRAP_SERVERS`` that includes the broker) and whether the implementations
+agree on the verdicts of the backlog requests they all decided. ``--py-spy DIR`` profiles each
+worker's backlog run (see ``bench/profile.py``). This is a benchmark script, not a test: it prints
+figures and never asserts on them.
 """
 
 from __future__ import annotations
@@ -36,11 +43,14 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench.impls import implementations  # noqa: E402
+from bench.impls import KEYS, implementations  # noqa: E402
 from bench.report import PER_RUN_HEADERS, agreement, machine, markdown, per_run_rows, rich_table, summary_rows  # noqa: E402
+from bench.procstats import wait_quiet  # noqa: E402
+from bench.profile import summarize  # noqa: E402
 from bench.runner import Children, RunResult, run_once  # noqa: E402
-from bench.workload import Workload, base_timestamp  # noqa: E402
+from bench.workload import HEAVY_SHARE, HEAVY_WEIGHT, STEP, Workload, base_timestamp  # noqa: E402
 from streams.kafka_local import KAFKA_VERSION, LocalKafka  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 
 __all__ = ["main", "build_parser"]
 
@@ -55,11 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=0.0,
                         help="live offered rate, events/s (0: half of each run's measured throughput)")
     parser.add_argument("--live-seconds", type=float, default=10.0)
-    parser.add_argument("--only", choices=["ratewarden", "naive"], help="run one implementation only")
+    parser.add_argument("--only", nargs="+", choices=KEYS, metavar="IMPL",
+                        help=f"run only these implementations (of {', '.join(KEYS)})")
     parser.add_argument("--naive-store", default="rocksdb://", help="table store of the naive Faust agent")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--markdown", "--out", dest="markdown", type=Path,
                         help="append the results as Markdown to this file")
+    parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
+                        help="before each measured phase, wait up to SECONDS for processes the benchmark did "
+                             "not start to use < 15%% CPU for 3 s (for shared machines)")
+    parser.add_argument("--py-spy", dest="py_spy", type=Path, metavar="DIR",
+                        help="profile each worker's backlog run with py-spy into DIR (slows the measured runs)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
     return parser
 
@@ -76,7 +92,7 @@ def _command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="ratewarden-bench-"))
@@ -94,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"Kafka: {kafka}; work directory {tmp}")
         impls = implementations(args.events, args.baseline_events, args.naive_store)
         if args.only:
-            impls = [i for i in impls if i.key == args.only]
+            impls = [i for i in impls if i.key in args.only]
         results = _run_all(args, impls, bootstrap, tmp, children, console)
         _print(console, results, impls)
         if args.markdown:
@@ -131,8 +147,17 @@ def _run_all(args, impls, bootstrap: str, tmp: Path, children: Children, console
                 def report(what: str, done: int, total: int, prefix=prefix) -> None:
                     progress.update(step, description=f"{prefix}: {what}", completed=done, total=total)
 
+                def settle(phase: str, report=report, prefix=prefix) -> None:
+                    if args.quiet_wait > 0:
+                        report(f"{phase}: waiting for other processes to go quiet", 0, 1)
+                        share = wait_quiet(args.quiet_wait)
+                        if share >= 15.0:
+                            progress.console.print(f"[yellow]{prefix} {phase}: other processes still use "
+                                                   f"{share:.0f}% CPU[/yellow]")
+
                 result = run_once(impl, round_no, bootstrap, tmp, f"rwbench-{run_id}-r{round_no}-{impl.key}",
-                                  args.partitions, workload, base_ts, args.rate, args.live_seconds, children, report)
+                                  args.partitions, workload, base_ts, args.rate, args.live_seconds, children, report,
+                                  args.py_spy, settle)
                 results.append(result)
                 lat = result.latency_ms
                 progress.console.print(
@@ -150,7 +175,7 @@ def _run_all(args, impls, bootstrap: str, tmp: Path, children: Children, console
 
 def _extra_lines(results: list[RunResult], impls) -> list[str]:
     keys = [i.key for i in impls]
-    lines = agreement(results, keys[0], keys[1]) if len(keys) > 1 else []
+    lines = [line for key in keys[:-1] for line in agreement(results, key, keys[-1])]
     lines += [f"round {r.round + 1} {r.impl}: {p}" for r in results for p in r.problems]
     return lines
 
@@ -164,14 +189,20 @@ def _print(console: Console, results: list[RunResult], impls) -> None:
     console.print(table)
     for line in _extra_lines(results, impls):
         console.print(line)
+    for result in results:
+        if result.profile is not None and result.profile.exists():
+            console.print("\n".join(summarize(result.profile)), highlight=False)
 
 
 def _write_markdown(path: Path, command: str, kafka: str, results: list[RunResult], impls, args) -> None:
     labels = {i.key: i.label for i in impls}
     facts = machine(kafka)
+    limit = Settings()
     facts.append(("workload", f"{args.users:,} users, {args.partitions} partitions, JSON request events keyed by "
-                              "user, event time +1 ms per event, 10% heavy users at 4× the rate; default limit "
-                              "100 per 60 s fixed window"))
+                              f"user, event time +{STEP * 1000:g} ms per event, {HEAVY_SHARE:.0%} heavy users at "
+                              f"{HEAVY_WEIGHT:g}× the others' rate (seed {args.seed}); default limit {limit.default_limit} per "
+                              f"{limit.default_window:g} s, "
+                              "fixed window"))
     notes = {i.label: i.notes for i in impls}
     text = markdown(command, facts, summary_rows(results, labels), results, notes, _extra_lines(results, impls))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ def _num(value, fmt: str = ",.0f", suffix: str = "") -> str:
 
 
 def summary_rows(results: list[RunResult], labels: dict[str, str]) -> list[list[str]]:
-    """One row per implementation (in ``labels`` order), then the ratio of the median rates."""
+    """One row per implementation (in ``labels`` order), then each one's median rate over the last one's."""
     rows, medians = [], {}
     for key, label in labels.items():
         runs = [r for r in results if r.impl == key]
@@ -52,9 +52,11 @@ def summary_rows(results: list[RunResult], labels: dict[str, str]) -> list[list[
             f"{dup} / {miss}",
         ])
     keys = list(medians)
-    if len(keys) >= 2 and medians[keys[0]] and medians[keys[1]]:
-        ratio = medians[keys[0]] / medians[keys[1]]
-        rows.append([f"ratio {labels[keys[0]]} / {labels[keys[1]]}", "", f"{ratio:.1f}×", "", "", "", "", "", ""])
+    base = keys[-1] if keys else None
+    for key in keys[:-1]:
+        if medians[key] and medians[base]:
+            ratio = medians[key] / medians[base]
+            rows.append([f"ratio {labels[key]} / {labels[base]}", "", f"{ratio:.1f}×", "", "", "", "", "", ""])
     return rows
 
 
@@ -71,13 +73,16 @@ def per_run_rows(results: list[RunResult]) -> list[list[str]]:
     for r in sorted(results, key=lambda r: (r.round, r.impl)):
         lat = " / ".join(_num(r.latency_ms.get(q)) for q in ("p50", "p95", "p99"))
         out.append([str(r.round + 1), r.impl, f"{r.events:,}", _num(r.rate), _num(r.cpu, ".0f", "%"),
+                    _num(None if r.other_cpu is None else max(0.0, r.other_cpu), ".0f", "%"),  # noise can dip below 0
                     _num(r.rss_mib, ".0f"), _num(r.startup_s, ".1f", " s"), f"{_num(r.offered)} ({_num(r.achieved)})",
-                    lat, f"{r.duplicates}/{r.missing}, {r.live_duplicates}/{r.live_missing}"])
+                    lat, " / ".join(_num(r.produce_ack_ms.get(q), ".0f") for q in ("p50", "p99")),
+                    f"{r.duplicates}/{r.missing}, {r.live_duplicates}/{r.live_missing}"])
     return out
 
 
-PER_RUN_HEADERS = ["round", "impl", "events", "decisions/s", "CPU", "RSS MiB", "first decision after",
-                   "offered (achieved) /s", "p50 / p95 / p99 ms", "dup/miss backlog, live"]
+PER_RUN_HEADERS = ["round", "impl", "events", "decisions/s", "CPU", "other procs CPU", "RSS MiB", "first decision after",
+                   "offered (achieved) /s", "p50 / p95 / p99 ms", "produce ack p50 / p99 ms",
+                   "dup/miss backlog, live"]
 
 
 def agreement(results: list[RunResult], a: str, b: str) -> list[str]:
@@ -112,6 +117,21 @@ def _cpu_model() -> str:
     return platform.processor() or "?"
 
 
+def _git() -> str:
+    """The commit the benchmark ran on, and whether the tree had uncommitted changes."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}" + (" with uncommitted changes" if dirty else "")
+
+
 def machine(kafka: str) -> list[tuple[str, str]]:
     versions = ", ".join(f"{name} {metadata.version(name)}"
                          for name in ("faust-streaming", "aiokafka", "kafka-python", "rocksdict", "msgspec"))
@@ -121,6 +141,7 @@ def machine(kafka: str) -> list[tuple[str, str]]:
         ("load average at end", " ".join(f"{x:.2f}" for x in os.getloadavg())),
         ("Python", f"{platform.python_implementation()} {platform.python_version()} on {platform.system()}"),
         ("Kafka", kafka),
+        ("code", _git()),
         ("libraries", versions),
     ]
 

@@ -21,6 +21,7 @@ from typing import Callable
 from bench.impls import Implementation, run_env, run_settings
 from bench.kafka_read import TopicReader, decode_id, decode_verdict
 from bench.procstats import CpuSampler, peak_rss_mib
+from bench.profile import start_py_spy, stop_py_spy
 from bench.workload import Workload, publish_backlog
 from ratewarden.demo import stop_process
 from streams.topics import ensure_topics
@@ -60,6 +61,7 @@ class RunResult:
     missing: int = 0
     rate: float | None = None
     cpu: float | None = None
+    other_cpu: float | None = None  # CPU% of processes the benchmark did not start, during the backlog run
     rss_mib: float | None = None
     startup_s: float | None = None
     offered: float | None = None
@@ -69,22 +71,30 @@ class RunResult:
     live_missing: int = 0
     live_cpu: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
+    produce_ack_ms: dict[str, float | None] = field(default_factory=dict)  # pacer: batch due -> broker ack
     verdicts: dict[str, str] = field(default_factory=dict, repr=False)
+    profile: Path | None = None
     problems: list[str] = field(default_factory=list)
 
 
 def _wait_for(reader: TopicReader, since: dict[int, int], target: int, worker: subprocess.Popen,
-              report: Report, what: str, stall: float) -> int:
-    """Poll end offsets until ``target`` records arrived after ``since``, the worker died, or it stalled."""
+              report: Report, what: str, stall: float, on_first: Callable[[], None] | None = None) -> int:
+    """Poll end offsets until ``target`` records arrived after ``since``, the worker died, or it stalled.
+
+    ``on_first`` is called once, as soon as the first record is seen.
+    """
     last_count, last_change = -1, time.monotonic()
     while True:
         count = reader.count(since)
         report(what, min(count, target), target)
+        if count and on_first is not None:
+            on_first()
+            on_first = None
         if count != last_count:
             last_count, last_change = count, time.monotonic()
         if count >= target or worker.poll() is not None or time.monotonic() - last_change > stall:
             return count
-        time.sleep(0.25)
+        time.sleep(0.25 if count or on_first is None else 0.05)
 
 
 def _tally(ids: list[str], expected: set[str] | None, sent: int) -> tuple[int, int]:
@@ -105,23 +115,41 @@ def _percentiles(values: list[int]) -> dict[str, float]:
 
 def run_once(impl: Implementation, round_no: int, bootstrap: str, run_dir: Path, tag: str, partitions: int,
              workload: Workload, base_ts: float, rate: float, live_seconds: float, children: Children,
-             report: Report) -> RunResult:
-    """Measure ``impl`` once on fresh topics and a fresh state directory."""
+             report: Report, profile_dir: Path | None = None,
+             settle: Callable[[str], None] = lambda phase: None) -> RunResult:
+    """Measure ``impl`` once on fresh topics and a fresh state directory (py-spy it into ``profile_dir``).
+
+    ``settle(phase)`` is called just before each measured phase ("backlog", "live"), e.g. to wait
+    until the machine is quiet.
+    """
     result = RunResult(impl.key, round_no, impl.events)
-    var_dir = run_dir / tag
+    settings = run_settings(bootstrap, tag, run_dir, partitions)
+    var_dir = settings.var_dir
     var_dir.mkdir(parents=True)
-    settings = run_settings(bootstrap, tag, var_dir, partitions)
     ensure_topics(settings)
     expected = publish_backlog(bootstrap, settings.requests_topic, workload, impl.events, base_ts,
                                progress=lambda n: report("publishing backlog", n, impl.events))
     decisions = TopicReader(bootstrap, settings.decisions_topic)
     requests = TopicReader(bootstrap, settings.requests_topic)
     log = var_dir / "worker.log"
+    settle("backlog")
     worker = children.start(impl.command, run_env(settings, impl.env), log)
     started = time.time()
+    spy: list[subprocess.Popen | None] = []
+
+    def profile() -> None:  # from the first decision on: start-up (imports, group join) is not profiled
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        result.profile = profile_dir / f"{tag}.txt"
+        spy.append(start_py_spy(worker.pid, result.profile, children.start))
+        if spy[0] is None:
+            result.problems.append("py-spy not found: no profile")
+
     try:
         with CpuSampler(worker.pid) as sampler:
-            count = _wait_for(decisions, {}, impl.events, worker, report, "deciding backlog", stall=90.0)
+            count = _wait_for(decisions, {}, impl.events, worker, report, "deciding backlog", stall=90.0,
+                              on_first=profile if profile_dir is not None else None)
+            if spy:
+                stop_py_spy(spy[0])
             if count < impl.events:
                 result.problems.append(f"backlog: only {count} of {impl.events} decisions (see {log})")
             time.sleep(1.0)  # let late duplicates, if any, arrive
@@ -134,12 +162,15 @@ def run_once(impl: Implementation, round_no: int, bootstrap: str, run_dir: Path,
                 first = min(r.timestamp for r in records) / 1000.0
                 last = max(r.timestamp for r in records) / 1000.0
                 result.startup_s = first - started
-                if last > first:
-                    result.rate = impl.events / (last - first)
+                if last > first:  # N / span when complete; else what was decided, and a problem above
+                    result.rate = len(result.verdicts) / (last - first)
                 result.cpu = sampler.percent(first, last)
+                result.other_cpu = sampler.percent(first, last, "foreign")
+                if result.other_cpu is not None and result.other_cpu > 15.0:
+                    result.problems.append(f"other processes used {result.other_cpu:.0f}% CPU during the backlog run")
             if worker.poll() is None and result.rate:
                 _live(result, impl, settings, bootstrap, rate or _half(result.rate), live_seconds, workload,
-                      requests, decisions, worker, sampler, children, var_dir, report)
+                      requests, decisions, worker, sampler, children, var_dir, report, settle)
             result.rss_mib = peak_rss_mib(worker.pid)
     finally:
         decisions.close()
@@ -160,9 +191,11 @@ def _half(rate: float) -> float:
 
 def _live(result: RunResult, impl: Implementation, settings, bootstrap: str, rate: float, seconds: float,
           workload: Workload, requests: TopicReader, decisions: TopicReader, worker: subprocess.Popen,
-          sampler: CpuSampler, children: Children, var_dir: Path, report: Report) -> None:
+          sampler: CpuSampler, children: Children, var_dir: Path, report: Report,
+          settle: Callable[[str], None]) -> None:
     """Offer ``rate`` events/s for ``seconds`` from a pacer process; record latency percentiles."""
     time.sleep(2.0)  # caught up: let the last flush and commits settle
+    settle("live")
     req_since, dec_since = requests.ends(), decisions.ends()
     total = max(1, int(rate * seconds))
     report(f"live run at {rate:,.0f}/s", 0, total)
@@ -177,6 +210,7 @@ def _live(result: RunResult, impl: Implementation, settings, bootstrap: str, rat
         return
     paced = json.loads(out.decode().strip().splitlines()[-1])
     result.offered, result.achieved, result.live_sent = rate, paced["achieved_rate"], paced["sent"]
+    result.produce_ack_ms = {"p50": paced.get("ack_p50_ms"), "p99": paced.get("ack_p99_ms")}
     if paced["achieved_rate"] < 0.97 * rate:
         result.problems.append(f"live: offered {rate:,.0f}/s but the pacer achieved {paced['achieved_rate']:,.0f}/s "
                                f"(fell {paced['max_behind_ms']:.0f} ms behind at worst)")
@@ -189,8 +223,11 @@ def _live(result: RunResult, impl: Implementation, settings, bootstrap: str, rat
         result.problems.append(f"live: only {count} of {total} decisions")
     seen: set[str] = set()
     latencies = []
-    for request_id, timestamp in decided:
-        if request_id in sent_at and request_id not in seen:
-            seen.add(request_id)
-            latencies.append(timestamp - sent_at[request_id])
+    with open(var_dir / "live-latency.csv", "w") as series:  # kept with --keep: latency over time
+        series.write("request_create_ms,decision_create_ms\n")
+        for request_id, timestamp in decided:
+            if request_id in sent_at and request_id not in seen:
+                seen.add(request_id)
+                latencies.append(timestamp - sent_at[request_id])
+                series.write(f"{sent_at[request_id]},{timestamp}\n")
     result.latency_ms = _percentiles(latencies)

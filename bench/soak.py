@@ -56,6 +56,8 @@ def main() -> int:
     parser.add_argument("--active", type=int, default=2_000)
     parser.add_argument("--phase", type=int, default=50_000)
     parser.add_argument("--metrics-port", type=int, default=9187)
+    parser.add_argument("--history-age", type=float, default=0.0,
+                        help="also run the request history with this retention (s of event time); 0: history off")
     args = parser.parse_args()
     console = Console()
     home = Path(tempfile.mkdtemp(prefix="rw-soak-"))
@@ -63,11 +65,15 @@ def main() -> int:
     worker = None
     try:
         bootstrap = broker.start()
-        settings = Settings(kafka_bootstrap_servers=bootstrap, var_dir=home, analytics_enabled=False).scoped(uuid.uuid4().hex[:6])
+        settings = Settings(
+            kafka_bootstrap_servers=bootstrap, var_dir=home, analytics_enabled=False,
+            history_enabled=args.history_age > 0, history_max_age=args.history_age or 86_400.0,
+        ).scoped(uuid.uuid4().hex[:6])
         ensure_topics(settings)
         log = home / "worker.log"
         worker = start_worker(settings, log, loglevel="warning", metrics_port=args.metrics_port)
-        table = Table("events", "users seen", "worker RSS MiB", "RocksDB MiB", "live counters", "events/s")
+        table = Table("events", "users seen", "worker RSS MiB", "RocksDB MiB (all state)", "live counters", "events/s",
+                      title=f"history {'off' if not args.history_age else f'on, {args.history_age:g} s retention'}")
         start_ts, t0 = 1_732_900_000.0, time.monotonic()
         with RequestPublisher(settings) as publisher:
             step = 100_000
@@ -88,7 +94,7 @@ def main() -> int:
                 time.sleep(1.2)  # one flush interval, so expiry and RocksDB writes of this chunk are in
                 seen = (min(done, args.events) // args.phase + 1) * args.active
                 table.add_row(
-                    f"{done:,}", f"{seen:,}", f"{rss_mib(worker.pid):.0f}", f"{dir_mib(settings.state_dir):.1f}",
+                    f"{done:,}", f"{seen:,}", f"{rss_mib(worker.pid):.0f}", f"{dir_mib(settings.var_dir):.1f}",
                     f"{metric(args.metrics_port, 'ratewarden_window_counters'):,.0f}",
                     f"{done / (time.monotonic() - t0):,.0f}",
                 )

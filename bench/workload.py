@@ -1,9 +1,9 @@
 """The benchmark workload: JSON request events over U users, keyed by user, event time increasing.
 
-Event time advances 1 ms per event, so each user sends on average ``60 / (U * 0.001)`` requests per
-60 s window (60 for 1,000 users). A tenth of the users ("heavy") send four times as often as the
-others: with the default limit of 100 per 60 s, the heavy users are throttled and the light ones are
-not (about 14% of all events are throttled). The trace is deterministic for a seed, so every
+Event time advances 1 ms per event, so 1,000 users send 60 requests per 60 s window on average.
+3% of the users ("heavy") send ten times as often as the others (about 470 vs 47 a minute for
+1,000 users): with the default limit of 100 per 60 s, the heavy users are throttled and the light
+ones are not; about 14% of the first 30,000 events and 19% of 200,000 are throttled. The trace is deterministic for a seed, so every
 implementation decides the same events and their verdicts can be compared.
 """
 
@@ -23,8 +23,8 @@ __all__ = ["Workload", "make_producer", "publish_backlog", "base_timestamp", "ev
 
 #: Event-time step between consecutive backlog events, seconds.
 STEP = 0.001
-HEAVY_SHARE = 0.1
-HEAVY_WEIGHT = 4.0
+HEAVY_SHARE = 0.03
+HEAVY_WEIGHT = 10.0
 
 _encode = msgspec.json.Encoder().encode
 
