@@ -15,7 +15,7 @@ from rich.table import Table
 from ratewarden.control import block, set_limits
 from ratewarden.gateway.testing import GatewayStack
 from ratewarden.replay import replay, write_decisions, write_trace
-from ratewarden.reports import run_report
+from ratewarden.reports import read_topic, run_report
 from ratewarden.simulate import simulate, write_labels
 from ratewarden.summary import print_summary
 from schemas.limits import BlocklistEntry, RateLimit
@@ -70,7 +70,9 @@ def run_demo(console: Console, users: int = 300, minutes: float = 10.0, seed: in
             print_summary(decisions, console)
             _gateway_calls(stack, console)
             time.sleep(settings.analytics_idle + 1)  # let the last analytics window close on its idle timeout
-            run_report(home / "report", settings=settings, console=console)
+            # The report covers the replayed trace (event time of 2024), not the live gateway calls.
+            (home / "flags.jsonl").write_bytes(b"".join(v + b"\n" for v in read_topic(settings, settings.ip_flags_topic)))
+            run_report(home / "report", decisions=home / "decisions.jsonl", flags=home / "flags.jsonl", console=console)
         console.print(f"trace, labels, decisions and report in {home}/")
         return 0
     finally:

@@ -23,7 +23,9 @@ from typing import Iterable, Iterator
 
 import msgspec
 from kafka.partitioner import murmur2
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Rdict, WriteBatch
+
+from streams.state import rocks_options
 
 __all__ = ["Decided", "HistoryEntry", "HistoryStore", "partition_for"]
 
@@ -66,12 +68,6 @@ class HistoryEntry(msgspec.Struct, frozen=True):
     reason: str
 
 
-def _options() -> Options:
-    options = Options(raw_mode=True)
-    options.create_if_missing(True)
-    return options
-
-
 def _prefix(user_id: str) -> bytes:
     return user_id.encode() + b"\x00"
 
@@ -82,7 +78,7 @@ class HistoryStore:
     def __init__(self, path: Path, max_count: int, max_age: float) -> None:
         self.path, self.max_count, self.max_age = path, max_count, max_age
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(path), options=_options())
+        self._db = Rdict(str(path), options=rocks_options())
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(tuple[str, str, str, str]).decode
         self._added: dict[str, int] = {}  # entries written per user since its last trim
@@ -194,9 +190,9 @@ class HistoryStore:
     def wipe(self) -> None:
         """Forget the local copy (the topic was recreated): rebuild from the log."""
         self._db.close()
-        Rdict.destroy(str(self.path), _options())
+        Rdict.destroy(str(self.path), rocks_options())
         shutil.rmtree(self.path, ignore_errors=True)
-        self._db = Rdict(str(self.path), options=_options())
+        self._db = Rdict(str(self.path), options=rocks_options())
         self.position, self.watermark = None, 0.0
         self._added.clear()
 

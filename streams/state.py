@@ -20,7 +20,7 @@ from rocksdict import Options, Rdict, WriteBatch
 
 from agents.policy import Counter
 
-__all__ = ["PartitionStore", "POSITION_KEY", "encode_counter", "decode_counter", "encode_position", "decode_position"]
+__all__ = ["rocks_options", "PartitionStore", "POSITION_KEY", "encode_counter", "decode_counter", "encode_position", "decode_position"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +47,15 @@ def decode_position(raw: bytes) -> int:
     return _OFFSET.unpack(raw)[0]
 
 
-def _options() -> Options:
+def rocks_options() -> Options:
+    """Small memtables and eager L0 compaction: the live data is small (active users only), and
+    expired counters are deletes, so the tombstones must be compacted away for disk to stay flat."""
     options = Options(raw_mode=True)
     options.create_if_missing(True)
+    options.set_write_buffer_size(512 * 1024)
+    options.set_max_write_buffer_number(2)
+    options.set_level_zero_file_num_compaction_trigger(2)
+    options.set_max_total_wal_size(4 * 1024 * 1024)
     return options
 
 
@@ -60,7 +66,7 @@ class PartitionStore:
         self.partition = partition
         self.path = directory / f"partition-{partition}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(self.path), options=_options())
+        self._db = Rdict(str(self.path), options=rocks_options())
         self.counters: dict[str, Counter] = {}
         self.dirty: set[str] = set()
         self.position: int | None = None
@@ -84,9 +90,9 @@ class PartitionStore:
     def wipe(self) -> None:
         """Forget the disk copy (e.g. the changelog was recreated): restore from offset 0."""
         self._db.close()
-        Rdict.destroy(str(self.path), _options())
+        Rdict.destroy(str(self.path), rocks_options())
         shutil.rmtree(self.path, ignore_errors=True)
-        self._db = Rdict(str(self.path), options=_options())
+        self._db = Rdict(str(self.path), options=rocks_options())
         self.counters.clear()
         self.dirty.clear()
         self.position = None
