@@ -146,7 +146,6 @@ class Limiter:
         store = self.stores[partition]
         counters, dirty = store.counters, store.dirty
         decode, encode, now = self.decoder.decode, self._encode, self.clock()
-        rules_for, blocked_reason = self.limits.rules_for, self.blocklist.reason
         topic = self.settings.decisions_topic
         sender = self.outputs.sender(partition)
         batch = sender.batch(topic, partition)
@@ -157,21 +156,12 @@ class Limiter:
             if type(event) is Rejection:
                 await self.dead_letter(partition, record, event, now)
                 continue
-            rules = rules_for(event.user_id, event.request_type)
-            if len(rules) == 1:
-                key = rules[0].key
-                before = [counters.get(key)]
-                decision, after = decide(event, rules, before, blocked_reason(event.user_id, event.ip, event.ts), now)
-                if after[0] is not before[0]:
-                    counters[key] = after[0]
-                    dirty.add(key)
-            else:
-                before = [counters.get(rule.key) for rule in rules]
-                decision, after = decide(event, rules, before, blocked_reason(event.user_id, event.ip, event.ts), now)
-                for rule, old, new in zip(rules, before, after):
-                    if new is not old:
-                        counters[rule.key] = new
-                        dirty.add(rule.key)
+            try:
+                decision = self._decide_one(event, counters, dirty, now)
+            except (ArithmeticError, ValueError) as exc:  # a limit or event the policy cannot take
+                logger.exception("partition %d: no decision for %s", partition, event.request_id)
+                await self.dead_letter(partition, record, Rejection("decision_error", repr(exc)), now)
+                continue
             if event.ts > watermark:
                 watermark = event.ts
             verdict = decision.verdict
@@ -193,6 +183,26 @@ class Limiter:
         metrics.DECISIONS.labels("allow").inc(allowed)
         metrics.DECISIONS.labels("throttle").inc(throttled)
         metrics.DECISIONS.labels("block").inc(blocked)
+
+    def _decide_one(self, event, counters, dirty, now: float):
+        """The decision for one valid event; updates its counters and marks them dirty."""
+        rules = self.limits.rules_for(event.user_id, event.request_type)
+        blocked = self.blocklist.reason(event.user_id, event.ip, event.ts)
+        if len(rules) == 1:
+            key = rules[0].key
+            before = [counters.get(key)]
+            decision, after = decide(event, rules, before, blocked, now)
+            if after[0] is not before[0]:
+                counters[key] = after[0]
+                dirty.add(key)
+            return decision
+        before = [counters.get(rule.key) for rule in rules]
+        decision, after = decide(event, rules, before, blocked, now)
+        for rule, old, new in zip(rules, before, after):
+            if new is not old:
+                counters[rule.key] = new
+                dirty.add(rule.key)
+        return decision
 
     async def dead_letter(self, partition: int, record, rejection: Rejection, now: float) -> None:
         value = dead_letter_value(record.value, rejection, record.topic, record.partition, record.offset, now)

@@ -16,7 +16,7 @@ class RateLimit(msgspec.Struct, frozen=True):
 
     user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     limit: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
-    window: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0
+    window: Annotated[float, msgspec.Meta(ge=0.001, le=86_400, description="seconds, at least 1 ms")] = 60.0
     request_type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     algorithm: Algorithm = "fixed"
     shadow: bool = False

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     history_owners_topic: str = "history-owners"
 
     default_limit: int = Field(default=100, ge=0)
-    default_window: float = Field(default=60.0, gt=0, le=86_400)
+    default_window: float = Field(default=60.0, ge=0.001, le=86_400)
     default_algorithm: Literal["fixed", "sliding"] = "fixed"
 
     max_event_bytes: int = Field(default=8192, ge=256, le=1_048_576)

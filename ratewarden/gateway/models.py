@@ -86,7 +86,7 @@ class Problem(BaseModel):
 
 class LimitBody(_Body):
     limit: int = Field(ge=0, le=1_000_000_000, description="requests allowed per window")
-    window: float = Field(60.0, gt=0, le=86_400, description="seconds")
+    window: float = Field(60.0, ge=0.001, le=86_400, description="seconds, at least 1 ms")
     request_type: RequestType | None = Field(None, description="limit only this request type (on top of the user limit)")
     algorithm: Literal["fixed", "sliding"] = "fixed"
     shadow: bool = Field(False, description="decide, but never throttle: the reason says what would have happened")

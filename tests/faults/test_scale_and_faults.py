@@ -78,21 +78,21 @@ def eos_pipeline(make_core_pipeline):
     return factory
 
 
-def test_two_workers_share_eight_partitions_exactly_once(eos_pipeline):
-    pipeline = eos_pipeline()
+def two_workers(eos_pipeline, **overrides):
+    """An exactly-once pipeline with the workload's limits set and workers "a" and "b" started."""
+    pipeline = eos_pipeline(**overrides)
     events, limits = workload()
     set_limits(limits, pipeline.settings)
-    pipeline.start_worker("a")
-    pipeline.start_worker("b")
+    return pipeline, events, limits, (pipeline.start_worker("a"), pipeline.start_worker("b"))
+
+
+def test_two_workers_share_eight_partitions_exactly_once(eos_pipeline):
+    pipeline, events, limits, _ = two_workers(eos_pipeline)
     check_exactly_once(events, limits, drive(pipeline, events, {}))
 
 
 def test_kill_minus_nine_of_one_worker_mid_replay(eos_pipeline):
-    pipeline = eos_pipeline()
-    events, limits = workload()
-    set_limits(limits, pipeline.settings)
-    victim = pipeline.start_worker("victim")
-    pipeline.start_worker("survivor")
+    pipeline, events, limits, (victim, _) = two_workers(eos_pipeline)
     killed_at: list[float] = []
 
     def kill() -> None:
@@ -107,11 +107,7 @@ def test_kill_minus_nine_of_one_worker_mid_replay(eos_pipeline):
 
 
 def test_third_worker_joining_mid_replay(eos_pipeline):
-    pipeline = eos_pipeline()
-    events, limits = workload()
-    set_limits(limits, pipeline.settings)
-    pipeline.start_worker("a")
-    pipeline.start_worker("b")
+    pipeline, events, limits, _ = two_workers(eos_pipeline)
     decisions = drive(pipeline, events, {20_000: lambda: pipeline.start_worker("c")})
     check_exactly_once(events, limits, decisions)
 
@@ -120,11 +116,7 @@ def test_broker_stopped_and_restarted_mid_replay(eos_pipeline, tmp_path):
     broker = LocalKafka(tmp_path / "own-kafka")
     bootstrap = broker.start()
     try:
-        pipeline = eos_pipeline(kafka_bootstrap_servers=bootstrap)
-        events, limits = workload()
-        set_limits(limits, pipeline.settings)
-        pipeline.start_worker("a")
-        pipeline.start_worker("b")
+        pipeline, events, limits, _ = two_workers(eos_pipeline, kafka_bootstrap_servers=bootstrap)
 
         def bounce() -> None:
             broker.stop()
@@ -132,5 +124,4 @@ def test_broker_stopped_and_restarted_mid_replay(eos_pipeline, tmp_path):
 
         check_exactly_once(events, limits, drive(pipeline, events, {25_000: bounce}))
     finally:
-        pipeline.close()
-        broker.stop()
+        broker.stop()  # the make_pipeline fixture stops the workers

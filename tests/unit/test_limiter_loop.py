@@ -1,0 +1,60 @@
+"""The hot loop without a broker: one event the policy cannot take must not stop the others."""
+
+import asyncio
+from collections import namedtuple
+
+import msgspec
+
+from agents.limiter import Limiter
+from agents.rules import Blocklist, LimitBook
+from schemas.limits import RateLimit
+from streams.settings import Settings
+from streams.state import PartitionStore
+
+Record = namedtuple("Record", "key value offset topic partition")
+
+
+class CollectingBatch:
+    def __init__(self, sent: list) -> None:
+        self.sent = sent
+
+    def append(self, key, value, timestamp):
+        self.sent.append((key, value))
+        return True
+
+
+class CollectingSender:
+    """Stands in for the Kafka batch sender: records what would be produced, per topic."""
+
+    def __init__(self) -> None:
+        self.by_topic: dict[str, list] = {}
+
+    def batch(self, topic, partition):
+        return CollectingBatch(self.by_topic.setdefault(topic, []))
+
+    async def add(self, topic, partition, key, value):
+        self.by_topic.setdefault(topic, []).append((key, value))
+
+
+def test_an_event_the_policy_cannot_decide_is_dead_lettered_and_the_batch_goes_on(tmp_path):
+    settings = Settings(var_dir=tmp_path, kafka_bootstrap_servers="unused:9092")
+    limits = LimitBook(100, 60.0)
+    # Constructed without validation, as a record from an older producer could be: a 5e-324 s window.
+    limits.put("broken", RateLimit(user_id="broken", limit=5, window=5e-324))
+    limiter = Limiter(settings, limits, Blocklist(), clock=lambda: 1_732_900_100.0)
+    sender = CollectingSender()
+    limiter.outputs._shared = (None, sender)
+    limiter.stores[0] = PartitionStore(settings.state_dir, 0)
+    encode = msgspec.json.encode
+    records = [
+        Record(user.encode(), encode({"request_id": f"r{i}", "user_id": user, "ip": "203.0.113.7",
+                                      "request_type": "read", "ts": 1_732_900_000.0 + i}), i, "requests", 0)
+        for i, user in enumerate(["alice", "broken", "bob"])
+    ]
+    asyncio.run(limiter.process(0, records))
+    decided = [msgspec.json.decode(v)["request_id"] for _, v in sender.by_topic[settings.decisions_topic]]
+    letters = [msgspec.json.decode(v) for _, v in sender.by_topic[settings.dead_letter_topic]]
+    assert decided == ["r0", "r2"]
+    assert [(x["reason"], x["offset"]) for x in letters] == [("decision_error", 1)]
+    assert limiter.positions[0] == 3
+    limiter.stores[0].close()
