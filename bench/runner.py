@@ -23,7 +23,7 @@ from bench.kafka_read import TopicReader, decode_id, decode_verdict
 from bench.procstats import CpuSampler, peak_rss_mib
 from bench.profile import start_py_spy, stop_py_spy
 from bench.workload import Workload, publish_backlog
-from ratewarden.demo import stop_process
+from ratewarden.processes import stop_process
 from streams.topics import ensure_topics
 
 __all__ = ["RunResult", "Children", "run_once"]
@@ -47,7 +47,10 @@ class Children:
 
     def stop_all(self) -> None:
         for process in self.processes:
-            stop_process(process, timeout=30.0)
+            try:
+                stop_process(process, timeout=30.0)
+            except TimeoutError:  # killed; go on stopping the others
+                pass
         self.processes.clear()
 
 
@@ -176,7 +179,10 @@ def run_once(impl: Implementation, round_no: int, bootstrap: str, run_dir: Path,
         decisions.close()
         requests.close()
         alive = worker.poll() is None
-        stop_process(worker, timeout=30.0)
+        try:
+            stop_process(worker, timeout=30.0)
+        except TimeoutError as exc:
+            result.problems.append(str(exc))
         if not alive:
             result.problems.append(f"worker exited early with code {worker.returncode} (see {log})")
         elif worker.returncode not in (0, -15):
