@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import msgspec
-from kafka.partitioner import murmur2
 from rocksdict import Rdict, WriteBatch
 
+from streams.kafka_io import partition_for  # noqa: F401 - re-exported: history routing uses it
 from streams.state import rocks_options
 
 __all__ = ["Decided", "HistoryEntry", "HistoryStore", "partition_for"]
@@ -38,11 +38,6 @@ _OFFSET = struct.Struct("<q")
 _FLOAT = struct.Struct("<d")
 _TS = struct.Struct(">d")  # order-preserving for the non-negative event times the intake admits
 _NEWEST = b"\xff" * 9  # after every ts and request id of a user's prefix
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner (Java's murmur2, as kafka-python and aiokafka do it) picks."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 class Decided(msgspec.Struct):

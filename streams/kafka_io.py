@@ -9,13 +9,21 @@ import logging
 from typing import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from kafka.partitioner import murmur2
 
 from streams.kafka_config import aiokafka_options, resolve_bootstrap
 from streams.settings import Settings
 
-__all__ = ["BatchSender", "make_consumer", "make_producer"]
+__all__ = ["BatchSender", "make_consumer", "make_producer", "partition_for"]
 
 logger = logging.getLogger(__name__)
+
+
+def partition_for(key: str | bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java's murmur2, as kafka-python and aiokafka do it) picks."""
+    if isinstance(key, str):
+        key = key.encode()
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def make_producer(settings: Settings, **overrides) -> AIOKafkaProducer:

@@ -8,7 +8,7 @@ from collections import Counter
 import msgspec
 import pytest
 
-from agents.analytics import WindowAggregator, WindowMerger
+from agents.ip_windows import WindowAggregator, WindowMerger
 from agents.blocklist import next_ban
 from agents.detectors import base_frame, detect, parse_networks
 from ratewarden.cli import main as cli

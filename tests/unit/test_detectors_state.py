@@ -4,7 +4,8 @@ and the memory bound over a long trace (old windows are dropped)."""
 import random
 import tracemalloc
 
-from agents.analytics import WindowAggregator, WindowMerger, partition_for
+from agents.ip_windows import WindowAggregator, WindowMerger
+from streams.kafka_io import partition_for
 from schemas.flags import FeaturesWatermark
 
 W = 60.0
