@@ -21,7 +21,7 @@ from schemas.events import RequestEvent
 from streams.kafka_config import kafka_python_options, resolve_bootstrap
 from streams.settings import Settings, get_settings
 
-__all__ = ["RequestPublisher", "DecisionSubscriber"]
+__all__ = ["RequestPublisher", "DecisionSubscriber", "read_topic_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,3 +139,29 @@ class DecisionSubscriber:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def read_topic_records(
+    settings: Settings, topic: str, last: int | None = None, isolation_level: str = "read_uncommitted"
+) -> list:
+    """Every record of ``topic`` from the beginning (or the ``last`` of each partition) to its end now."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=resolve_bootstrap(settings), group_id=None, enable_auto_commit=False,
+        isolation_level=isolation_level, **kafka_python_options(settings),
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        if last is not None:
+            starts = consumer.beginning_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, max(starts[tp], ends[tp] - last))
+        records: list = []
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for batch in consumer.poll(timeout_ms=500, max_records=50_000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()

@@ -6,9 +6,10 @@ Workers follow these topics live (``streams.tables``), so a write takes effect w
 import logging
 
 import msgspec
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from agents.rules import limit_key
+from ratewarden.client import read_topic_records
 from schemas.limits import BlocklistEntry, RateLimit
 from streams.kafka_config import kafka_python_options, resolve_bootstrap
 from streams.settings import Settings, get_settings
@@ -32,23 +33,13 @@ def _send(settings: Settings, topic: str, records: list[tuple[str, bytes | None]
 
 def _read_all(settings: Settings, topic: str) -> dict[bytes, bytes]:
     """The latest value per key of a compacted topic (tombstones removed)."""
-    consumer = KafkaConsumer(bootstrap_servers=resolve_bootstrap(settings), group_id=None, **kafka_python_options(settings))
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        latest: dict[bytes, bytes] = {}
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    if record.value is None:
-                        latest.pop(record.key, None)
-                    else:
-                        latest[record.key] = record.value
-        return latest
-    finally:
-        consumer.close()
+    latest: dict[bytes, bytes] = {}
+    for record in read_topic_records(settings, topic):
+        if record.value is None:
+            latest.pop(record.key, None)
+        else:
+            latest[record.key] = record.value
+    return latest
 
 
 def set_limit(limit: RateLimit, settings: Settings | None = None) -> None:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
+from ratewarden.client import read_topic_records
 from ratewarden.processes import start_worker, stop_process
 from ratewarden.replay import replay
 from streams.kafka_local import LocalKafka
@@ -120,21 +120,7 @@ class Pipeline:
 
     def read_topic(self, topic: str) -> list:
         """Every committed record of ``topic`` from the beginning to the current end (read_committed)."""
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None, isolation_level="read_committed"
-        )
-        try:
-            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            ends = consumer.end_offsets(tps)
-            records = []
-            while any(consumer.position(tp) < end for tp, end in ends.items()):
-                for batch in consumer.poll(timeout_ms=500).values():
-                    records.extend(batch)
-            return records
-        finally:
-            consumer.close()
+        return read_topic_records(self.settings, topic, isolation_level="read_committed")
 
     def close(self) -> None:
         for process in self.workers:

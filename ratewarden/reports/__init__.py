@@ -31,28 +31,9 @@ def write_tables(frames: Frames, out: Path) -> list[Path]:
 
 def read_topic(settings, topic: str, last: int | None = None) -> list[bytes]:
     """Every value of ``topic`` from the beginning (or the ``last`` ones of each partition) to its current end."""
-    from kafka import KafkaConsumer, TopicPartition
+    from ratewarden.client import read_topic_records
 
-    from streams.kafka_config import kafka_python_options, resolve_bootstrap
-
-    consumer = KafkaConsumer(bootstrap_servers=resolve_bootstrap(settings), group_id=None,
-                             enable_auto_commit=False, **kafka_python_options(settings))
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        if last is not None:
-            starts = consumer.beginning_offsets(tps)
-            for tp in tps:
-                consumer.seek(tp, max(starts[tp], ends[tp] - last))
-        values: list[bytes] = []
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            for records in consumer.poll(timeout_ms=500, max_records=50_000).values():
-                values.extend(r.value for r in records if r.value is not None)
-        return values
-    finally:
-        consumer.close()
+    return [r.value for r in read_topic_records(settings, topic, last=last) if r.value is not None]
 
 
 def latest_abuse_reports(settings, last: int = 10) -> list[dict]:
