@@ -7,7 +7,7 @@ import os
 import threading
 import time
 
-__all__ = ["CpuSampler", "peak_rss_mib", "cpu_seconds", "system_busy_seconds", "tree_cpu_seconds",
+__all__ = ["CpuSampler", "peak_rss_mib", "status_mib", "cpu_seconds", "system_busy_seconds", "tree_cpu_seconds",
            "wait_quiet"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -53,16 +53,21 @@ def tree_cpu_seconds(root: int) -> float:
     return total
 
 
-def peak_rss_mib(pid: int) -> float | None:
-    """VmHWM (peak resident set size) of ``pid`` in MiB, or None if unreadable."""
+def status_mib(pid: int, field: str) -> float | None:
+    """A kB field of /proc/PID/status (``VmRSS``, ``VmHWM``, ...) in MiB, or None if unreadable."""
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         return None
     return None
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """VmHWM (peak resident set size) of ``pid`` in MiB, or None if unreadable."""
+    return status_mib(pid, "VmHWM")
 
 
 class CpuSampler:

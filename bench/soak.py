@@ -25,20 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.procstats import status_mib  # noqa: E402
 from ratewarden.client import RequestPublisher  # noqa: E402
 from ratewarden.processes import start_worker, stop_process  # noqa: E402
 from schemas.events import RequestEvent  # noqa: E402
 from streams.kafka_local import LocalKafka  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def dir_mib(path: Path) -> float:
@@ -94,7 +87,7 @@ def main() -> int:
                 time.sleep(1.2)  # one flush interval, so expiry and RocksDB writes of this chunk are in
                 seen = (min(done, args.events) // args.phase + 1) * args.active
                 table.add_row(
-                    f"{done:,}", f"{seen:,}", f"{rss_mib(worker.pid):.0f}", f"{dir_mib(settings.var_dir):.1f}",
+                    f"{done:,}", f"{seen:,}", f"{status_mib(worker.pid, 'VmRSS') or 0:.0f}", f"{dir_mib(settings.var_dir):.1f}",
                     f"{metric(args.metrics_port, 'ratewarden_window_counters'):,.0f}",
                     f"{done / (time.monotonic() - t0):,.0f}",
                 )
