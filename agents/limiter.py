@@ -59,6 +59,7 @@ class Limiter:
         self._encode = msgspec.json.Encoder().encode
         self._since_flush = 0
         self._last_flush = 0.0
+        self._completing: asyncio.Future | None = None  # the flush whose delivery is still awaited
         self._stopping = asyncio.Event()
         # The rebalance listener runs while the loop awaits I/O: state changes take this lock.
         self._lock = asyncio.Lock()
@@ -81,6 +82,7 @@ class Limiter:
             await self._acquire(partitions)
 
     async def _acquire(self, partitions: list[int]) -> None:
+        await self._settle()
         await asyncio.gather(*(self.outputs.open(p) for p in partitions))
         for partition in partitions:
             store = PartitionStore(self.settings.state_dir, partition)
@@ -95,6 +97,7 @@ class Limiter:
         """Flush and close the stores of revoked partitions."""
         async with self._lock:
             await self._flush()
+            await self._settle()
             await self._release(partitions)
 
     async def _release(self, partitions: list[int]) -> None:
@@ -212,11 +215,21 @@ class Limiter:
         logger.info("dead letter at %s[%d]@%d: %s", record.topic, record.partition, record.offset, rejection.reason)
 
     async def flush(self) -> None:
+        """Flush and wait until it is complete (delivered, committed, on disk)."""
         async with self._lock:
             await self._flush()
+            await self._settle()
 
     async def _flush(self) -> None:
-        """Changelog (each touched counter once, then a position marker), delivery, offsets, RocksDB."""
+        """Changelog (each touched counter once, then a position marker), delivery, offsets, RocksDB.
+
+        The synchronous part snapshots the dirty counters and hands every record off to the producer;
+        delivery, the offset commit and the RocksDB write then complete in the background
+        (at_least_once) while the loop goes on deciding, so a flush does not stall the hot path. The
+        next flush, a rebalance and close first wait for it (:meth:`_settle`), and its failure is
+        raised there, which stops the worker.
+        """
+        await self._settle()
         if not self.positions or self.consumer is None:
             return
         started = time.monotonic()
@@ -231,18 +244,32 @@ class Limiter:
             sender = self.outputs.sender(partition)
             await sender.add_many(changelog, partition, records.items())
             await sender.add(changelog, partition, POSITION_KEY, encode_position(position))
-        ends = await self.outputs.commit(positions, self.settings.limiter_group, self.settings.requests_topic, self.consumer)
+        committed = await self.outputs.commit(positions, self.settings.limiter_group, self.settings.requests_topic, self.consumer)
+        self._since_flush, self._last_flush = 0, time.monotonic()
+        self._completing = asyncio.ensure_future(self._complete(committed, positions, written, started))
+        if self.outputs.exactly_once:
+            await self._settle()
+
+    async def _complete(self, committed, positions: dict[int, int], written: dict, started: float) -> None:
+        """Once a flush's records are delivered and its offsets committed: persist RocksDB, metrics."""
+        ends = await committed
+        changelog = self.settings.changelog_topic
         for partition, records in written.items():
             self.stores[partition].write_disk(records, positions[partition], ends[(changelog, partition)])
-        self._since_flush, self._last_flush = 0, time.monotonic()
         self.stats["flushes"] += 1
         metrics.FLUSHES.inc()
-        metrics.FLUSH_SECONDS.observe(self._last_flush - started)
+        metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
         metrics.COUNTERS.set(sum(len(s.counters) for s in self.stores.values()))
         for partition, position in positions.items():
             highwater = self.consumer.highwater(TopicPartition(self.settings.requests_topic, partition))
             if highwater is not None:
                 metrics.LAG.labels(str(partition)).set(max(0, highwater - position))
+
+    async def _settle(self) -> None:
+        """Wait for the flush in progress, if any (raising its error)."""
+        completing, self._completing = self._completing, None
+        if completing is not None:
+            await completing
 
     def stop(self) -> None:
         self._stopping.set()

@@ -10,9 +10,11 @@ part of the measured latency spent before the request was even stored.
 kafka-python's ``send()`` costs tens of microseconds per record, which capped a kafka-python pacer
 near 20-27k events/s on a 2-core machine, below the rates the live run needs. So the pacer appends
 records straight to aiokafka record batches (one per partition, partitioned by key with Kafka's
-default murmur2 partitioner) and hands each batch to the producer right away. ``append`` with no
-timestamp stamps the record's CreateTime with the wall clock at that moment, exactly as a
-producer's ``send()`` would; the event's ``ts`` field is the same wall time.
+default murmur2 partitioner) and hands them to the producer every ``--linger-ms`` (default 5 ms,
+the producer default of Kafka 4.x clients): the many services that publish requests batch too, and
+a produce request per millisecond per partition would spend the 2-core machine's CPU in the broker.
+Each record's CreateTime and ``ts`` are the wall time it was *due*, not the time it was appended,
+so the time an event waits for its batch counts in the measured latency.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ __all__ = ["pace"]
 
 
 async def pace(bootstrap: str, topic: str, rate: float, duration: float, users: int, seed: int,
-               prefix: str) -> dict:
+               prefix: str, linger_ms: float = 5.0) -> dict:
     """Send ``rate * duration`` events on schedule; return what was achieved."""
     total = max(1, int(rate * duration))
     sequence = Workload(users, seed).user_sequence(total, seed + 1)
@@ -49,15 +51,17 @@ async def pace(bootstrap: str, topic: str, rate: float, duration: float, users: 
         partition_of = [partitioner(user_name(u).encode(), partitions, partitions) for u in range(users)]
         clock, wall = time.monotonic, time.time
         t0 = clock() + 0.1
+        wall0 = wall() + (t0 - clock())  # the wall time of t0
+        linger = linger_ms / 1000.0
         first = last = first_wall = last_wall = max_behind = 0.0
         futures = []
-        ack_delays: list[float] = []  # per batch: due time -> acknowledged by the broker
+        ack_delays: list[float] = []  # per batch: due time of its oldest record -> acknowledged by the broker
         i = 0
         while i < total:
             now = clock()
             due = min(total, int((now - t0) * rate) + 1)
-            if due <= i:
-                await asyncio.sleep(max(0.0, t0 + i / rate - now))
+            if due <= i or (due < total and now - last < linger):
+                await asyncio.sleep(max(0.0, t0 + i / rate - now, last + linger - now))
                 continue
             max_behind = max(max_behind, now - (t0 + i / rate))
             if i == 0:
@@ -69,15 +73,17 @@ async def pace(bootstrap: str, topic: str, rate: float, duration: float, users: 
                 batch = batches.get(partition)
                 if batch is None:
                     batch = batches[partition] = producer.create_batch()
-                key, value = event_bytes(f"{prefix}-{j:08d}", user, round(wall(), 3))
-                if batch.append(key=key, value=value, timestamp=None) is None:
+                due_wall = wall0 + j / rate
+                key, value = event_bytes(f"{prefix}-{j:08d}", user, round(due_wall, 3))
+                stamp = int(due_wall * 1000.0)
+                if batch.append(key=key, value=value, timestamp=stamp) is None:
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = batches[partition] = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
+                    batch.append(key=key, value=value, timestamp=stamp)
             for partition, batch in batches.items():
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
             for future in futures[len(futures) - len(batches):]:
-                future.add_done_callback(lambda _, due_at=now: ack_delays.append(clock() - due_at))
+                future.add_done_callback(lambda _, due_at=t0 + i / rate: ack_delays.append(clock() - due_at))
             i = due
             last, last_wall = clock(), wall()
         await asyncio.gather(*futures)
@@ -113,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--prefix", default="live")
+    parser.add_argument("--linger-ms", type=float, default=5.0, help="time between produced batches")
     args = parser.parse_args(argv)
     result = asyncio.run(pace(args.bootstrap, args.topic, args.rate, args.duration, args.users, args.seed,
-                              args.prefix))
+                              args.prefix, args.linger_ms))
     print(json.dumps(result), flush=True)
     return 0
 

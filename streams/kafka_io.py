@@ -101,12 +101,21 @@ class BatchSender:
         for slot, batch in batches.items():
             await self._send(slot, batch)
 
-    async def wait(self) -> dict[tuple[str, int], int]:
-        """Send open batches, await all deliveries; the next offset per (topic, partition)."""
+    async def hand_off(self) -> list:
+        """Send open batches and take the deliveries pending so far (to pass to :meth:`delivered`)."""
         await self.send_all()
         pending, self._pending = self._pending, []
+        return pending
+
+    @staticmethod
+    async def delivered(pending: list) -> dict[tuple[str, int], int]:
+        """Await the deliveries of :meth:`hand_off`; the next offset per (topic, partition)."""
         ends: dict[tuple[str, int], int] = {}
         for slot, size, future in pending:
             metadata = await future
             ends[slot] = max(ends.get(slot, 0), metadata.offset + size)
         return ends
+
+    async def wait(self) -> dict[tuple[str, int], int]:
+        """Send open batches, await all deliveries; the next offset per (topic, partition)."""
+        return await self.delivered(await self.hand_off())

@@ -1,7 +1,8 @@
 """Where the limiter's records go, under either processing guarantee.
 
-* ``at_least_once``: one idempotent producer for every partition; a flush awaits delivery of all
-  records, then the limiter commits consumer offsets. A crash re-decides events since the last
+* ``at_least_once``: one idempotent producer for every partition; a flush hands off the records
+  sent so far, and once they are delivered the limiter commits consumer offsets and writes RocksDB,
+  while it goes on deciding (the flush does not stall the hot path). A crash re-decides events since the last
   flush (same verdicts: counting is restored exactly from the changelog's position markers).
 * ``exactly_once``: one *transactional* producer per assigned input partition, with the stable
   transactional id ``<app_id>-limiter-<p>``. Decisions, dead letters, changelog records and the
@@ -10,7 +11,9 @@
   left open, so read_committed consumers see each decision exactly once.
 """
 
+import asyncio
 import logging
+from typing import Awaitable
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -18,7 +21,9 @@ from aiokafka.errors import KafkaError
 from streams.kafka_io import BatchSender, make_producer
 from streams.settings import Settings
 
-__all__ = ["Outputs"]
+__all__ = ["Outputs", "Ends"]
+
+Ends = dict[tuple[str, int], int]  # the next offset per (topic, partition) after a delivery
 
 logger = logging.getLogger(__name__)
 
@@ -63,18 +68,17 @@ class Outputs:
         """The non-transactional producer that may write abort markers (None under exactly-once)."""
         return self._shared[0] if self._shared is not None else None
 
-    async def commit(self, positions: dict[int, int], group_id: str, topic: str, consumer) -> dict[tuple[str, int], int]:
-        """Deliver everything sent so far and commit ``positions``; the next offset per (topic, partition)."""
-        ends: dict[tuple[str, int], int] = {}
+    async def commit(self, positions: dict[int, int], group_id: str, topic: str, consumer) -> Awaitable[Ends]:
+        """Commit everything sent so far with the consumer ``positions``; returns an awaitable of the next
+        offset per (topic, partition) once delivered and committed.
+
+        ``at_least_once``: only the hand-off happens now; awaiting the result waits for delivery and then
+        commits the offsets, and may overlap with further sends (which it does not wait for), so the
+        caller can go on deciding. ``exactly_once``: the transactions are committed before this returns.
+        """
         if self._shared is not None:
-            ends = await self._shared[1].wait()
-            if positions:
-                try:
-                    await consumer.commit({TopicPartition(topic, p): o for p, o in positions.items()})
-                except KafkaError as exc:
-                    # Advisory only: restore seeks to the changelog's position markers, not to these.
-                    logger.warning("offset commit failed (%r); the changelog position stands", exc)
-            return ends
+            return self._deliver_then_commit(await self._shared[1].hand_off(), positions, topic, consumer)
+        ends: Ends = {}
         for partition, (producer, sender) in list(self._owned.items()):
             ends.update(await sender.wait())
             if partition in positions:
@@ -83,6 +87,19 @@ class Outputs:
                 )
             await producer.commit_transaction()
             await producer.begin_transaction()
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(ends)
+        return done
+
+    @staticmethod
+    async def _deliver_then_commit(pending: list, positions: dict[int, int], topic: str, consumer) -> Ends:
+        ends = await BatchSender.delivered(pending)
+        if positions:
+            try:
+                await consumer.commit({TopicPartition(topic, p): o for p, o in positions.items()})
+            except KafkaError as exc:
+                # Advisory only: restore seeks to the changelog's position markers, not to these.
+                logger.warning("offset commit failed (%r); the changelog position stands", exc)
         return ends
 
     async def close(self, partition: int) -> None:
