@@ -17,7 +17,7 @@ import msgspec
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from agents.intake import EventDecoder, Rejection, dead_letter_value
-from agents.policy import decide
+from agents.policy import decide, decide_fixed
 from agents.rules import Blocklist, LimitBook
 from streams import metrics
 from streams.changelog import restore
@@ -149,6 +149,7 @@ class Limiter:
         store = self.stores[partition]
         counters, dirty = store.counters, store.dirty
         decode, encode, now = self.decoder.decode, self._encode, self.clock()
+        rules_for, blocked_reason = self.limits.rules_for, self.blocklist.reason
         topic = self.settings.decisions_topic
         sender = self.outputs.sender(partition)
         batch = sender.batch(topic, partition)
@@ -160,7 +161,17 @@ class Limiter:
                 await self.dead_letter(partition, record, event, now)
                 continue
             try:
-                decision = self._decide_one(event, counters, dirty, now)
+                rules = rules_for(event.user_id, event.request_type)
+                block = blocked_reason(event.user_id, event.ip, event.ts)
+                if block is None and len(rules) == 1 and rules[0].algorithm == "fixed":  # the common case
+                    rule = rules[0]
+                    before = counters.get(rule.key)
+                    decision, after = decide_fixed(event, rule, before, now)
+                    if after is not before:
+                        counters[rule.key] = after
+                        dirty.add(rule.key)
+                else:
+                    decision = self._decide_general(event, rules, block, counters, dirty, now)
             except (ArithmeticError, ValueError) as exc:  # a limit or event the policy cannot take
                 logger.exception("partition %d: no decision for %s", partition, event.request_id)
                 await self.dead_letter(partition, record, Rejection("decision_error", repr(exc)), now)
@@ -187,20 +198,11 @@ class Limiter:
         metrics.DECISIONS.labels("throttle").inc(throttled)
         metrics.DECISIONS.labels("block").inc(blocked)
 
-    def _decide_one(self, event, counters, dirty, now: float):
-        """The decision for one valid event; updates its counters and marks them dirty."""
-        rules = self.limits.rules_for(event.user_id, event.request_type)
-        blocked = self.blocklist.reason(event.user_id, event.ip, event.ts)
-        if len(rules) == 1:
-            key = rules[0].key
-            before = [counters.get(key)]
-            decision, after = decide(event, rules, before, blocked, now)
-            if after[0] is not before[0]:
-                counters[key] = after[0]
-                dirty.add(key)
-            return decision
+    @staticmethod
+    def _decide_general(event, rules, block, counters, dirty, now: float):
+        """The decision for one valid event under any rules; updates its counters and marks them dirty."""
         before = [counters.get(rule.key) for rule in rules]
-        decision, after = decide(event, rules, before, blocked, now)
+        decision, after = decide(event, rules, before, block, now)
         for rule, old, new in zip(rules, before, after):
             if new is not old:
                 counters[rule.key] = new

@@ -24,7 +24,7 @@ from typing import NamedTuple, Sequence
 from schemas.decisions import ALLOW, BLOCK, THROTTLE, Decision
 from schemas.events import RequestEvent
 
-__all__ = ["Counter", "Rule", "Check", "check", "decide", "roll"]
+__all__ = ["Counter", "Rule", "Check", "check", "decide", "decide_fixed", "roll"]
 
 #: Slack for float comparisons; retry_after is rounded up to the millisecond.
 _EPS = 1e-9
@@ -155,6 +155,38 @@ def decide(
     if enforced:
         return _decision(event, THROTTLE, reason, rules, checks, governing, 0, False, decided_at), rolled
     return _decision(event, ALLOW, "shadow:" + reason, rules, checks, governing, 0, True, decided_at), rolled
+
+
+def decide_fixed(event: RequestEvent, rule: Rule, counter: Counter | None, decided_at: float) -> tuple[Decision, Counter]:
+    """``decide(event, [rule], [counter], None, decided_at)`` for the common case, one fixed-window rule
+    and no blocklist entry, without the general case's lists (a property test holds the two equal).
+
+    Returns the decision and the counter to store; the counter is ``counter`` itself when unchanged.
+    """
+    window, ts, limit = rule.window, event.ts, rule.limit
+    index = math.floor(ts / window)
+    if counter is None or counter.window != window:
+        counter = Counter(window, index, 0, 0)
+    elif index > counter.index:
+        counter = Counter(window, index, 0, counter.count if index == counter.index + 1 else 0)
+    count = counter.count
+    start = counter.index * window
+    end = start + window
+    if count + 1 <= limit + _EPS:
+        remaining = limit - count - 1
+        decision = Decision(event.request_id, event.user_id, event.ip, event.request_type, ALLOW, "within_limit",
+                            limit, count + 1, remaining if remaining > 0 else 0, start, end, 0.0, False, ts, decided_at)
+        return decision, Counter(window, counter.index, count + 1, counter.previous)
+    retry_after = _ceil_ms(end - (ts if ts > start else start))
+    reason = "rate_limited" if rule.scope == "user" else "rate_limited_type"
+    remaining = limit - count
+    if rule.shadow:
+        verdict, reason = ALLOW, "shadow:" + reason
+    else:
+        verdict = THROTTLE
+    decision = Decision(event.request_id, event.user_id, event.ip, event.request_type, verdict, reason, limit, count,
+                        remaining if remaining > 0 else 0, start, end, retry_after, rule.shadow, ts, decided_at)
+    return decision, counter
 
 
 def _decision(

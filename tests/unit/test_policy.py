@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.policy import Counter, Rule, check, decide, roll
+from agents.policy import Counter, Rule, check, decide, decide_fixed, roll
 from schemas.events import RequestEvent
 
 T0 = 1_732_900_020.0  # 20 s into window 28881667 of 60 s
@@ -148,3 +148,31 @@ def test_retry_after_is_exactly_when_the_next_request_is_allowed(limit, window, 
     earlier = later - 0.002
     if earlier > ts:
         assert not check(roll(counter, window, earlier), rule, earlier).allowed
+
+
+_counters = st.one_of(
+    st.none(),
+    st.builds(Counter, window=st.sampled_from([1.0, 60.0, 0.5]), index=st.integers(1_000_000, 1_000_003),
+              count=st.integers(0, 120), previous=st.integers(0, 120)),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    limit=st.integers(0, 100),
+    window=st.sampled_from([1.0, 60.0, 0.5, 0.001]),
+    shadow=st.booleans(),
+    scope=st.sampled_from(["user", "type"]),
+    counter=_counters,
+    ts=st.floats(500_000.0, 70_000_000.0, allow_nan=False),
+)
+def test_fixed_fast_path_equals_the_general_decision(limit, window, shadow, scope, counter, ts):
+    """The hot path's ``decide_fixed`` is ``decide`` with one fixed rule and no block: same decision,
+    same counter to store, and the same object back when nothing changed."""
+    rule = Rule("u1", limit, window, "fixed", shadow, scope)
+    request = event(ts)
+    expected, (expected_counter,) = decide(request, [rule], [counter], None, decided_at=ts + 0.25)
+    got, got_counter = decide_fixed(request, rule, counter, decided_at=ts + 0.25)
+    assert got == expected
+    assert got_counter == expected_counter
+    assert (got_counter is counter) == (expected_counter is counter)
