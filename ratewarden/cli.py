@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -38,9 +39,28 @@ def _topics(args) -> int:
     return 0
 
 
+ROLES = ("limiter", "history", "analytics")
+
+
+def roles_env(spec: str) -> dict[str, str]:
+    """``RATEWARDEN_<ROLE>_ENABLED`` for every role, from a comma-separated list of the roles to run."""
+    roles = {r.strip() for r in spec.split(",") if r.strip()}
+    unknown = roles - set(ROLES)
+    if unknown or not roles:
+        raise ValueError(f"expected a comma-separated subset of {', '.join(ROLES)}, got {spec!r}")
+    return {f"RATEWARDEN_{role.upper()}_ENABLED": "true" if role in roles else "false" for role in ROLES}
+
+
 def _worker(args) -> int:
     from streams.app import run_worker
+    from streams.settings import get_settings
 
+    if args.roles is not None:
+        try:
+            os.environ.update(roles_env(args.roles))  # read by Settings in this process (the Faust worker)
+        except ValueError as exc:
+            raise SystemExit(f"--roles: {exc}") from None
+        get_settings.cache_clear()
     if args.metrics_port:
         from prometheus_client import start_http_server
 
@@ -195,8 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("topics", help="create the topics (idempotent)").set_defaults(func=_topics)
 
-    p = sub.add_parser("worker", help="run one Faust worker with the limiter")
+    p = sub.add_parser("worker", help="run one Faust worker (limiter, history and analytics unless --roles)")
     p.add_argument("--loglevel", default="info")
+    p.add_argument("--roles", help=f"comma-separated roles this worker runs, of {','.join(ROLES)} (default: "
+                                   "RATEWARDEN_<ROLE>_ENABLED, all on)")
     p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on HOST:PORT")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address for the metrics port (default loopback)")
     p.set_defaults(func=_worker)

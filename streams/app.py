@@ -6,6 +6,7 @@ why it owns its consumer rather than being a per-event Faust agent.
 """
 
 import asyncio
+import gc
 import logging
 
 import faust
@@ -19,7 +20,7 @@ from streams.settings import Settings, get_settings
 from streams.tables import blocklist_table, limits_table
 from streams.topics import ensure_topics
 
-__all__ = ["create_app", "LimiterService", "run_worker"]
+__all__ = ["create_app", "LimiterService", "run_worker", "freeze_startup_heap"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class LimiterService(Service):
         logger.info("limiter started: %d limits, %d blocklist entries", len(self.limits), len(self.blocklist))
 
     async def on_started(self) -> None:
+        freeze_startup_heap()
         self._tasks = [asyncio.ensure_future(table.run()) for table in self.tables]
         self._decide = asyncio.ensure_future(self.limiter.run())
         self._decide.add_done_callback(self._on_limiter_exit)
@@ -67,8 +69,24 @@ class LimiterService(Service):
         logger.info("limiter stopped after %s", self.limiter.stats)
 
 
+def freeze_startup_heap() -> None:
+    """Move every object alive after start-up (modules, Faust, clients) out of the collector's reach.
+
+    A full collection scans the whole heap: with Faust and aiokafka loaded that took 50-120 ms,
+    measured in the worker, stalling every decision behind it. Start-up objects live as long as the
+    process, so ``gc.freeze()`` leaves the collector only what the hot path allocates.
+    """
+    gc.collect()
+    gc.freeze()
+    logger.debug("froze %d start-up objects out of garbage collection", gc.get_freeze_count())
+
+
 def create_app(settings: Settings | None = None) -> faust.App:
-    """A Faust app whose worker runs the limiter service."""
+    """A Faust app whose worker runs the enabled roles: limiter, history, analytics (all by default).
+
+    Each role consumes its own topics in its own consumer group, so a deployment can run them in
+    one process or scale each in processes of its own (``ratewarden worker --roles ...``).
+    """
     settings = settings or get_settings()
     (settings.var_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -81,10 +99,11 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_heartbeat_interval=1.0,
     )
 
-    @app.service
-    class BoundLimiterService(LimiterService):
-        def __init__(self, **kwargs) -> None:
-            super().__init__(settings, **kwargs)
+    if settings.limiter_enabled:
+        @app.service
+        class BoundLimiterService(LimiterService):
+            def __init__(self, **kwargs) -> None:
+                super().__init__(settings, **kwargs)
 
     if settings.history_enabled:
         @app.service

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(default=8192, ge=256, le=1_048_576)
     max_future_skew: float = Field(default=300.0, ge=0, description="seconds an event may lie ahead of wall time")
 
+    limiter_enabled: bool = Field(default=True, description="this worker decides requests (the hot path)")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     flush_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between state flushes")
     flush_events: int = Field(default=50_000, ge=1, description="events between state flushes")

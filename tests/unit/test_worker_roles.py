@@ -1,0 +1,31 @@
+"""A worker runs the roles it is given: limiter, history, analytics (all by default)."""
+
+import pytest
+
+from ratewarden.cli import roles_env
+from streams.app import create_app
+from streams.settings import Settings
+
+
+def _services(settings: Settings) -> list[str]:
+    return [service.__mro__[1].__name__ for service in create_app(settings)._extra_services]
+
+
+def test_roles_env_turns_on_exactly_the_named_roles():
+    assert roles_env("limiter") == {"RATEWARDEN_LIMITER_ENABLED": "true", "RATEWARDEN_HISTORY_ENABLED": "false",
+                                    "RATEWARDEN_ANALYTICS_ENABLED": "false"}
+    assert set(roles_env(" history , analytics ").values()) == {"true", "false"}
+    assert roles_env("history,analytics")["RATEWARDEN_LIMITER_ENABLED"] == "false"
+
+
+@pytest.mark.parametrize("spec", ["", " , ", "limiter,gateway", "LIMITER"])
+def test_unknown_or_empty_roles_are_refused(spec):
+    with pytest.raises(ValueError, match="subset of limiter, history, analytics"):
+        roles_env(spec)
+
+
+def test_the_app_registers_only_the_enabled_services(tmp_path):
+    base = dict(var_dir=tmp_path, kafka_bootstrap_servers="unused:9092", analytics_enabled=False)
+    assert _services(Settings(**base)) == ["LimiterService", "HistoryService"]
+    assert _services(Settings(**base, history_enabled=False)) == ["LimiterService"]
+    assert _services(Settings(**base, limiter_enabled=False)) == ["HistoryService"]
