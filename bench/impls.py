@@ -9,10 +9,16 @@ from pathlib import Path
 
 from streams.settings import Settings
 
-__all__ = ["Implementation", "implementations", "run_settings", "run_env", "KEYS"]
+__all__ = ["Implementation", "implementations", "run_settings", "run_env", "KEYS", "NOT_LIMITERS"]
 
 ROOT = Path(__file__).resolve().parent.parent
-KEYS = ("ratewarden", "ratewarden-limiter", "naive")
+PEERS = ROOT / "bench" / "peers"
+#: Every implementation, in the order the tables show them; ratewarden (the limiter role) comes first.
+KEYS = ("ratewarden", "ratewarden-eos", "ratewarden-all", "quix", "quix-tumbling", "naive", "passthrough")
+#: Implementations whose verdicts are not a rate limiter's (left out of the verdict agreement).
+NOT_LIMITERS = ("passthrough",)
+_LIMITER_ONLY = {"RATEWARDEN_LIMITER_ENABLED": "true", "RATEWARDEN_HISTORY_ENABLED": "false",
+                 "RATEWARDEN_ANALYTICS_ENABLED": "false"}
 
 
 @dataclass(frozen=True)
@@ -27,41 +33,71 @@ class Implementation:
     notes: str = ""
 
 
-def _ratewarden_notes(s: Settings, analytics: bool) -> str:
+def _ratewarden_notes(s: Settings, roles: str, guarantee: str) -> str:
     return (
-        "`ratewarden worker` (the Faust app: batch limiter task with its own aiokafka consumer and producer, "
-        "history service" + (", abuse analytics on the decisions topic and the blocklist agent" if analytics else
-                             "; analytics off: `RATEWARDEN_ANALYTICS_ENABLED=false`") + "); "
-        f"flush_interval={s.flush_interval:g} s, flush_events={s.flush_events:,}, "
-        f"fetch_max_records={s.fetch_max_records:,}, fetch_max_wait_ms={s.fetch_max_wait_ms}, "
-        f"processing_guarantee={getattr(s, 'processing_guarantee', 'at_least_once')}; "
+        f"`ratewarden worker --roles {roles}` (the Faust app; the limiter is a batch task with its own aiokafka "
+        "consumer and producer); "
+        f"processing_guarantee={guarantee}, flush_interval={s.flush_interval:g} s, flush_events={s.flush_events:,}, "
+        f"fetch_max_records={s.fetch_max_records:,}, fetch_max_wait_ms={s.fetch_max_wait_ms}; "
         "window state in a dict + rocksdict, each touched counter written once per flush to the changelog"
     )
 
 
-def implementations(events: int, baseline_events: int, naive_store: str) -> list[Implementation]:
-    """ratewarden as configured (defaults), ratewarden with analytics off, and the naive Faust agent."""
+def implementations(events: int, baseline_events: int, naive_store: str, quix_python: str | None) -> list[Implementation]:
+    """Every implementation the benchmark knows (the quixstreams ones only with ``quix_python``)."""
     s = Settings()
     worker = (sys.executable, "-m", "ratewarden.cli", "worker", "--loglevel", "warning")
-    analytics = getattr(s, "analytics_enabled", False)
-    out = [Implementation("ratewarden", "ratewarden", worker, events, notes=_ratewarden_notes(s, analytics))]
-    if analytics:
-        out.append(Implementation("ratewarden-limiter", "ratewarden, analytics off", worker, events,
-                                  env={"RATEWARDEN_ANALYTICS_ENABLED": "false"}, notes=_ratewarden_notes(s, False)))
-    out.append(Implementation(
-        key="naive",
-        label="naive Faust",
-        command=(sys.executable, str(ROOT / "bench" / "peers" / "naive_faust.py"), "worker", "-l", "warn"),
-        events=baseline_events,
-        env={"NAIVE_FAUST_STORE": naive_store},
-        notes=(
-            "`bench/peers/naive_faust.py`: `@app.agent` over `faust.Record` values, "
-            "`app.Table(...).tumbling(60, expires=180 s).relative_to_field(Request.ts)` read with `.value()`, "
-            f"store `{naive_store}` (faust-streaming 0.15.3 backs `rocksdb://` with rocksdict), "
-            "one `await decisions.send(...)` per event; Faust defaults otherwise "
-            "(at_least_once, commit every 2.8 s), broker_session_timeout=10 s"
+    out = [
+        Implementation("ratewarden", "ratewarden", worker, events, env=_LIMITER_ONLY,
+                       notes=_ratewarden_notes(s, "limiter", "at_least_once")),
+        Implementation("ratewarden-eos", "ratewarden exactly-once", worker, events,
+                       env={**_LIMITER_ONLY, "RATEWARDEN_PROCESSING_GUARANTEE": "exactly_once"},
+                       notes=_ratewarden_notes(s, "limiter", "exactly_once") + "; a transactional producer per "
+                       "input partition, one transaction per flush"),
+        Implementation("ratewarden-all", "ratewarden, all roles", worker, events,
+                       env={name: "true" for name in _LIMITER_ONLY},
+                       notes=_ratewarden_notes(s, "limiter,history,analytics", "at_least_once")
+                       + "; request history and abuse analytics in the same process"),
+    ]
+    if quix_python:
+        quix = (quix_python, str(PEERS / "quix_count.py"), "--commit-interval", f"{s.flush_interval:g}")
+        settings = ("quixstreams 3.28.1 in its own venv (`bench/peers/quix_venv.sh`); "
+                    f"at-least-once, commit_interval={s.flush_interval:g} s (checkpoint: RocksDB flush, "
+                    "changelog, offsets), state in its default RocksDB store with changelog topics, "
+                    "auto_offset_reset=earliest")
+        out += [
+            Implementation("quix", "quixstreams stateful", (*quix, "--variant", "stateful"), events,
+                           env={"PYTHONPATH": ""},
+                           notes="`bench/peers/quix_count.py --variant stateful`: `apply(stateful=True)` holding "
+                                 f"`[window_start, allowed]` per user; {settings}"),
+            Implementation("quix-tumbling", "quixstreams tumbling", (*quix, "--variant", "tumbling"), events,
+                           env={"PYTHONPATH": ""},
+                           notes="`bench/peers/quix_count.py --variant tumbling`: "
+                                 f"`tumbling_window(60 s).count().current()`; {settings}"),
+        ]
+    out += [
+        Implementation(
+            key="naive",
+            label="naive Faust",
+            command=(sys.executable, str(PEERS / "naive_faust.py"), "worker", "-l", "warn"),
+            events=baseline_events,
+            env={"NAIVE_FAUST_STORE": naive_store},
+            notes=(
+                "`bench/peers/naive_faust.py`: `@app.agent` over `faust.Record` values, "
+                "`app.Table(...).tumbling(60, expires=180 s).relative_to_field(Request.ts)` read with `.value()`, "
+                f"store `{naive_store}` (faust-streaming 0.15.3 backs `rocksdb://` with rocksdict), "
+                "one `await decisions.send(...)` per event; Faust defaults otherwise "
+                "(at_least_once, commit every 2.8 s), broker_session_timeout=10 s"
+            ),
         ),
-    ))
+        Implementation(
+            "passthrough", "passthrough ceiling",
+            (sys.executable, str(PEERS / "passthrough.py"), "--commit-interval", f"{s.flush_interval:g}"), events,
+            notes="`bench/peers/passthrough.py`: aiokafka batch consume -> msgspec decode -> encode -> one record "
+                  "batch per partition, no state, no rule; the same fetch and producer settings as ratewarden; "
+                  f"offsets committed every {s.flush_interval:g} s after delivery",
+        ),
+    ]
     return out
 
 

@@ -49,7 +49,9 @@ class TopicReader:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
+        # read_committed: under exactly-once only committed decisions count (no difference otherwise).
         self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                       isolation_level="read_committed",
                                        fetch_max_wait_ms=50, max_poll_records=20_000,
                                        max_partition_fetch_bytes=8 * 1024 * 1024)
         partitions = None
@@ -92,7 +94,8 @@ class TopicReader:
                 for record in records:
                     if record.offset < stop:
                         out.append(Stamped(record.value, record.timestamp))
-                if records and records[-1].offset + 1 >= stop:
+            for tp in self.partitions:  # the position, not the last record: transaction markers take offsets
+                if tp.partition in remaining and self._consumer.position(tp) >= until.get(tp.partition, 0):
                     remaining.discard(tp.partition)
         return out
 

@@ -1,11 +1,16 @@
-"""Benchmark: ratewarden's worker against a naive per-event Faust agent, on a real Kafka broker.
+"""Benchmark: ratewarden side by side with quixstreams, a naive Faust agent and a passthrough ceiling.
 
     .venv/bin/python bench/limiter_bench.py [--events 200000] [--baseline-events 30000] [--users 1000]
-        [--rounds 3] [--partitions 4] [--rate 0] [--live-seconds 10] [--markdown docs/benchmarks.md]
+        [--rounds 3] [--partitions 4] [--rate 0] [--live-seconds 10] [--only IMPL ...]
+        [--markdown docs/benchmarks.md]
 
-Implementations: ``ratewarden`` (``ratewarden worker`` as configured by the environment), the same
-with abuse analytics off (``ratewarden-limiter``), and ``naive`` (``bench/peers/naive_faust.py``, a
-per-event Faust agent). Uses ``KAFKA_BOOTSTRAP_SERVERS`` if set, else starts a local Kafka
+Implementations (``bench/impls.py``): ``ratewarden`` (``ratewarden worker --roles limiter``, at least
+once), ``ratewarden-eos`` (the same, exactly once), ``ratewarden-all`` (limiter, request history and
+abuse analytics in one process), ``quix`` and ``quix-tumbling`` (``bench/peers/quix_count.py``, the
+same windowed count written with quixstreams, in its own venv built by ``bench/peers/quix_venv.sh``),
+``naive`` (``bench/peers/naive_faust.py``, a per-event Faust agent, the baseline) and ``passthrough``
+(``bench/peers/passthrough.py``: consume, decode, encode, produce; no state: the ceiling). The
+summary shows ratewarden's median rate divided by each one's. Uses ``KAFKA_BOOTSTRAP_SERVERS`` if set, else starts a local Kafka
 (``LocalKafka`` in a temporary directory) and stops it at the end. Each round runs every
 implementation once, in alternating order, each on fresh topics, a fresh app id and a fresh state
 directory (``Settings.scoped``):
@@ -31,6 +36,7 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +49,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench.impls import KEYS, implementations  # noqa: E402
+from bench.impls import KEYS, NOT_LIMITERS, implementations  # noqa: E402
 from bench.report import PER_RUN_HEADERS, agreement, machine, markdown, per_run_rows, rich_table, summary_rows  # noqa: E402
 from bench.procstats import wait_quiet  # noqa: E402
 from bench.profile import summarize  # noqa: E402
@@ -80,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quix_python(console: Console) -> str | None:
+    """The quixstreams venv's python (built once by bench/peers/quix_venv.sh), or None if it cannot be built."""
+    script = Path(__file__).resolve().parent / "peers" / "quix_venv.sh"
+    with console.status("quixstreams venv (bench/peers/quix_venv.sh)"):
+        done = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    if done.returncode != 0:
+        console.print(f"[red]no quixstreams peer: {script.name} failed[/red]\n{done.stderr[-2000:]}")
+        return None
+    return done.stdout.strip().splitlines()[-1]
+
+
 def _interrupt(signum, frame):  # SIGTERM/SIGHUP -> the same clean-up path as Ctrl-C
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -108,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             kafka = (f"Apache Kafka {KAFKA_VERSION}, single-node KRaft JVM started by the benchmark "
                      f"(LocalKafka, heap 512 MiB), loopback")
         console.print(f"Kafka: {kafka}; work directory {tmp}")
-        impls = implementations(args.events, args.baseline_events, args.naive_store)
-        if args.only:
-            impls = [i for i in impls if i.key in args.only]
+        wanted = args.only or KEYS
+        quix_python = _quix_python(console) if any(k.startswith("quix") for k in wanted) else None
+        impls = [i for i in implementations(args.events, args.baseline_events, args.naive_store, quix_python)
+                 if i.key in wanted]
         results = _run_all(args, impls, bootstrap, tmp, children, console)
         _print(console, results, impls)
         if args.markdown:
@@ -175,7 +193,7 @@ def _run_all(args, impls, bootstrap: str, tmp: Path, children: Children, console
 
 def _extra_lines(results: list[RunResult], impls) -> list[str]:
     keys = [i.key for i in impls]
-    lines = [line for key in keys[:-1] for line in agreement(results, key, keys[-1])]
+    lines = [line for key in keys[1:] if key not in NOT_LIMITERS for line in agreement(results, keys[0], key)]
     lines += [f"round {r.round + 1} {r.impl}: {p}" for r in results for p in r.problems]
     return lines
 

@@ -14,7 +14,7 @@ from bench.runner import RunResult
 
 __all__ = ["HEADERS", "summary_rows", "rich_table", "markdown", "machine", "agreement"]
 
-HEADERS = ["implementation", "events", "decisions/s median (min–max)", "worker CPU", "peak RSS MiB",
+HEADERS = ["implementation", "events", "decisions/s median (min–max)", "ratewarden ÷ this", "worker CPU", "peak RSS MiB",
            "offered (achieved) /s", "p50 / p95 / p99 ms", "live CPU", "dup / missing"]
 
 
@@ -28,14 +28,15 @@ def _num(value, fmt: str = ",.0f", suffix: str = "") -> str:
 
 
 def summary_rows(results: list[RunResult], labels: dict[str, str]) -> list[list[str]]:
-    """One row per implementation (in ``labels`` order), then each one's median rate over the last one's."""
-    rows, medians = [], {}
+    """One row per implementation (in ``labels`` order); the ratio is the first one's median rate over its own."""
+    rows, base = [], None
     for key, label in labels.items():
         runs = [r for r in results if r.impl == key]
         if not runs:
             continue
         rates = [r.rate for r in runs if r.rate]
-        medians[key] = _median(rates)
+        median = _median(rates)
+        base = median if base is None else base
         spread = f" ({min(rates):,.0f}–{max(rates):,.0f})" if len(rates) > 1 else ""
         lat = [_median([r.latency_ms.get(q) for r in runs]) for q in ("p50", "p95", "p99")]
         dup = sum(r.duplicates + r.live_duplicates for r in runs)
@@ -43,7 +44,8 @@ def summary_rows(results: list[RunResult], labels: dict[str, str]) -> list[list[
         rows.append([
             label,
             f"{runs[0].events:,} ×{len(runs)}",
-            _num(medians[key]) + spread,
+            _num(median) + spread,
+            f"{base / median:.2f}×" if base and median else "–",
             _num(_median([r.cpu for r in runs]), ".0f", "%"),
             _num(_median([r.rss_mib for r in runs]), ".0f"),
             f"{_num(_median([r.offered for r in runs]))} ({_num(_median([r.achieved for r in runs]))})",
@@ -51,12 +53,6 @@ def summary_rows(results: list[RunResult], labels: dict[str, str]) -> list[list[
             _num(_median([r.live_cpu for r in runs]), ".0f", "%"),
             f"{dup} / {miss}",
         ])
-    keys = list(medians)
-    base = keys[-1] if keys else None
-    for key in keys[:-1]:
-        if medians[key] and medians[base]:
-            ratio = medians[key] / medians[base]
-            rows.append([f"ratio {labels[key]} / {labels[base]}", "", f"{ratio:.1f}×", "", "", "", "", "", ""])
     return rows
 
 

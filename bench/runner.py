@@ -100,6 +100,18 @@ def _wait_for(reader: TopicReader, since: dict[int, int], target: int, worker: s
         time.sleep(0.25 if count or on_first is None else 0.05)
 
 
+def _read_all(decisions: TopicReader, expected: int, worker: subprocess.Popen, patience: float = 15.0) -> list:
+    """Every decision so far; re-read for up to ``patience`` s while fewer than ``expected`` request ids are
+    visible (end offsets also count transaction markers, so under exactly-once the count can run ahead)."""
+    deadline = time.monotonic() + patience
+    while True:
+        records = decisions.read()
+        if (len({decode_id(r.value) for r in records}) >= expected or worker.poll() is not None
+                or time.monotonic() > deadline):
+            return records
+        time.sleep(1.0)
+
+
 def _tally(ids: list[str], expected: set[str] | None, sent: int) -> tuple[int, int]:
     """(duplicates, missing) for decided ``ids`` against the ``expected`` ids (or a count)."""
     counts = Counter(ids)
@@ -156,7 +168,7 @@ def run_once(impl: Implementation, round_no: int, bootstrap: str, run_dir: Path,
             if count < impl.events:
                 result.problems.append(f"backlog: only {count} of {impl.events} decisions (see {log})")
             time.sleep(1.0)  # let late duplicates, if any, arrive
-            records = decisions.read()
+            records = _read_all(decisions, impl.events, worker)
             pairs = [decode_verdict(r.value) for r in records]
             result.verdicts = dict(pairs)
             result.decisions = len(records)

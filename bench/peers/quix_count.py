@@ -30,12 +30,15 @@ Variants:
 State is quixstreams' default RocksDB store with changelog topics, flushed and committed every
 ``--commit-interval`` seconds (checkpoints). Output records carry the wall-clock time they were
 produced, not the event time, so the decision topic's timestamps measure throughput. SIGTERM (or
-SIGINT) stops the application after a final checkpoint; the exit status is then 0.
+SIGINT) stops the application after a final checkpoint; the exit status is then 0. Arguments left
+out are read from the ratewarden environment (``KAFKA_BOOTSTRAP_SERVERS``, ``RATEWARDEN_*``), as
+the benchmark sets it for every implementation.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 from typing import Any
@@ -130,16 +133,30 @@ def make_app(args: argparse.Namespace) -> Application:
     return app
 
 
+def _env(name: str, default: str | None = None) -> dict:
+    """An argument's default from the ratewarden environment, if set there; else it is required."""
+    value = os.environ.get(name, default)
+    return {"default": value} if value is not None else {"required": True}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Arguments; each defaults to the ratewarden environment variable named in its help."""
+    var_dir = os.environ.get("RATEWARDEN_VAR_DIR")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap", required=True, help="HOST:PORT of the Kafka broker")
-    parser.add_argument("--input", required=True, help="requests topic")
-    parser.add_argument("--output", required=True, help="decisions topic")
-    parser.add_argument("--group", required=True, help="consumer group (also names the state)")
-    parser.add_argument("--state-dir", required=True, help="quixstreams state directory (RocksDB)")
+    parser.add_argument("--bootstrap", **_env("KAFKA_BOOTSTRAP_SERVERS"), help="HOST:PORT (KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--input", **_env("RATEWARDEN_REQUESTS_TOPIC"), help="requests topic (RATEWARDEN_REQUESTS_TOPIC)")
+    parser.add_argument("--output", **_env("RATEWARDEN_DECISIONS_TOPIC"),
+                        help="decisions topic (RATEWARDEN_DECISIONS_TOPIC)")
+    parser.add_argument("--group", **_env("RATEWARDEN_APP_ID"), help="consumer group, also names the state "
+                                                                    "(RATEWARDEN_APP_ID)")
+    parser.add_argument("--state-dir", **({"default": os.path.join(var_dir, "quix-state")} if var_dir else
+                                          {"required": True}),
+                        help="quixstreams state directory (RocksDB; RATEWARDEN_VAR_DIR/quix-state)")
     parser.add_argument("--variant", required=True, choices=_VARIANTS)
-    parser.add_argument("--limit", type=int, default=100, help="allowed requests per window")
-    parser.add_argument("--window", type=float, default=60.0, help="window length, seconds")
+    parser.add_argument("--limit", type=int, default=int(os.environ.get("RATEWARDEN_DEFAULT_LIMIT", 100)),
+                        help="allowed requests per window (RATEWARDEN_DEFAULT_LIMIT)")
+    parser.add_argument("--window", type=float, default=float(os.environ.get("RATEWARDEN_DEFAULT_WINDOW", 60.0)),
+                        help="window length, seconds (RATEWARDEN_DEFAULT_WINDOW)")
     parser.add_argument("--commit-interval", type=float, default=1.0,
                         help="checkpoint (state flush + offset commit) interval, seconds")
     parser.add_argument("--loglevel", default="WARNING", help="quixstreams log level")
