@@ -1,11 +1,16 @@
 """Soak run: 1,000,000 events with churning users through one worker; is memory flat?
 
-    .venv/bin/python bench/soak.py [--events 1000000] [--active 2000] [--phase 50000]
+    .venv/bin/python bench/soak.py [--events 1000000] [--active 2000] [--phase 50000] [--event-rate 1000]
+
+The memory run (100,000 users, every one of them active in every 60 s window)::
+
+    .venv/bin/python bench/soak.py --events 400000 --active 100000 --phase 400000 --event-rate 2000
 
 Users churn: every ``--phase`` events a fresh set of ``--active`` users takes over, so the number
 of users ever seen grows with the run (20 x 2,000 = 40,000 by default) while the number of
-*active* users stays constant. Event time runs at 1,000 events per second (60 s windows), so old
-users' counters expire three windows after they go quiet. Every 100,000 events the table shows the
+*active* users stays constant. Event time runs at ``--event-rate`` events per second (60 s windows),
+so old users' counters expire three windows after they go quiet; at 2,000 events/s a window holds
+120,000 events, so 100,000 round-robin users are each active in every window. Every 100,000 events the table shows the
 worker's RSS, the RocksDB state size on disk and the live counters (from the worker's metrics).
 A flat RSS and state size after warm-up is the pass criterion; the figures go to docs/benchmarks.md.
 """
@@ -13,6 +18,7 @@ A flat RSS and state size after warm-up is the pass criterion; the figures go to
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -43,11 +49,18 @@ def metric(port: int, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
+def _interrupt(signum, frame):  # SIGTERM/SIGHUP -> the same clean-up as Ctrl-C: stop the worker and broker
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--active", type=int, default=2_000)
     parser.add_argument("--phase", type=int, default=50_000)
+    parser.add_argument("--event-rate", type=float, default=1000.0, help="events per second of event time")
     parser.add_argument("--metrics-port", type=int, default=9187)
     parser.add_argument("--history-age", type=float, default=0.0,
                         help="also run the request history with this retention (s of event time); 0: history off")
@@ -73,7 +86,7 @@ def main() -> int:
             for chunk_start in range(0, args.events, step):
                 for i in range(chunk_start, min(args.events, chunk_start + step)):
                     user = (i // args.phase) * args.active + i % args.active
-                    publisher.publish(RequestEvent(f"s{i}", f"u{user}", "198.51.100.7", "read", start_ts + i / 1000.0))
+                    publisher.publish(RequestEvent(f"s{i}", f"u{user}", "198.51.100.7", "read", start_ts + i / args.event_rate))
                 publisher.flush()
                 done = chunk_start + step
                 while True:
@@ -85,7 +98,8 @@ def main() -> int:
                         break
                     time.sleep(0.2)
                 time.sleep(1.2)  # one flush interval, so expiry and RocksDB writes of this chunk are in
-                seen = (min(done, args.events) // args.phase + 1) * args.active
+                last = min(done, args.events) - 1  # users are i % active within each phase
+                seen = (last // args.phase) * args.active + min(args.active, last % args.phase + 1)
                 table.add_row(
                     f"{done:,}", f"{seen:,}", f"{status_mib(worker.pid, 'VmRSS') or 0:.0f}", f"{dir_mib(settings.var_dir):.1f}",
                     f"{metric(args.metrics_port, 'ratewarden_window_counters'):,.0f}",
@@ -93,6 +107,8 @@ def main() -> int:
                 )
                 console.print(f"{done:,} events decided")
         console.print(table)
+        console.print(f"worker peak RSS (VmHWM): {status_mib(worker.pid, 'VmHWM') or 0:.0f} MiB; "
+                      f"{args.events:,} events, {args.active:,} active users, event time {args.event_rate:g} events/s")
         return 0
     finally:
         if worker is not None:
