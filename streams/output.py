@@ -79,17 +79,25 @@ class Outputs:
         if self._shared is not None:
             return self._deliver_then_commit(await self._shared[1].hand_off(), positions, topic, consumer)
         ends: Ends = {}
-        for partition, (producer, sender) in list(self._owned.items()):
-            ends.update(await sender.wait())
-            if partition in positions:
-                await producer.send_offsets_to_transaction(
-                    {TopicPartition(topic, partition): positions[partition]}, group_id
-                )
-            await producer.commit_transaction()
-            await producer.begin_transaction()
+        # One producer per partition: their transactions commit concurrently (round trips overlap).
+        for partition_ends in await asyncio.gather(*(
+            self._commit_transaction(partition, producer, sender, positions.get(partition), group_id, topic)
+            for partition, (producer, sender) in list(self._owned.items())
+        )):
+            ends.update(partition_ends)
         done = asyncio.get_running_loop().create_future()
         done.set_result(ends)
         return done
+
+    @staticmethod
+    async def _commit_transaction(partition: int, producer: AIOKafkaProducer, sender: BatchSender,
+                                  position: int | None, group_id: str, topic: str) -> Ends:
+        ends = await sender.wait()
+        if position is not None:
+            await producer.send_offsets_to_transaction({TopicPartition(topic, partition): position}, group_id)
+        await producer.commit_transaction()
+        await producer.begin_transaction()
+        return ends
 
     @staticmethod
     async def _deliver_then_commit(pending: list, positions: dict[int, int], topic: str, consumer) -> Ends:
