@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     flush_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between state flushes")
     flush_events: int = Field(default=50_000, ge=1, description="events between state flushes")
-    fetch_max_records: int = Field(default=5_000, ge=1)
+    fetch_max_records: int = Field(default=1_000, ge=1, description="records per fetched batch: smaller batches, shorter waits")
     fetch_max_wait_ms: int = Field(default=5, ge=0, le=1_000)
 
     # Abuse analytics (docs/analytics.md): per-IP windows, detector thresholds, automatic bans.
