@@ -60,6 +60,7 @@ class Limiter:
         self._since_flush = 0
         self._last_flush = 0.0
         self._completing: asyncio.Future | None = None  # the flush whose delivery is still awaited
+        self._handed_off: dict[int, int] = {}  # its positions: counted, not yet on disk
         self._stopping = asyncio.Event()
         # The rebalance listener runs while the loop awaits I/O: state changes take this lock.
         self._lock = asyncio.Lock()
@@ -134,7 +135,9 @@ class Limiter:
 
     def _unseen(self, partition: int, records):
         """Drop records this worker already counted (a consumer rewind must never count twice)."""
-        expected = self.positions.get(partition, self.stores[partition].position)
+        expected = self.positions.get(partition)
+        if expected is None:
+            expected = self._handed_off.get(partition, self.stores[partition].position)
         if expected is None or records[0].offset >= expected:
             return records
         fresh = [r for r in records if r.offset >= expected]
@@ -248,6 +251,7 @@ class Limiter:
             await sender.add(changelog, partition, POSITION_KEY, encode_position(position))
         committed = await self.outputs.commit(positions, self.settings.limiter_group, self.settings.requests_topic, self.consumer)
         self._since_flush, self._last_flush = 0, time.monotonic()
+        self._handed_off = positions
         self._completing = asyncio.ensure_future(self._complete(committed, positions, written, started))
         if self.outputs.exactly_once:
             await self._settle()
@@ -258,6 +262,7 @@ class Limiter:
         changelog = self.settings.changelog_topic
         for partition, records in written.items():
             self.stores[partition].write_disk(records, positions[partition], ends[(changelog, partition)])
+        self._handed_off = {}
         self.stats["flushes"] += 1
         metrics.FLUSHES.inc()
         metrics.FLUSH_SECONDS.observe(time.monotonic() - started)

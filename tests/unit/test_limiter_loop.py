@@ -58,3 +58,18 @@ def test_an_event_the_policy_cannot_decide_is_dead_lettered_and_the_batch_goes_o
     assert [(x["reason"], x["offset"]) for x in letters] == [("decision_error", 1)]
     assert limiter.positions[0] == 3
     limiter.stores[0].close()
+
+
+def test_records_of_a_flush_still_completing_are_not_counted_twice(tmp_path):
+    """Between a flush's hand-off and its completion the disk position is one flush behind; a consumer
+    rewind in that gap must still skip what the handed-off flush already counted."""
+    settings = Settings(var_dir=tmp_path, kafka_bootstrap_servers="unused:9092")
+    limiter = Limiter(settings, LimitBook(100, 60.0), Blocklist(), clock=lambda: 1_732_900_100.0)
+    limiter.stores[0] = PartitionStore(settings.state_dir, 0)
+    records = [Record(b"alice", b"{}", offset, "requests", 0) for offset in range(5)]
+    assert limiter._unseen(0, records) == records  # nothing counted yet
+    limiter._handed_off = {0: 3}  # offsets 0-2 counted and handed off, their flush not complete
+    assert [r.offset for r in limiter._unseen(0, records)] == [3, 4]
+    limiter.positions[0] = 4  # counted since, not flushed: the newer position wins
+    assert [r.offset for r in limiter._unseen(0, records)] == [4]
+    limiter.stores[0].close()
