@@ -4,8 +4,8 @@ Runs as a task inside the Faust application (see ``streams.app``) but owns its c
 producer, because Faust's per-message delivery caps any agent near 12k events/s (measured; see
 docs/architecture.md). Per fetched batch and partition it decodes raw bytes, calls the pure
 :func:`agents.policy.decide`, appends decisions to one record batch per partition; every
-``flush_interval`` seconds or ``flush_events`` events it writes each touched counter once to the
-changelog, persists RocksDB in one write batch and commits offsets after everything is delivered.
+``flush_interval`` seconds or ``flush_events`` events it flushes (``streams.flushing``): each touched
+counter once to the changelog, then delivery, offsets and RocksDB, completing in the background.
 """
 
 import asyncio
@@ -21,10 +21,11 @@ from agents.policy import decide, decide_fixed
 from agents.rules import Blocklist, LimitBook
 from streams import metrics
 from streams.changelog import restore
+from streams.flushing import Flusher
 from streams.kafka_io import make_consumer
 from streams.output import Outputs
 from streams.settings import Settings
-from streams.state import POSITION_KEY, PartitionStore, encode_position
+from streams.state import PartitionStore
 
 __all__ = ["Limiter"]
 
@@ -59,12 +60,11 @@ class Limiter:
         self._encode = msgspec.json.Encoder().encode
         self._since_flush = 0
         self._last_flush = 0.0
-        self._completing: asyncio.Future | None = None  # the flush whose delivery is still awaited
-        self._handed_off: dict[int, int] = {}  # its positions: counted, not yet on disk
         self._stopping = asyncio.Event()
         # The rebalance listener runs while the loop awaits I/O: state changes take this lock.
         self._lock = asyncio.Lock()
         self.outputs = Outputs(settings)
+        self.flusher = Flusher(settings, self.outputs, self.stores, self.stats)
         self.consumer = self.restorer = None
 
     async def start(self) -> None:
@@ -83,7 +83,7 @@ class Limiter:
             await self._acquire(partitions)
 
     async def _acquire(self, partitions: list[int]) -> None:
-        await self._settle()
+        await self.flusher.settle()
         await asyncio.gather(*(self.outputs.open(p) for p in partitions))
         for partition in partitions:
             store = PartitionStore(self.settings.state_dir, partition)
@@ -98,7 +98,7 @@ class Limiter:
         """Flush and close the stores of revoked partitions."""
         async with self._lock:
             await self._flush()
-            await self._settle()
+            await self.flusher.settle()
             await self._release(partitions)
 
     async def _release(self, partitions: list[int]) -> None:
@@ -137,7 +137,7 @@ class Limiter:
         """Drop records this worker already counted (a consumer rewind must never count twice)."""
         expected = self.positions.get(partition)
         if expected is None:
-            expected = self._handed_off.get(partition, self.stores[partition].position)
+            expected = self.flusher.handed_off.get(partition, self.stores[partition].position)
         if expected is None or records[0].offset >= expected:
             return records
         fresh = [r for r in records if r.offset >= expected]
@@ -223,60 +223,15 @@ class Limiter:
         """Flush and wait until it is complete (delivered, committed, on disk)."""
         async with self._lock:
             await self._flush()
-            await self._settle()
+            await self.flusher.settle()
 
     async def _flush(self) -> None:
-        """Changelog (each touched counter once, then a position marker), delivery, offsets, RocksDB.
-
-        The synchronous part snapshots the dirty counters and hands every record off to the producer;
-        delivery, the offset commit and the RocksDB write then complete in the background
-        (at_least_once) while the loop goes on deciding, so a flush does not stall the hot path. The
-        next flush, a rebalance and close first wait for it (:meth:`_settle`), and its failure is
-        raised there, which stops the worker.
-        """
-        await self._settle()
+        """Hand the counted positions to the flush cycle (``streams.flushing``); it completes in the background."""
         if not self.positions or self.consumer is None:
             return
-        started = time.monotonic()
-        positions = {p: o for p, o in self.positions.items() if p in self.stores}
-        self.positions = {}
-        changelog = self.settings.changelog_topic
-        written: dict[int, dict[bytes, bytes | None]] = {}
-        for partition, position in positions.items():
-            store = self.stores[partition]
-            store.expire()
-            records = written[partition] = store.take_dirty()
-            sender = self.outputs.sender(partition)
-            await sender.add_many(changelog, partition, records.items())
-            await sender.add(changelog, partition, POSITION_KEY, encode_position(position))
-        committed = await self.outputs.commit(positions, self.settings.limiter_group, self.settings.requests_topic, self.consumer)
+        positions, self.positions = {p: o for p, o in self.positions.items() if p in self.stores}, {}
+        await self.flusher.start(positions, self.consumer)  # settles the previous flush first
         self._since_flush, self._last_flush = 0, time.monotonic()
-        self._handed_off = positions
-        self._completing = asyncio.ensure_future(self._complete(committed, positions, written, started))
-        if self.outputs.exactly_once:
-            await self._settle()
-
-    async def _complete(self, committed, positions: dict[int, int], written: dict, started: float) -> None:
-        """Once a flush's records are delivered and its offsets committed: persist RocksDB, metrics."""
-        ends = await committed
-        changelog = self.settings.changelog_topic
-        for partition, records in written.items():
-            self.stores[partition].write_disk(records, positions[partition], ends[(changelog, partition)])
-        self._handed_off = {}
-        self.stats["flushes"] += 1
-        metrics.FLUSHES.inc()
-        metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
-        metrics.COUNTERS.set(sum(len(s.counters) for s in self.stores.values()))
-        for partition, position in positions.items():
-            highwater = self.consumer.highwater(TopicPartition(self.settings.requests_topic, partition))
-            if highwater is not None:
-                metrics.LAG.labels(str(partition)).set(max(0, highwater - position))
-
-    async def _settle(self) -> None:
-        """Wait for the flush in progress, if any (raising its error)."""
-        completing, self._completing = self._completing, None
-        if completing is not None:
-            await completing
 
     def stop(self) -> None:
         self._stopping.set()

@@ -68,7 +68,7 @@ def test_records_of_a_flush_still_completing_are_not_counted_twice(tmp_path):
     limiter.stores[0] = PartitionStore(settings.state_dir, 0)
     records = [Record(b"alice", b"{}", offset, "requests", 0) for offset in range(5)]
     assert limiter._unseen(0, records) == records  # nothing counted yet
-    limiter._handed_off = {0: 3}  # offsets 0-2 counted and handed off, their flush not complete
+    limiter.flusher.handed_off = {0: 3}  # offsets 0-2 counted and handed off, their flush not complete
     assert [r.offset for r in limiter._unseen(0, records)] == [3, 4]
     limiter.positions[0] = 4  # counted since, not flushed: the newer position wins
     assert [r.offset for r in limiter._unseen(0, records)] == [4]
