@@ -69,25 +69,27 @@ class Outputs:
         return self._shared[0] if self._shared is not None else None
 
     async def commit(self, positions: dict[int, int], group_id: str, topic: str, consumer) -> Awaitable[Ends]:
-        """Commit everything sent so far with the consumer ``positions``; returns an awaitable of the next
-        offset per (topic, partition) once delivered and committed.
+        """Hand off everything sent so far; return the completion to await, which yields the next offset
+        per (topic, partition) once delivered and committed with the consumer ``positions``.
 
-        ``at_least_once``: only the hand-off happens now; awaiting the result waits for delivery and then
-        commits the offsets, and may overlap with further sends (which it does not wait for), so the
-        caller can go on deciding. ``exactly_once``: the transactions are committed before this returns.
+        ``at_least_once``: the completion waits for delivery, then commits the offsets; it may overlap
+        with further sends (which it does not wait for), so the caller can go on deciding.
+        ``exactly_once``: the completion commits each partition's transaction; the caller must await
+        it before sending more.
         """
         if self._shared is not None:
             return self._deliver_then_commit(await self._shared[1].hand_off(), positions, topic, consumer)
+        return self._commit_transactions(positions, group_id, topic)
+
+    async def _commit_transactions(self, positions: dict[int, int], group_id: str, topic: str) -> Ends:
+        """One producer per partition: their transactions commit concurrently (round trips overlap)."""
         ends: Ends = {}
-        # One producer per partition: their transactions commit concurrently (round trips overlap).
         for partition_ends in await asyncio.gather(*(
             self._commit_transaction(partition, producer, sender, positions.get(partition), group_id, topic)
             for partition, (producer, sender) in list(self._owned.items())
         )):
             ends.update(partition_ends)
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(ends)
-        return done
+        return ends
 
     @staticmethod
     async def _commit_transaction(partition: int, producer: AIOKafkaProducer, sender: BatchSender,
