@@ -13,11 +13,16 @@ __all__ = ["CpuSampler", "peak_rss_mib", "status_mib", "cpu_seconds", "system_bu
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (all its threads), in seconds."""
+def _stat(pid: int | str) -> tuple[int, float]:
+    """(parent pid, utime + stime in seconds) of ``pid`` (all its threads), from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of proc(5)
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK  # fields 4, 14 and 15 of proc(5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (all its threads), in seconds."""
+    return _stat(pid)[1]
 
 
 def system_busy_seconds() -> float:
@@ -36,13 +41,10 @@ def tree_cpu_seconds(root: int) -> float:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
+            parent, seconds = _stat(entry)
         except OSError:
             continue
-        pid = int(entry)
-        parents[pid] = int(fields[1])
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / _TICK
+        parents[int(entry)], cpu[int(entry)] = parent, seconds
     total = 0.0
     for pid, seconds in cpu.items():
         walk = pid
