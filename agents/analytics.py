@@ -325,7 +325,7 @@ class AnalyticsService(Service):
         super().__init__(**kwargs)
         self.settings, self.bans, self.ban_table = settings, bans, ban_table
         self.stages = [FeatureStage(settings), MergeStage(settings)]
-        self._tasks: list[asyncio.Future] = []
+        self._runs: list[asyncio.Future] = []
 
     async def on_start(self) -> None:
         partitions = await asyncio.to_thread(ensure_topics, self.settings)
@@ -334,11 +334,11 @@ class AnalyticsService(Service):
             await stage.start(partitions)
 
     async def on_started(self) -> None:
-        self._tasks = [asyncio.ensure_future(self.ban_table.run())]
+        self._runs = [asyncio.ensure_future(self.ban_table.run())]
         for stage in self.stages:
             task = asyncio.ensure_future(stage.run())
             task.add_done_callback(self._on_exit)
-            self._tasks.append(task)
+            self._runs.append(task)
 
     def _on_exit(self, task: asyncio.Future) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -348,11 +348,11 @@ class AnalyticsService(Service):
     async def on_stop(self) -> None:
         for stage in self.stages:
             stage.stop()
-        runs = [t for t in self._tasks[1:] if not t.done()]
+        runs = [t for t in self._runs[1:] if not t.done()]
         if runs:
             await asyncio.wait(runs, timeout=30)
-        if self._tasks:
-            self._tasks[0].cancel()  # the blocklist reader follows its topic forever
+        if self._runs:
+            self._runs[0].cancel()  # the blocklist reader follows its topic forever
         for stage in self.stages:
             await stage.close()
         await self.ban_table.stop()

@@ -46,7 +46,7 @@ class LimiterService(Service):
 
     async def on_started(self) -> None:
         freeze_startup_heap()
-        self._tasks = [asyncio.ensure_future(table.run()) for table in self.tables]
+        self._table_tasks = [asyncio.ensure_future(table.run()) for table in self.tables]
         self._decide = asyncio.ensure_future(self.limiter.run())
         self._decide.add_done_callback(self._on_limiter_exit)
 
@@ -61,7 +61,7 @@ class LimiterService(Service):
         decide = getattr(self, "_decide", None)
         if decide is not None and not decide.done():
             await asyncio.wait([decide], timeout=30)
-        for task in getattr(self, "_tasks", ()):
+        for task in getattr(self, "_table_tasks", ()):
             task.cancel()
         await self.limiter.close()
         for table in self.tables:

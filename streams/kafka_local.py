@@ -67,6 +67,7 @@ group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=2
 log.cleaner.dedupe.buffer.size=16777216
+auto.create.topics.enable=false
 """
 
 
