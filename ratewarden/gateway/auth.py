@@ -4,19 +4,26 @@ Keys are 256 random bits (``secrets.token_urlsafe``), shown once when a user is 
 only as a SHA-256 hash; a presented key is hashed and compared with ``hmac.compare_digest``. (A slow
 hash such as scrypt buys nothing for random keys of this length and would cost every request.)
 A missing, unknown or revoked key is 401; a known key whose role is not allowed is 403.
+
+Unknown keys are counted per client address (``AuthLimiter``, settings ``gateway_auth_*``): an
+address past the limit gets 429 with ``Retry-After`` on every endpoint that takes a key, a valid key
+included, until its window ends. Keys are never logged.
 """
 
 import hashlib
 import hmac
+import math
 import secrets
 
 import msgspec
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ratewarden.gateway.auth_limiter import AuthLimiter
+from ratewarden.gateway.metrics import AUTH_EVICTIONS, AUTH_FAILURES, AUTH_REFUSALS
 from schemas.users import Role, User
 
-__all__ = ["UserBook", "caller", "hash_key", "new_user", "require"]
+__all__ = ["UserBook", "auth_limiter", "caller", "client_address", "hash_key", "new_user", "require"]
 
 _decode_user = msgspec.json.Decoder(User).decode
 
@@ -68,14 +75,50 @@ class UserBook:
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer KEY`")
 
 
+def client_address(request: Request) -> str:
+    """The client IP of ``request`` as the gateway resolves it (``X-Forwarded-For`` only from trusted proxies)."""
+    peer = request.client.host if request.client else None
+    return request.app.state.gateway.client_ip(peer, request.headers.getlist("x-forwarded-for"))
+
+
+def auth_limiter(app: FastAPI) -> AuthLimiter:
+    """The app's failed-key limiter, made from its gateway's settings on first use."""
+    try:
+        return app.state.auth_limiter
+    except AttributeError:
+        s = app.state.gateway.settings
+        app.state.auth_limiter = AuthLimiter(
+            s.gateway_auth_max_failures, s.gateway_auth_failure_window, s.gateway_auth_exempt_cidrs,
+            s.gateway_auth_max_addresses, on_evict=AUTH_EVICTIONS.inc,
+        )
+        return app.state.auth_limiter
+
+
+def _refusal(ip: str, seconds: float) -> HTTPException:
+    AUTH_REFUSALS.inc()
+    wait = max(1, math.ceil(seconds))
+    return HTTPException(
+        429, f"too many failed authentications from {ip}: requests with a key are refused for {wait} s",
+        {"Retry-After": str(wait)},
+    )
+
+
 async def caller(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> User:
-    """The authenticated user of a request, or 401."""
+    """The authenticated user of a request; 401 without a known key, 429 from an address refused for guessing."""
+    limiter = auth_limiter(request.app)
+    if limiter.refused:  # empty almost always: then a request pays no address lookup here
+        ip = client_address(request)
+        wait = limiter.retry_after(ip)
+        if wait is not None:
+            raise _refusal(ip, wait)
     if credentials is None:
         raise HTTPException(401, "missing API key: send `Authorization: Bearer KEY`", {"WWW-Authenticate": "Bearer"})
     user = request.app.state.gateway.users.authenticate(credentials.credentials)
     if user is None:
+        AUTH_FAILURES.inc()
+        limiter.failed(client_address(request))
         raise HTTPException(401, "unknown or revoked API key", {"WWW-Authenticate": "Bearer"})
     return user
 

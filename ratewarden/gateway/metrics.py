@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["ANSWERS", "DECISION_WAIT", "TIMEOUTS", "WAITING"]
+__all__ = ["ANSWERS", "AUTH_EVICTIONS", "AUTH_FAILURES", "AUTH_REFUSALS", "DECISION_WAIT", "TIMEOUTS", "WAITING"]
 
 ANSWERS = Counter(
     "ratewarden_gateway_requests_total",
@@ -16,3 +16,12 @@ DECISION_WAIT = Histogram(
 )
 TIMEOUTS = Counter("ratewarden_gateway_decision_timeouts_total", "Requests whose decision did not arrive in time")
 WAITING = Gauge("ratewarden_gateway_waiting_requests", "Requests waiting for their decision")
+AUTH_FAILURES = Counter("ratewarden_gateway_auth_failures_total", "Requests with an unknown or revoked API key")
+AUTH_REFUSALS = Counter(
+    "ratewarden_gateway_auth_refusals_total",
+    "Requests answered 429 because their address sent too many unknown keys in the window",
+)
+AUTH_EVICTIONS = Counter(
+    "ratewarden_gateway_auth_limiter_evictions_total",
+    "Addresses the failed-key limiter forgot before their window ended because it was full",
+)
