@@ -91,15 +91,15 @@ class Settings(BaseSettings):
     gateway_history_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds to get a history read")
     gateway_max_body_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
     gateway_trusted_proxies: str = Field(default="", description="comma-separated IPs/CIDRs trusted for X-Forwarded-For")
+    gateway_auth_max_failures: int = Field(default=20, ge=0, description="wrong keys per window before an address gets 429; 0: off")
+    gateway_auth_failure_window: float = Field(default=60.0, gt=0, le=86_400, description="seconds failures are counted and refused")
+    gateway_auth_exempt_cidrs: str = Field(default="", description="comma-separated IPs/CIDRs never limited for failed keys")
+    gateway_auth_max_addresses: int = Field(default=100_000, ge=1, description="addresses the failed-key limiter keeps")
     history_enabled: bool = Field(default=True, description="workers keep and serve the request history")
     history_max_count: int = Field(default=100, ge=1, le=10_000, description="requests kept per user")
     history_max_age: float = Field(default=86_400.0, gt=0, description="seconds of event time kept per user")
     history_host: str = "127.0.0.1"
     history_port: int = Field(default=0, ge=0, le=65_535, description="worker history port; 0: any free port")
-    gateway_auth_max_failures: int = Field(default=20, ge=0, description="wrong keys per window before an address gets 429; 0: off")
-    gateway_auth_failure_window: float = Field(default=60.0, gt=0, le=86_400, description="seconds failures are counted and refused")
-    gateway_auth_exempt_cidrs: str = Field(default="", description="comma-separated IPs/CIDRs never limited for failed keys")
-    gateway_auth_max_addresses: int = Field(default=100_000, ge=1, description="addresses the failed-key limiter keeps")
     history_url: str | None = Field(default=None, description="URL the gateway reaches this worker's history at")
     history_token: SecretStr | None = None
 
