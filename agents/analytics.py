@@ -13,33 +13,37 @@ see /work/shared/notes/performance.md and docs/analytics.md):
    :class:`schemas.flags.FeaturesWatermark` to every ``ip-features`` partition. Markers are also
    repeated every ``flush_interval`` while the partition has traffic.
 2. :class:`MergeStage` (group ``<app_id>-analytics-ip``) merges the partials of its ``ip-features``
-   partitions (:class:`WindowMerger`). A window is complete when every source partition has marked
-   it closed, or has been silent for ``analytics_idle`` wall seconds; then the window's feature
+   partitions (:class:`WindowMerger`). A window closes by event time: when every source partition
+   has marked it closed, or, a bounded wait, when the sources that have not have been silent for
+   ``analytics_idle`` wall seconds (a *forced* close, logged and counted). Then the window's feature
    frame goes through :func:`agents.detectors.detect`, flags go to ``ip-flags`` keyed by IP and one
-   :class:`schemas.flags.AbuseReport` to ``abuse-reports``.
+   :class:`schemas.flags.AbuseReport` to ``abuse-reports``. Partials that arrive after a forced
+   close are merged and the window is reported again (``revision`` + 1).
 
-State is bounded: a stage holds only the windows not yet closed (stage 1 drops events older than its
-closed windows; stage 2 drops late partials and forces its oldest window past
-``analytics_max_open_windows``). Offsets are committed up to the first record of the oldest open
-window, so a restarted or reassigned stage rebuilds its open windows from the topic (at least once:
-a crash between publishing and committing can publish a partial twice).
+State is bounded by event time: a stage holds only windows not yet closed (stage 1 counts and logs
+events older than its closed windows; stage 2 keeps at most ``analytics_corrections_kept`` forced
+windows for corrections). Offsets are committed up to the first record of the oldest window still
+open, so a restarted or reassigned stage rebuilds its windows from the topic (at least once: a crash
+between publishing and committing can publish a partial twice; stage 2 recognises the duplicate).
 """
 
 import asyncio
+import json
 import logging
 import time
 from typing import Callable
 
 import msgspec
-from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
 from mode import Service
 
+from agents.batch_stage import BatchStage
 from agents.blocklist import BanBook, register_blocklist_agent
 from agents.detectors import base_frame, detect, parse_networks
-from agents.ip_windows import IpWindow, WindowAggregator, WindowMerger
+from agents.ip_windows import WindowAggregator
+from agents.window_merger import MergedWindow, WindowMerger
 from schemas.flags import AbuseReport, FeaturesWatermark, IpFlag, IpPartial, ReportedIp
-from streams.kafka_io import BatchSender, make_consumer, make_producer, partition_for
+from streams.kafka_io import partition_for
+from streams.metrics import ANALYTICS_FORCED, ANALYTICS_LATE_EVENTS, ANALYTICS_LATE_PARTIALS
 from streams.settings import Settings
 from streams.tables import ControlTable
 from streams.topics import ensure_topics
@@ -53,104 +57,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, stage: "_Stage") -> None:
-        self._stage = stage
-
-    async def on_partitions_revoked(self, revoked) -> None:
-        await self._stage.commit()
-        for tp in revoked:
-            self._stage.revoke(tp.partition)
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        for tp in assigned:
-            self._stage.assign(tp.partition)
-
-
-class _Stage:
-    """A batch consumer in its own group plus a batch producer; subclasses fold records into state."""
-
-    topic: str
-    group: str
-
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings, self.clock = settings, clock
-        self.positions: dict[int, int] = {}  # next offset to read, per assigned partition
-        self.stats = {"records": 0, "bad": 0}
-        self._stopping = asyncio.Event()
-        self.consumer = self.producer = self.sender = None
-
-    async def start(self, partitions: dict[str, int]) -> None:
-        """Connect and subscribe; ``partitions`` is the partition count per topic (from ``ensure_topics``)."""
-        s = self.settings
-        self.on_start(partitions)
-        self.producer = make_producer(s)
-        # read_committed: with processing_guarantee=exactly_once the limiter writes decisions in
-        # transactions, and an aborted batch must not count.
-        self.consumer = make_consumer(s, group_id=self.group, isolation_level="read_committed")
-        await self.producer.start()
-        await self.consumer.start()
-        self.sender = BatchSender(self.producer)
-        self.consumer.subscribe([self.topic], listener=_Listener(self))
-
-    def on_start(self, partitions: dict[str, int]) -> None:
-        pass
-
-    def assign(self, partition: int) -> None:
-        raise NotImplementedError
-
-    def revoke(self, partition: int) -> None:
-        raise NotImplementedError
-
-    async def process(self, partition: int, records, now: float) -> None:
-        raise NotImplementedError
-
-    async def tick(self, now: float) -> None:
-        """Called after every fetch: publish what is due."""
-
-    def commit_offsets(self) -> dict[int, int]:
-        raise NotImplementedError
-
-    async def run(self) -> None:
-        last_commit = self.clock()
-        while not self._stopping.is_set():
-            batches = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.fetch_max_records)
-            now = self.clock()
-            for tp, records in batches.items():
-                if records:
-                    await self.process(tp.partition, records, now)
-                    self.positions[tp.partition] = records[-1].offset + 1
-                    self.stats["records"] += len(records)
-            await self.tick(now)
-            await self.sender.send_all()
-            if now - last_commit >= self.settings.flush_interval:
-                await self.commit()
-                last_commit = now
-
-    async def commit(self) -> None:
-        """Await every delivery, then commit each partition up to its oldest open window."""
-        if self.sender is None:
-            return
-        await self.sender.wait()
-        offsets = {TopicPartition(self.topic, p): o for p, o in self.commit_offsets().items()}
-        if offsets:
-            try:
-                await self.consumer.commit(offsets)
-            except (CommitFailedError, IllegalStateError) as exc:  # rebalancing: the next owner re-reads
-                logger.warning("%s: commit skipped: %s", self.group, exc)
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def close(self) -> None:
-        try:
-            await self.commit()
-        finally:
-            for client in (self.consumer, self.producer):
-                if client is not None:
-                    await client.stop()
-
-
 class _DecisionView(msgspec.Struct):
     """The fields of a :class:`schemas.decisions.Decision` the features read (the rest is skipped)."""
 
@@ -161,7 +67,7 @@ class _DecisionView(msgspec.Struct):
     ts_event: float
 
 
-class FeatureStage(_Stage):
+class FeatureStage(BatchStage):
     """Stage 1: ``decisions`` partitions -> per-window per-IP partials on ``ip-features``."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
@@ -177,9 +83,12 @@ class FeatureStage(_Stage):
     def on_start(self, partitions: dict[str, int]) -> None:
         self.out_partitions = partitions[self.settings.ip_features_topic]
 
-    def assign(self, partition: int) -> None:
+    def assign(self, partition: int, progress: str | None) -> None:
+        """``progress``: the previous owner's published watermark; windows ending by it are not published again."""
         s = self.settings
-        self.aggregators[partition] = WindowAggregator(s.analytics_window, s.analytics_grace)
+        aggregator = self.aggregators[partition] = WindowAggregator(s.analytics_window, s.analytics_grace)
+        if progress:
+            aggregator.resume(float(progress))
 
     def revoke(self, partition: int) -> None:
         aggregator = self.aggregators.pop(partition, None)
@@ -192,7 +101,7 @@ class FeatureStage(_Stage):
         aggregator = self.aggregators.get(partition)
         if aggregator is None:
             return
-        add, decode = aggregator.add, self._decode
+        add, decode, late = aggregator.add, self._decode, aggregator.late
         for record in records:
             try:
                 d = decode(record.value)
@@ -200,6 +109,13 @@ class FeatureStage(_Stage):
                 self.stats["bad"] += 1
                 continue
             add(d.ip, d.user_id, d.request_type, d.verdict, d.ts_event, record.offset)
+        if aggregator.late > late:
+            ANALYTICS_LATE_EVENTS.inc(aggregator.late - late)
+            logger.warning(
+                "decisions partition %d: %d decisions of windows already closed (ending by %.0f: later than the grace, "
+                "or re-read after a restart and published before it) not counted again",
+                partition, aggregator.late - late, aggregator.closed_until,
+            )
         self.active[partition] = now
         closed = aggregator.close()
         if closed:
@@ -228,22 +144,23 @@ class FeatureStage(_Stage):
             if aggregator is not None and now - seen <= self.settings.analytics_idle:
                 await self.mark(partition, aggregator)
 
-    def commit_offsets(self) -> dict[int, int]:
+    def commit_offsets(self) -> dict[int, tuple[int, str]]:
         return {
-            p: self.aggregators[p].commit_offset(position)
+            p: (self.aggregators[p].commit_offset(position), repr(self.aggregators[p].closed_until))
             for p, position in self.positions.items()
             if p in self.aggregators
         }
 
 
-class MergeStage(_Stage):
+class MergeStage(BatchStage):
     """Stage 2: ``ip-features`` -> complete windows -> detectors -> ``ip-flags`` and ``abuse-reports``."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(settings, clock)
         s = settings
         self.topic, self.group = s.ip_features_topic, s.analytics_merge_group
-        self.merger = WindowMerger(s.analytics_window, s.partitions, s.analytics_idle, s.analytics_max_open_windows)
+        self.merger = WindowMerger(s.analytics_window, s.partitions, s.analytics_idle, s.analytics_corrections_kept)
+        self._counted = dict(self.merger.counts)
         self.networks = parse_networks(s.allowlist)
         self._decode = msgspec.json.Decoder(IpPartial | FeaturesWatermark).decode
         self._encode = msgspec.json.Encoder().encode
@@ -253,8 +170,8 @@ class MergeStage(_Stage):
         self.merger.sources = partitions[self.settings.decisions_topic]
         self.flag_partitions = partitions[self.settings.ip_flags_topic]
 
-    def assign(self, partition: int) -> None:
-        self.merger.assign(partition, self.clock())
+    def assign(self, partition: int, progress: str | None) -> None:
+        self.merger.assign(partition, self.clock(), json.loads(progress) if progress else None)
 
     def revoke(self, partition: int) -> None:
         self.merger.revoke(partition)
@@ -276,35 +193,58 @@ class MergeStage(_Stage):
                 merger.add_mark(partition, item, now)
 
     async def tick(self, now: float) -> None:
-        for start, ips in self.merger.ready(now):
-            await self.publish(start, ips)
+        for window in self.merger.ready(now):
+            await self.publish(window)
+        self._count_late()
 
-    async def publish(self, start: float, ips: dict[str, IpWindow]) -> None:
+    def _count_late(self) -> None:
+        """Log and export what the merger saw since the last tick: forced closes and late partials."""
+        counts, counted = self.merger.counts, self._counted
+        if counts == counted:
+            return
+        for outcome in ("corrected", "duplicate", "dropped"):
+            if counts[outcome] > counted[outcome]:
+                ANALYTICS_LATE_PARTIALS.labels(outcome).inc(counts[outcome] - counted[outcome])
+        if counts["forced"] > counted["forced"]:
+            ANALYTICS_FORCED.inc(counts["forced"] - counted["forced"])
+        logger.log(
+            logging.WARNING if counts["dropped"] > counted["dropped"] else logging.INFO,
+            "analytics windows: %s (totals: forced closes, late partials by outcome)", counts,
+        )
+        self._counted = dict(counts)
+
+    async def publish(self, window: MergedWindow) -> None:
         s = self.settings
+        start, ips = window.start, window.ips
         end = start + s.analytics_window
+        if window.missing and not window.revision:
+            logger.warning("window %.0f forced out after %.0f s without sources %s", start, s.analytics_idle, window.missing)
         frame = base_frame(acc.row(ip) for ip, acc in ips.items())
         flags, stats, scored = detect(frame, start, end, s, self.networks)
         for flag in flags:
             key = flag.ip.encode()
             await self.sender.add(s.ip_flags_topic, partition_for(key, self.flag_partitions), key, self._encode(flag))
-        summary = report(start, end, sorted(self.merger.assigned), scored, flags, stats, self.merger.late)
+        summary = report(window, end, sorted(self.merger.assigned), scored, flags, stats)
         await self.sender.add(s.abuse_reports_topic, 0, repr(start).encode(), self._encode(summary))
         self.stats["windows"] += 1
         self.stats["flags"] += len(flags)
         if flags:
-            logger.info("window %.0f: %d IPs, flagged %s", start, len(ips), [(f.ip, f.rules) for f in flags[:10]])
+            logger.info(
+                "window %.0f (revision %d): %d IPs, flagged %s",
+                start, window.revision, len(ips), [(f.ip, f.rules) for f in flags[:10]],
+            )
 
-    def commit_offsets(self) -> dict[int, int]:
+    def commit_offsets(self) -> dict[int, tuple[int, str]]:
         return {
-            p: self.merger.commit_offset(p, position)
+            p: (self.merger.commit_offset(p, position), json.dumps(self.merger.progress(p)))
             for p, position in self.positions.items()
             if p in self.merger.assigned
         }
 
 
-def report(start, end, partitions, scored, flags: list[IpFlag], stats, late: int) -> AbuseReport:
+def report(window: MergedWindow, end, partitions, scored, flags: list[IpFlag], stats) -> AbuseReport:
     return AbuseReport(
-        window_start=start,
+        window_start=window.start,
         window_end=end,
         partitions=partitions,
         ips=len(scored),
@@ -314,7 +254,9 @@ def report(start, end, partitions, scored, flags: list[IpFlag], stats, late: int
             ReportedIp(f.ip, f.score, f.rules, f.features.requests, f.features.users, f.allowlisted) for f in flags
         ],
         population=stats,
-        late_partials=late,
+        late_partials=window.late,
+        revision=window.revision,
+        missing_sources=window.missing,
     )
 
 

@@ -1,16 +1,16 @@
 """Per-IP window state of the analytics, as plain objects (no Kafka): what stage 1 folds and stage 2 merges.
 
 :class:`WindowAggregator` folds one ``decisions`` partition into per-window per-IP partials;
-:class:`WindowMerger` merges partials from every source partition and says when a window is
-complete. Both hold only windows not yet closed, so memory is bounded by open windows, not by the
-length of the stream (``tests/unit/test_detectors_state.py``).
+:class:`agents.window_merger.WindowMerger` merges partials from every source partition. Both hold
+only windows not yet closed, so memory is bounded by open windows, not by the length of the stream
+(``tests/unit/test_detectors_state.py``).
 """
 
 import math
 
-from schemas.flags import FeaturesWatermark, IpPartial
+from schemas.flags import IpPartial
 
-__all__ = ["IpWindow", "WindowAggregator", "WindowMerger"]
+__all__ = ["IpWindow", "WindowAggregator"]
 
 _NO_TIME = 0.0  # "nothing closed yet": event times are seconds since the epoch, never below 0
 
@@ -22,10 +22,11 @@ class IpWindow:
     (the sum over sources, which is exact: a user's decisions all live in one partition).
     """
 
-    __slots__ = ("requests", "users", "types", "throttled", "blocked", "first", "last")
+    __slots__ = ("requests", "users", "types", "throttled", "blocked", "first", "last", "sources")
 
     def __init__(self, ts: float, users) -> None:
         self.requests = self.throttled = self.blocked = 0
+        self.sources = 0  # stage 2: a bit per source partition merged in (duplicates are recognised)
         self.users = users
         self.types: dict[str, int] = {}
         self.first = self.last = ts
@@ -64,6 +65,10 @@ class WindowAggregator:
     def closed_until(self) -> float:
         """Every window ending at or before this event time has been closed."""
         return max(self.closed_index * self.window, _NO_TIME)
+
+    def resume(self, closed_until: float) -> None:
+        """Start where a previous owner stopped: windows ending by ``closed_until`` were published."""
+        self.closed_index = max(self.closed_index, math.floor(closed_until / self.window))
 
     def add(self, ip: str, user: str, request_type: str, verdict: str, ts: float, offset: int) -> None:
         index = math.floor(ts / self.window)
@@ -116,86 +121,3 @@ class WindowAggregator:
                     types=acc.types, throttled=acc.throttled, blocked=acc.blocked, first_seen=acc.first,
                     last_seen=acc.last,
                 )
-
-
-class WindowMerger:
-    """Stage 2 state: partials per window and ``ip-features`` partition, and the sources' progress.
-
-    ``now`` arguments are wall seconds (monotonic), used only to treat a silent source as idle.
-    """
-
-    def __init__(self, window: float, sources: int, idle: float, max_open: int) -> None:
-        self.window, self.sources, self.idle, self.max_open = window, sources, idle, max_open
-        self.windows: dict[float, dict[int, dict[str, IpWindow]]] = {}
-        self.first_offsets: dict[float, dict[int, int]] = {}
-        self.marks: dict[int, dict[int, tuple[float, float]]] = {}  # partition -> source -> (closed_until, heard)
-        self.assigned: dict[int, float] = {}  # partition -> when assigned
-        self.done_until = _NO_TIME
-        self.late = 0
-
-    def assign(self, partition: int, now: float) -> None:
-        self.assigned[partition] = now
-        self.marks[partition] = {}
-
-    def revoke(self, partition: int) -> None:
-        self.assigned.pop(partition, None)
-        self.marks.pop(partition, None)
-        for start in list(self.windows):
-            self.windows[start].pop(partition, None)
-            self.first_offsets[start].pop(partition, None)
-            if not self.windows[start]:
-                del self.windows[start], self.first_offsets[start]
-
-    def add_partial(self, partition: int, offset: int, partial: IpPartial) -> None:
-        start = partial.window_start
-        if start + self.window <= self.done_until:
-            self.late += 1
-            return
-        by_partition = self.windows.get(start)
-        if by_partition is None:
-            by_partition = self.windows[start] = {}
-            self.first_offsets[start] = {}
-        ips = by_partition.get(partition)
-        if ips is None:
-            ips = by_partition[partition] = {}
-            self.first_offsets[start][partition] = offset
-        acc = ips.get(partial.ip)
-        if acc is None:
-            acc = ips[partial.ip] = IpWindow(partial.first_seen, 0)
-        acc.merge(partial)
-
-    def add_mark(self, partition: int, mark: FeaturesWatermark, now: float) -> None:
-        marks = self.marks.setdefault(partition, {})
-        previous = marks.get(mark.source)
-        marks[mark.source] = (max(mark.closed_until, previous[0] if previous else _NO_TIME), now)
-
-    def _closed_on(self, partition: int, end: float, now: float) -> bool:
-        marks = self.marks.get(partition, {})
-        for source in range(self.sources):
-            mark = marks.get(source)
-            if mark is not None and mark[0] >= end:
-                continue
-            heard = mark[1] if mark is not None else self.assigned[partition]
-            if now - heard <= self.idle:
-                return False  # a live source has not closed this window yet
-        return True
-
-    def ready(self, now: float) -> list[tuple[float, dict[str, IpWindow]]]:
-        """Pop the complete windows (oldest first) with their IPs merged over the assigned partitions."""
-        out = []
-        for start in sorted(self.windows):
-            end = start + self.window
-            forced = len(self.windows) > self.max_open
-            if not forced and not (self.assigned and all(self._closed_on(p, end, now) for p in self.assigned)):
-                break
-            merged: dict[str, IpWindow] = {}
-            for ips in self.windows.pop(start).values():
-                merged.update(ips)
-            del self.first_offsets[start]
-            self.done_until = max(self.done_until, end)
-            out.append((start, merged))
-        return out
-
-    def commit_offset(self, partition: int, position: int) -> int:
-        firsts = [offsets[partition] for offsets in self.first_offsets.values() if partition in offsets]
-        return min(firsts, default=position)

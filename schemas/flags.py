@@ -105,7 +105,12 @@ class ReportedIp(msgspec.Struct, frozen=True):
 
 
 class AbuseReport(msgspec.Struct, frozen=True):
-    """One window as the analytics shard that owns ``partitions`` of ``ip-features`` saw it."""
+    """One window as the analytics shard that owns ``partitions`` of ``ip-features`` saw it.
+
+    A window forced out before every source closed it names those sources in ``missing_sources``;
+    partials that arrive later are merged and the window is reported again with ``revision`` + 1.
+    The newest record per (``window_start``, ``partitions``) is the one that counts.
+    """
 
     window_start: float
     window_end: float
@@ -115,4 +120,6 @@ class AbuseReport(msgspec.Struct, frozen=True):
     refused: int
     flagged: list[ReportedIp]
     population: Population
-    late_partials: int = 0
+    late_partials: int = 0  # partials merged after the window was first reported (counted in this revision)
+    revision: int = 0
+    missing_sources: list[int] = []

@@ -2,7 +2,8 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["LAG", "EVENTS_IN", "DECISIONS", "DEAD_LETTERS", "FLUSHES", "FLUSH_SECONDS", "COUNTERS", "ASSIGNED", "RESTORED"]
+__all__ = ["LAG", "EVENTS_IN", "DECISIONS", "DEAD_LETTERS", "FLUSHES", "FLUSH_SECONDS", "COUNTERS", "ASSIGNED", "RESTORED",
+           "ANALYTICS_FORCED", "ANALYTICS_LATE_EVENTS", "ANALYTICS_LATE_PARTIALS"]
 
 EVENTS_IN = Counter("ratewarden_events_in_total", "Request events consumed by the limiter")
 DECISIONS = Counter("ratewarden_decisions_total", "Decisions published", ["verdict"])
@@ -13,3 +14,14 @@ COUNTERS = Gauge("ratewarden_window_counters", "Live window counters held by thi
 ASSIGNED = Gauge("ratewarden_assigned_partitions", "Input partitions assigned to this worker")
 RESTORED = Counter("ratewarden_restored_records_total", "Changelog records applied while restoring state")
 LAG = Gauge("ratewarden_consumer_lag", "Request events not yet consumed, per assigned partition", ["partition"])
+ANALYTICS_FORCED = Counter(
+    "ratewarden_analytics_forced_windows_total", "Analytics windows closed before every source closed them (idle sources)"
+)
+ANALYTICS_LATE_PARTIALS = Counter(
+    "ratewarden_analytics_late_partials_total",
+    "Partials that arrived after their window was reported: corrected (re-reported), duplicate, dropped",
+    ["outcome"],
+)
+ANALYTICS_LATE_EVENTS = Counter(
+    "ratewarden_analytics_late_events_total", "Decisions older than their partition's closed analytics windows"
+)

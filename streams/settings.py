@@ -63,8 +63,12 @@ class Settings(BaseSettings):
     abuse_reports_topic: str = "abuse-reports"
     analytics_window: float = Field(default=60.0, gt=0, le=3_600, description="seconds of event time per window")
     analytics_grace: float = Field(default=5.0, ge=0, le=3_600, description="event-time lateness a window waits for")
-    analytics_idle: float = Field(default=10.0, gt=0, description="wall seconds without progress: a source is idle")
-    analytics_max_open_windows: int = Field(default=8, ge=2, description="windows held before the oldest is forced")
+    analytics_idle: float = Field(
+        default=10.0, gt=0, description="wall seconds a window waits for a silent source before it is forced out"
+    )
+    analytics_corrections_kept: int = Field(
+        default=16, ge=1, description="forced-out windows kept to be corrected by partials that arrive late"
+    )
     abuse_z: float = Field(default=6.0, gt=0, description="robust z-score (median/MAD) that marks an outlier")
     flood_min_requests: int = Field(default=300, ge=1, description="requests per window")
     flood_min_requests_per_user: float = Field(default=100.0, gt=0)

@@ -182,7 +182,11 @@ class AbuseReportInfo(BaseModel):
     refused: int = Field(description="throttled and blocked requests")
     flagged: list[ReportedIpInfo]
     population: PopulationInfo = Field(description="the statistics the z-scores are taken against")
-    late_partials: int = Field(description="partials that arrived after their window was complete (not counted)")
+    late_partials: int = Field(description="partials merged after the window was first reported (a correction)")
+    revision: int = Field(0, description="0 for the first report of the window; each correction adds 1")
+    missing_sources: list[int] = Field(
+        [], description="decisions partitions that had not closed the window when it was reported (idle)"
+    )
 
 
 class AbuseReportList(BaseModel):

@@ -37,15 +37,17 @@ def read_topic(settings, topic: str, last: int | None = None) -> list[bytes]:
 
 
 def latest_abuse_reports(settings, last: int = 10) -> list[dict]:
-    """The newest per-window abuse reports from the ``abuse-reports`` topic, as JSON-ready dicts (oldest
-    first): what ``GET /reports/abuse`` can serve."""
+    """The newest per-window abuse reports from the ``abuse-reports`` topic (a correction replaces the
+    report it corrects), as JSON-ready dicts, oldest first: what ``GET /reports/abuse`` can serve."""
     import msgspec
 
     from schemas.flags import AbuseReport
 
+    from ratewarden.abuse_reports import current_reports
+
     decode = msgspec.json.Decoder(AbuseReport).decode
-    reports = [decode(value) for value in read_topic(settings, settings.abuse_reports_topic, last=last)]
-    return [msgspec.to_builtins(r) for r in sorted(reports, key=lambda r: r.window_start)[-last:]]
+    reports = [decode(value) for value in read_topic(settings, settings.abuse_reports_topic, last=4 * last)]
+    return [msgspec.to_builtins(r) for r in current_reports(reports)[-last:]]
 
 
 def run_report(

@@ -8,7 +8,8 @@ from collections import Counter
 import msgspec
 import pytest
 
-from agents.ip_windows import WindowAggregator, WindowMerger
+from agents.ip_windows import WindowAggregator
+from agents.window_merger import WindowMerger
 from agents.blocklist import next_ban
 from agents.detectors import base_frame, detect, parse_networks
 from ratewarden.cli import main as cli
@@ -29,7 +30,7 @@ def analyse(events, settings, limit=100, sources=4):
     """The two stages and the detectors in one process, with a fixed-window oracle for the verdicts."""
     seen: Counter = Counter()
     stage1 = {p: WindowAggregator(W, settings.analytics_grace) for p in range(sources)}
-    merger = WindowMerger(W, sources, idle=10.0, max_open=settings.analytics_max_open_windows)
+    merger = WindowMerger(W, sources, idle=10.0)
     merger.assign(0, now=0.0)
     networks = parse_networks(settings.allowlist)
     flags, decisions = [], []
@@ -46,8 +47,8 @@ def analyse(events, settings, limit=100, sources=4):
             merger.add_partial(0, offset, partial)
         if closed:
             merger.add_mark(0, FeaturesWatermark(source, agg.closed_until), now=0.0)
-            for start, ips in merger.ready(now=0.0):
-                flags += detect(base_frame(a.row(ip) for ip, a in ips.items()), start, start + W, settings, networks)[0]
+            for w in merger.ready(now=0.0):
+                flags += detect(base_frame(a.row(ip) for ip, a in w.ips.items()), w.start, w.start + W, settings, networks)[0]
     return flags, decisions
 
 

@@ -4,7 +4,8 @@ and the memory bound over a long trace (old windows are dropped)."""
 import random
 import tracemalloc
 
-from agents.ip_windows import WindowAggregator, WindowMerger
+from agents.ip_windows import WindowAggregator
+from agents.window_merger import WindowMerger
 from streams.kafka_io import partition_for
 from schemas.flags import FeaturesWatermark
 
@@ -54,32 +55,34 @@ def partial_of(ip, start, source, requests=1, users=1, types=None):
 
 
 def test_merger_waits_for_every_live_source_then_sums_partials():
-    merger = WindowMerger(W, sources=2, idle=10.0, max_open=8)
+    merger = WindowMerger(W, sources=2, idle=10.0)
     merger.assign(0, now=0.0)
     merger.add_partial(0, 100, partial_of("9.9.9.9", T0, 0, requests=3, users=2, types={"login": 3}))
     merger.add_mark(0, mark(0, T0 + W), now=1.0)
     assert merger.ready(now=1.0) == []  # source 1 has not closed the window and is not idle yet
     merger.add_partial(0, 101, partial_of("9.9.9.9", T0, 1, requests=4, users=1, types={"read": 4}))
     merger.add_mark(0, mark(1, T0 + W), now=2.0)
-    [(start, ips)] = merger.ready(now=2.0)
-    acc = ips["9.9.9.9"]
+    [window] = merger.ready(now=2.0)
+    start, acc = window.start, window.ips["9.9.9.9"]
     assert start == T0 and (acc.requests, acc.users, acc.types) == (7, 3, {"login": 3, "read": 4})
     assert acc.row("9.9.9.9")["top_type"] == "read" and acc.row("9.9.9.9")["logins"] == 3
-    merger.add_partial(0, 102, partial_of("9.9.9.9", T0, 1))  # after the window is done: late
-    assert merger.late == 1 and merger.commit_offset(0, 103) == 103
+    assert window.missing == [] and window.revision == 0
+    merger.add_partial(0, 102, partial_of("9.9.9.9", T0, 1))  # re-published after the window was complete
+    assert merger.counts["duplicate"] == 1 and merger.ready(now=3.0) == [] and merger.commit_offset(0, 103) == 103
 
 
 def test_a_silent_source_counts_as_idle_after_the_idle_time():
-    merger = WindowMerger(W, sources=2, idle=10.0, max_open=8)
+    merger = WindowMerger(W, sources=2, idle=10.0)
     merger.assign(0, now=0.0)
     merger.add_partial(0, 5, partial_of("9.9.9.9", T0, 0))
     merger.add_mark(0, mark(0, T0 + W), now=1.0)
     assert merger.ready(now=9.0) == [] and merger.commit_offset(0, 6) == 5
-    assert [s for s, _ in merger.ready(now=10.5)] == [T0]  # source 1 never spoke: idle after 10 s
+    [window] = merger.ready(now=10.5)  # source 1 never spoke: idle after 10 s, the window is forced out
+    assert window.start == T0 and window.missing == [1] and merger.counts["forced"] == 1
 
 
 def test_revoked_partition_state_is_dropped():
-    merger = WindowMerger(W, sources=1, idle=10.0, max_open=8)
+    merger = WindowMerger(W, sources=1, idle=10.0)
     merger.assign(0, 0.0)
     merger.assign(1, 0.0)
     merger.add_partial(1, 7, partial_of("8.8.8.8", T0, 0))
@@ -106,7 +109,7 @@ def _long_trace(windows: int, seed: int = 1):
 def _run(windows: int) -> tuple[int, int, int]:
     """Run both stages over a long trace; the most windows and IPs either one ever held."""
     agg = WindowAggregator(W, grace=5.0)
-    merger = WindowMerger(W, sources=1, idle=10.0, max_open=4)
+    merger = WindowMerger(W, sources=1, idle=10.0)
     merger.assign(0, 0.0)
     most_windows = most_ips = offset = 0
     for n, (ip, user, kind, ts) in enumerate(_long_trace(windows)):
@@ -117,7 +120,7 @@ def _run(windows: int) -> tuple[int, int, int]:
                 offset += 1
             merger.add_mark(0, mark(0, agg.closed_until), now=n)
             merger.ready(now=n)
-            held = len(agg.windows) + len(merger.windows)
+            held = len(agg.windows) + len(merger.windows) + len(merger.kept)
             most_windows = max(most_windows, held)
             most_ips = max(most_ips, sum(map(len, agg.windows.values())) +
                            sum(len(ips) for by_p in merger.windows.values() for ips in by_p.values()))

@@ -14,6 +14,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from ratewarden.abuse_reports import current_reports
 from ratewarden.gateway.auth import require
 from ratewarden.gateway.models import AbuseReportList, Problem
 from ratewarden.gateway.routes import AUTH_ERRORS
@@ -115,20 +116,19 @@ async def read_abuse_reports(
     except (TimeoutError, KafkaError, OSError, RuntimeError) as exc:
         reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else repr(exc)
         raise ReportsUnavailable(f"reading {topic} failed: {reason}") from None
-    reports: list[tuple[float, int, AbuseReport]] = []
+    reports: list[AbuseReport] = []
     skipped = 0
-    for offset, value in values:
+    for _, value in sorted(values, key=lambda item: item[0]):
         try:
             report = _decode(value)
         except (msgspec.DecodeError, msgspec.ValidationError):  # also NaN, infinities, out-of-range numbers
             skipped += 1
             continue
         if since is None or report.window_start >= since:
-            reports.append((report.window_start, offset, report))
+            reports.append(report)
     if skipped:
         logger.warning("%s: %d records are not valid abuse reports", topic, skipped)
-    reports.sort(key=lambda item: item[:2], reverse=True)
-    return [report for *_, report in reports[:limit]], skipped
+    return current_reports(reports)[::-1][:limit], skipped
 
 
 @router.get(
@@ -148,8 +148,9 @@ async def abuse_reports(
     since: float | None = Query(None, ge=0, le=1e11, allow_inf_nan=False,
                                 description="only windows starting at or after this event time (epoch seconds)"),
 ) -> AbuseReportList:
-    """One report per window and analytics shard: IPs, requests, refused requests, the flagged IPs with
-    score and rules, and the population statistics. Chosen among the newest records of the topic."""
+    """One report per window and analytics shard (a correction replaces the report it corrects): IPs,
+    requests, refused requests, the flagged IPs with score and rules, and the population statistics.
+    Chosen among the newest records of the topic."""
     try:
         settings = request.app.state.gateway.settings
         reports, skipped = await read_abuse_reports(settings, limit, since, readers=_readers(request))
