@@ -20,6 +20,7 @@ from schemas.decisions import Decision
 from schemas.events import RequestEvent
 from streams.kafka_config import kafka_python_options, resolve_bootstrap
 from streams.settings import Settings, get_settings
+from streams.topics import require_topics
 
 __all__ = ["RequestPublisher", "DecisionSubscriber", "read_topic_records"]
 
@@ -27,11 +28,17 @@ logger = logging.getLogger(__name__)
 
 
 class RequestPublisher:
-    """Publishes request events keyed by ``user_id``, batched by the producer (linger, large batches)."""
+    """Publishes request events keyed by ``user_id``, batched by the producer (linger, large batches).
+
+    It checks first that the requests topic exists with the partitions the workers expect, and raises
+    :class:`streams.topics.TopicsError` saying what to run if not: brokers should not auto-create
+    topics, and one a producer's first send created would have the broker's default partition count.
+    """
 
     def __init__(self, settings: Settings | None = None, linger_ms: int = 5) -> None:
         self.settings = settings or get_settings()
         self.topic = self.settings.requests_topic
+        require_topics(self.settings, [self.topic])
         self._encode = msgspec.json.Encoder().encode
         self._producer = KafkaProducer(
             bootstrap_servers=resolve_bootstrap(self.settings),

@@ -14,6 +14,7 @@ from schemas.limits import BlocklistEntry, RateLimit
 from streams.kafka_config import kafka_python_options, resolve_bootstrap
 from streams.settings import Settings, get_settings
 from streams.tables import blocklist_key
+from streams.topics import ensure_topics
 
 __all__ = ["set_limit", "set_limits", "delete_limit", "read_limits", "block", "unblock", "read_blocklist"]
 
@@ -21,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 def _send(settings: Settings, topic: str, records: list[tuple[str, bytes | None]]) -> None:
-    """Send records and wait until the broker has every one of them."""
+    """Send records and wait until the broker has every one of them (creating the topics if need be)."""
+    ensure_topics(settings)
     producer = KafkaProducer(bootstrap_servers=resolve_bootstrap(settings), acks="all", **kafka_python_options(settings))
     try:
         futures = [producer.send(topic, key=key.encode(), value=value) for key, value in records]

@@ -17,6 +17,7 @@ from ratewarden.client import DecisionSubscriber, RequestPublisher
 from schemas.decisions import Decision
 from schemas.events import RequestEvent
 from streams.settings import Settings, get_settings
+from streams.topics import ensure_topics
 
 __all__ = ["ReplayIncomplete", "read_trace", "write_trace", "replay", "write_decisions"]
 
@@ -76,6 +77,7 @@ def replay(
 ) -> list[Decision]:
     """Publish ``events`` and return their decisions in the same order."""
     settings = settings or get_settings()
+    ensure_topics(settings)  # a replay may start before the first worker has created them
     wanted = {event.request_id for event in events}
     got: dict[str, Decision] = {}
     with (

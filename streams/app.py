@@ -119,7 +119,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
 
 def run_worker(settings: Settings | None = None, loglevel: str = "info") -> None:
-    """Run one worker process until SIGINT/SIGTERM."""
+    """Run one worker process until SIGINT/SIGTERM.
+
+    The topics are checked before Faust starts: wrongly partitioned ones raise
+    :class:`streams.topics.TopicsError` (one line from the CLI, exit status 1) instead of a worker that
+    crashes on start-up with a traceback.
+    """
+    settings = settings or get_settings()
+    ensure_topics(settings)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel)
     worker.execute_from_commandline()

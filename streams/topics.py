@@ -8,16 +8,13 @@ docs/analytics.md.
 """
 
 import logging
-import time
 
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
 
 from streams.kafka_config import kafka_python_options, resolve_bootstrap
 from streams.settings import Settings
 
-__all__ = ["TopicSpec", "topic_specs", "ensure_topics"]
+__all__ = ["TopicSpec", "TopicsError", "topic_specs", "ensure_topics", "require_topics"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,37 +43,68 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+class TopicsError(RuntimeError):
+    """Topics missing or wrongly partitioned: the message says what to run. Commands exit with status 1."""
+
+    exit_status = 1
+
+
 def ensure_topics(settings: Settings) -> dict[str, int]:
-    """Create missing topics; fail clearly when a co-partitioned topic has the wrong count."""
+    """Create missing topics (several processes may race to); fail clearly when a co-partitioned one has the wrong count.
+
+    Brokers should not auto-create topics (the local one does not): a topic created by a producer's
+    first send gets the broker's default partition count, and the limiter cannot use it.
+    """
     admin = KafkaAdminClient(bootstrap_servers=resolve_bootstrap(settings), **kafka_python_options(settings))
     try:
         specs = topic_specs(settings)
-        existing = set(admin.list_topics())
-        missing = [
-            NewTopic(s.name, s.partitions, settings.replication_factor, topic_configs=s.config)
-            for s in specs
-            if s.name not in existing
-        ]
+        missing = [s for s in specs if s.name not in set(admin.list_topics())]
         if missing:
-            try:
-                admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
-            logger.info("created topics %s", [t.name for t in missing])
+            result = admin.create_topics(
+                {s.name: {"num_partitions": s.partitions, "replication_factor": settings.replication_factor,
+                          "configs": s.config} for s in missing},
+                raise_errors=False, wait_for_metadata=True,
+            )
+            created = [t["name"] for t in result["topics"] if t["error_code"] == 0]
+            if created:
+                logger.info("created topics %s", created)
         counts = _partition_counts(admin, [s.name for s in specs])
-        deadline = time.monotonic() + 15.0
-        while missing and not all(counts.values()) and time.monotonic() < deadline:
-            time.sleep(0.1)  # a topic just created may report no partitions until metadata settles
-            counts = _partition_counts(admin, [s.name for s in specs])
     finally:
         admin.close()
-    for spec in specs[:4]:
-        if counts.get(spec.name) != settings.partitions:
-            raise RuntimeError(
-                f"topic {spec.name} has {counts.get(spec.name)} partitions, expected {settings.partitions}: "
-                "requests, decisions, dead letters and the changelog must be co-partitioned"
-            )
+    absent = [s.name for s in specs if not counts.get(s.name)]
+    if absent:
+        raise TopicsError(f"topics {absent} could not be created on {resolve_bootstrap(settings)}: check the broker's log")
+    _check_copartitioned(settings, counts)
     return counts
+
+
+def require_topics(settings: Settings, names: list[str]) -> dict[str, int]:
+    """Check, without creating anything, that ``names`` exist with the partitions the worker expects."""
+    admin = KafkaAdminClient(bootstrap_servers=resolve_bootstrap(settings), **kafka_python_options(settings))
+    try:
+        existing = set(admin.list_topics())
+        absent = [name for name in names if name not in existing]
+        counts = _partition_counts(admin, [name for name in names if name in existing]) if len(absent) < len(names) else {}
+    finally:
+        admin.close()
+    if absent:
+        raise TopicsError(
+            f"topic {absent[0]} does not exist on {resolve_bootstrap(settings)}: run `ratewarden topics` "
+            "(or start `ratewarden worker`, which creates them) first"
+        )
+    _check_copartitioned(settings, counts)
+    return counts
+
+
+def _check_copartitioned(settings: Settings, counts: dict[str, int]) -> None:
+    for spec in topic_specs(settings)[:4]:
+        found = counts.get(spec.name)
+        if found is not None and found != settings.partitions:
+            raise TopicsError(
+                f"topic {spec.name} has {found} partitions, expected {settings.partitions} (requests, decisions, "
+                "dead letters and the changelog must be co-partitioned): delete and recreate it with "
+                f"`ratewarden topics`, or set RATEWARDEN_PARTITIONS={found}"
+            )
 
 
 def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
