@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["main", "build_parser"]
@@ -15,12 +16,17 @@ console = Console()
 
 
 def _kafka(args) -> int:
-    from streams.kafka_local import LocalKafka, local_home
+    from streams.kafka_local import LocalKafka, SaslSsl, local_home
     from streams.settings import get_settings
 
-    broker = LocalKafka(Path(args.home) if args.home else local_home(get_settings().var_dir))
+    settings = get_settings()
+    sasl_ssl = SaslSsl.from_settings(settings) if args.sasl_ssl else None
+    broker = LocalKafka(Path(args.home) if args.home else local_home(settings.var_dir), sasl_ssl=sasl_ssl)
     if args.action == "start":
         print(broker.start())
+        if sasl_ssl:  # what clients set besides the user name and password (never printed)
+            print(f"RATEWARDEN_KAFKA_SECURITY_PROTOCOL=SASL_SSL RATEWARDEN_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 "
+                  f"RATEWARDEN_KAFKA_SSL_CAFILE={broker.ca_file}")
     elif args.action == "stop":
         print("stopped" if broker.stop() else "not running")
     else:
@@ -156,8 +162,10 @@ def _schemas(args) -> int:
 
 def _gateway(args) -> int:
     from ratewarden.gateway.server import serve
+    from streams.kafka_config import resolve_bootstrap
     from streams.settings import get_settings
 
+    resolve_bootstrap(get_settings())  # a refused Kafka login fails here in one line, not in uvicorn's start-up
     serve(get_settings(), args.host, args.port, args.tls_cert, args.tls_key, args.loglevel)
     return 0
 
@@ -211,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("kafka", help="the local KRaft broker assembled from Maven Central")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--home", help="broker directory (default: $RATEWARDEN_VAR_DIR/kafka)")
+    p.add_argument("--sasl-ssl", action="store_true", help="start: clients log in with SCRAM-SHA-512 over TLS as "
+                   "RATEWARDEN_KAFKA_SASL_USERNAME / _PASSWORD (docs/architecture.md, Kafka security)")
     p.set_defaults(func=_kafka)
 
     sub.add_parser("topics", help="create the topics (idempotent)").set_defaults(func=_topics)
@@ -310,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (RuntimeError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # one line, even with [brackets]
+        return getattr(exc, "exit_status", 2)
 
 
 if __name__ == "__main__":

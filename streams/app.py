@@ -15,7 +15,7 @@ from mode import Service
 from agents.history import HistoryService
 from agents.limiter import Limiter
 from agents.rules import Blocklist, LimitBook
-from streams.kafka_config import resolve_bootstrap
+from streams.kafka_config import faust_credentials, resolve_bootstrap
 from streams.settings import Settings, get_settings
 from streams.tables import blocklist_table, limits_table
 from streams.topics import ensure_topics
@@ -91,7 +91,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     (settings.var_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{resolve_bootstrap(settings)}",
+        broker=f"kafka://{resolve_bootstrap(settings)}",  # with security configured: the login is checked first
+        broker_credentials=faust_credentials(settings),
         datadir=str(settings.var_dir / "faust"),
         topic_partitions=settings.partitions,
         web_enabled=False,

@@ -24,12 +24,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from streams.kafka_jars import KAFKA_VERSION, LOG4J_VERSION, ensure_jars, tail
+from streams.kafka_tls import SaslSsl, ensure_tls_files, sasl_ssl_properties, upsert_scram_user
 
 
 __all__ = [
     "KAFKA_VERSION",
     "LOG4J_VERSION",
     "LocalKafka",
+    "SaslSsl",
     "ensure_jars",
     "local_home",
 ]
@@ -49,11 +51,11 @@ rootLogger.appenderRef.stdout.ref = STDOUT
 _SERVER = """process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{broker}
+listeners={client}PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners={client}PLAINTEXT://127.0.0.1:{broker}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{client_protocol}
 log.dirs={data}
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -140,15 +142,27 @@ def _broker_answers(bootstrap: str, timeout: float = 2.0) -> bool:
 
 
 class LocalKafka:
-    """A single-node KRaft broker+controller JVM whose files (config, data, pid, log) live in ``home``."""
+    """A single-node KRaft broker+controller JVM whose files (config, data, pid, log) live in ``home``.
 
-    def __init__(self, home: Path, heap_mb: int = 512) -> None:
+    With ``sasl_ssl`` the bootstrap address is a SASL_SSL listener (SCRAM-SHA-512, a certificate from
+    the private CA at :attr:`ca_file`) that knows that one user; the PLAINTEXT listener stays on loopback
+    for the broker itself, readiness probes and setting the SCRAM credential (streams.kafka_tls).
+    """
+
+    def __init__(self, home: Path, heap_mb: int = 512, sasl_ssl: SaslSsl | None = None) -> None:
         self.home = Path(home).absolute()
         self.heap_mb = heap_mb
+        self.sasl_ssl = sasl_ssl
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
-        return f"LocalKafka(home={str(self.home)!r}, heap_mb={self.heap_mb})"
+        secured = f", sasl_ssl=user {self.sasl_ssl.username!r}" if self.sasl_ssl else ""
+        return f"LocalKafka(home={str(self.home)!r}, heap_mb={self.heap_mb}{secured})"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate a client of the SASL_SSL listener trusts (``RATEWARDEN_KAFKA_SSL_CAFILE``)."""
+        return self.home / "tls" / "ca.pem"
 
     def __enter__(self) -> LocalKafka:
         self.start()
@@ -169,6 +183,13 @@ class LocalKafka:
         except FileNotFoundError:
             raise RuntimeError(f"{self!r} has not been started") from None
 
+    def _probe_address(self) -> str:
+        """The loopback PLAINTEXT listener: the bootstrap itself unless the broker runs SASL_SSL."""
+        try:
+            return (self.home / "probe").read_text().strip()
+        except FileNotFoundError:
+            return self.bootstrap
+
     def _pid(self) -> int | None:
         try:
             return int((self.home / "broker.pid").read_text().strip())
@@ -184,7 +205,7 @@ class LocalKafka:
             bootstrap = self.bootstrap
         except RuntimeError:
             return None
-        return bootstrap if _broker_answers(bootstrap) else None
+        return bootstrap if _broker_answers(self._probe_address()) else None
 
     def is_running(self) -> bool:
         return self.status() is not None
@@ -196,16 +217,26 @@ class LocalKafka:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
-    def _ports(self) -> tuple[int, int]:
+    def _ports(self, n: int) -> list[int]:
+        """``n`` distinct free ports: the previous ones when all still free (broker, controller[, SASL_SSL])."""
         try:
-            broker, controller = (int(p) for p in (self.home / "ports").read_text().split())
-            if broker != controller and _port_free(broker) and _port_free(controller):
-                return broker, controller
+            ports = [int(p) for p in (self.home / "ports").read_text().split()]
+            if len(ports) == n and len(set(ports)) == n and all(_port_free(p) for p in ports):
+                return ports
         except (FileNotFoundError, ValueError):
             pass
-        broker, controller = _free_ports(2)
-        _write_atomic(self.home / "ports", f"{broker} {controller}\n")
-        return broker, controller
+        ports = _free_ports(n)
+        _write_atomic(self.home / "ports", " ".join(map(str, ports)) + "\n")
+        return ports
+
+    def _server_properties(self, ports: list[int]) -> str:
+        broker, controller, *secure = ports
+        text = _SERVER.format(broker=broker, controller=controller, data=self.home / "data",
+                              client="".join(f"SASL_SSL://127.0.0.1:{p}," for p in secure),
+                              client_protocol=",SASL_SSL:SASL_SSL" if secure else "")
+        if self.sasl_ssl is not None:
+            text += sasl_ssl_properties(ensure_tls_files(self.home / "tls"))
+        return text
 
     def _format(self, lib: Path) -> None:
         if (self.home / "data" / "meta.properties").is_file():
@@ -228,13 +259,11 @@ class LocalKafka:
             pid = self._pid()
             if pid is not None and _pid_alive(pid):
                 logger.info("Kafka already running in %s (pid %d)", self.home, pid)
-                return self._wait_ready(pid, deadline)
+                return self._ready_for_clients(self._wait_ready(pid, deadline))
             self._clear_run_files()
             lib = ensure_jars()
-            broker, controller = self._ports()
-            data = self.home / "data"
-            _write_atomic(self.home / "server.properties",
-                          _SERVER.format(broker=broker, controller=controller, data=data))
+            ports = self._ports(2 if self.sasl_ssl is None else 3)
+            _write_atomic(self.home / "server.properties", self._server_properties(ports))
             _write_atomic(self.home / "log4j2.properties", _LOG4J2)
             self._format(lib)
             if self.log_file.exists():
@@ -246,13 +275,21 @@ class LocalKafka:
                 self._proc = subprocess.Popen(cmd, cwd=self.home, stdin=subprocess.DEVNULL, stdout=log,
                                               stderr=subprocess.STDOUT, start_new_session=True)
             _write_atomic(self.home / "broker.pid", f"{self._proc.pid}\n")
-            _write_atomic(self.home / "bootstrap", f"127.0.0.1:{broker}\n")
-            logger.info("started Kafka %s in %s (pid %d, 127.0.0.1:%d)",
-                        KAFKA_VERSION, self.home, self._proc.pid, broker)
-            return self._wait_ready(self._proc.pid, deadline)
+            if self.sasl_ssl is not None:
+                _write_atomic(self.home / "probe", f"127.0.0.1:{ports[0]}\n")
+            _write_atomic(self.home / "bootstrap", f"127.0.0.1:{ports[2 if self.sasl_ssl else 0]}\n")
+            logger.info("started Kafka %s in %s (pid %d, %s)", KAFKA_VERSION, self.home, self._proc.pid,
+                        self.bootstrap)
+            return self._ready_for_clients(self._wait_ready(self._proc.pid, deadline))
+
+    def _ready_for_clients(self, bootstrap: str) -> str:
+        """Set the SCRAM user's credential before anyone is handed the SASL_SSL bootstrap."""
+        if self.sasl_ssl is not None:
+            upsert_scram_user(self._probe_address(), self.sasl_ssl)
+        return bootstrap
 
     def _wait_ready(self, pid: int, deadline: float) -> str:
-        bootstrap = self.bootstrap
+        bootstrap, probe = self.bootstrap, self._probe_address()
         while True:
             ours = self._proc is not None and self._proc.pid == pid
             if (self._proc.poll() is not None) if ours else not _pid_alive(pid):
@@ -260,7 +297,7 @@ class LocalKafka:
                 raise RuntimeError(f"Kafka broker (pid {pid}) exited during startup; {self.log_file} ends:\n"
                                    f"{self._logtail()}")
             remaining = deadline - time.monotonic()
-            if _broker_answers(bootstrap, timeout=min(2.0, max(remaining, 0.1))):
+            if _broker_answers(probe, timeout=min(2.0, max(remaining, 0.1))):
                 return bootstrap
             if remaining <= 0:
                 tail = self._logtail()
@@ -276,7 +313,7 @@ class LocalKafka:
             return "(no broker.log)"
 
     def _clear_run_files(self) -> None:
-        for name in ("broker.pid", "bootstrap"):
+        for name in ("broker.pid", "bootstrap", "probe"):
             (self.home / name).unlink(missing_ok=True)
 
     def stop(self, timeout: float = 30.0) -> bool:

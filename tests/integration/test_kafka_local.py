@@ -12,7 +12,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from streams.kafka_config import aiokafka_options, kafka_python_options, resolve_bootstrap
+from streams.kafka_config import aiokafka_options, faust_credentials, kafka_python_options, resolve_bootstrap
 from streams.kafka_local import LocalKafka, local_home
 from streams.settings import Settings
 
@@ -174,3 +174,17 @@ def test_aiokafka_options(caplog: pytest.LogCaptureFixture) -> None:
     opts = aiokafka_options(Settings(kafka_security_protocol="SSL"))
     assert set(opts) == {"security_protocol", "ssl_context"}
     assert isinstance(opts["ssl_context"], ssl.SSLContext)
+
+
+def test_faust_credentials(tmp_path: Path) -> None:
+    import ssl
+
+    import faust
+
+    assert faust_credentials(Settings(var_dir=tmp_path)) is None
+    creds = faust_credentials(Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
+                                       kafka_sasl_username="u", kafka_sasl_password=SECRET))
+    assert isinstance(creds, faust.SASLCredentials) and isinstance(creds.ssl_context, ssl.SSLContext)
+    assert (creds.protocol.value, creds.mechanism.value, creds.username) == ("SASL_SSL", "SCRAM-SHA-512", "u")
+    assert SECRET not in repr(creds)
+    assert isinstance(faust_credentials(Settings(kafka_security_protocol="SSL")), faust.SSLCredentials)
