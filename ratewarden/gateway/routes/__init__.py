@@ -5,6 +5,9 @@ from ratewarden.gateway.models import Problem
 AUTH_ERRORS = {
     401: {"model": Problem, "description": "missing, unknown or revoked API key"},
     403: {"model": Problem, "description": "the key's role may not do this"},
+    429: {"model": Problem, "description": "too many failed authentications from this address: refused until the window passes",
+          "headers": {"Retry-After": {"description": "seconds until this address is served again",
+                                      "schema": {"type": "string"}}}},
 }
 BODY_ERRORS = {
     400: {"model": Problem, "description": "the body could not be parsed (e.g. not UTF-8)"},

@@ -77,7 +77,8 @@ def _answer(gateway: Gateway, outcome: Outcome) -> JSONResponse:
     response_model=Submitted,
     responses={
         200: {"headers": _RATE_HEADERS, "description": "allowed (or allowed because no decision came: fail open)"},
-        429: {"model": Throttled, "headers": {**_RATE_HEADERS, **_RETRY_AFTER}, "description": "throttled"},
+        429: {"model": Throttled | Problem, "headers": {**_RATE_HEADERS, **_RETRY_AFTER},
+              "description": "throttled, or too many failed authentications from this address"},
         403: {"model": Blocked | Problem, "headers": _RATE_HEADERS,
               "description": "blocked by the blocklist, or the key's role may not submit"},
         401: AUTH_ERRORS[401],
