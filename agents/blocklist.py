@@ -1,24 +1,29 @@
 """Flags -> blocklist entries with TTLs by event time; longer bans for repeat offenders.
 
-:func:`next_ban` is the pure decision. Its state is the blocklist itself: an automatic entry
-(:class:`schemas.flags.AutoBan`) carries the offence count, so the compacted ``blocklist`` topic is
-the only store, and manual entries (CLI, gateway) share it: a flag never shortens or replaces a ban
-that is still running, manual or automatic.
+:func:`next_ban` is the pure decision, against the IP's previous ban: the one still in the
+blocklist (manual or automatic), else the last automatic one from the offence memory. An automatic
+entry (:class:`schemas.flags.AutoBan`) carries the offence count; manual entries (CLI, gateway)
+share the ``blocklist`` topic: a flag never shortens or replaces a ban that is still running.
 
 The Faust agent (:func:`register_blocklist_agent`) is low volume, one flag at a time: it reads the
 blocklist into a :class:`BanBook` through a :class:`streams.tables.ControlTable` (also following the
-entries written by other workers and by hand), decides, and writes the entry back under key
-``ip:<addr>``; every limiter worker applies it from its next batch on.
+entries written by other workers and by hand), decides, and writes the entry under key
+``ip:<addr>`` to the blocklist and to the compacted ``ban-offences`` topic (the offence memory);
+every limiter worker applies it from its next batch on. When event time passes a ban's end the
+agent tombstones it, so the blocklist's live keys are the active bans (:mod:`agents.ban_warden`,
+:mod:`agents.ban_expiry`).
 """
 
 import logging
 import math
+from typing import Callable
 
 import faust
 import msgspec
 
 from agents.detectors import is_allowlisted, parse_networks
 from schemas.flags import AutoBan, IpFlag
+from schemas.limits import BlocklistEntry
 from streams.settings import Settings
 from streams.tables import ControlTable, blocklist_key
 
@@ -27,7 +32,8 @@ __all__ = ["BanBook", "ban_end", "ban_ttl", "next_ban", "register_blocklist_agen
 logger = logging.getLogger(__name__)
 
 
-def ban_end(entry: AutoBan) -> float:
+def ban_end(entry: BlocklistEntry) -> float:
+    """Event time the entry stops blocking; ``inf`` without a TTL."""
     return math.inf if entry.ttl is None else entry.start + entry.ttl
 
 
@@ -68,69 +74,79 @@ def next_ban(previous: AutoBan | None, flag: IpFlag, settings: Settings, allowli
     )
 
 
+_UNSET = object()
+
+
 class BanBook:
-    """The IP entries of the blocklist topic, plus this process's own writes before they read back.
+    """The entries of a compacted ban topic by key (``kind:subject``), plus this process's own writes
+    (bans and tombstones) until they read back.
 
     A write is remembered until the topic returns it, so a flag that arrives in between sees the
-    new entry, and an older record read back in the meantime does not roll it back.
+    new entry, and an older record read back in the meantime does not roll it back. The agent keeps
+    two: the blocklist itself, and the offence memory (``ban-offences``: the last automatic ban per IP).
     """
 
     def __init__(self) -> None:
         self._entries: dict[str, AutoBan] = {}
-        self._pending: dict[str, bytes] = {}
+        self._pending: dict[str, bytes | None] = {}
         self._decode = msgspec.json.Decoder(AutoBan).decode
+        #: Called after a record of someone else is applied (the ban agent re-checks expiry then).
+        self.on_change: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, ip: str) -> AutoBan | None:
-        return self._entries.get(ip)
+        return self._entries.get(blocklist_key("ip", ip))
+
+    def items(self) -> dict[str, AutoBan]:
+        """Every entry by key (read-only view for the expiry scan)."""
+        return self._entries
 
     def apply(self, key: bytes, value: bytes | None) -> None:
-        """One record of the blocklist topic (``ControlTable`` callback)."""
-        kind, _, subject = key.decode().partition(":")
-        if kind != "ip":
-            return
-        pending = self._pending.get(subject)
-        if pending is not None:
+        """One record of the topic (``ControlTable`` callback); ``None`` is a tombstone."""
+        k = key.decode()
+        pending = self._pending.get(k, _UNSET)
+        if pending is not _UNSET:
             if value == pending:
-                del self._pending[subject]
+                del self._pending[k]
             return
         if value is None:
-            self._entries.pop(subject, None)
+            self._entries.pop(k, None)
         else:
-            self._entries[subject] = self._decode(value)
+            self._entries[k] = self._decode(value)
+        if self.on_change is not None:
+            self.on_change()
 
     def wrote(self, entry: AutoBan, value: bytes) -> None:
-        self._entries[entry.subject] = entry
-        self._pending[entry.subject] = value
+        key = blocklist_key(entry.kind, entry.subject)
+        self._entries[key] = entry
+        self._pending[key] = value
+
+    def deleted(self, key: str) -> None:
+        """This process sent a tombstone for ``key``."""
+        self._entries.pop(key, None)
+        self._pending[key] = None
 
 
 def register_blocklist_agent(app: faust.App, settings: Settings, book: BanBook, table: ControlTable):
-    """A Faust agent on ``ip-flags`` that writes automatic bans to the blocklist topic."""
+    """A Faust agent on ``ip-flags`` that writes automatic bans to the blocklist topic and tombstones
+    expired ones (:class:`agents.ban_warden.BanWarden`)."""
+    from agents.ban_warden import BanWarden  # it builds on this module
+
     flags_topic = app.topic(
         settings.ip_flags_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
     )
-    blocklist_topic = app.topic(settings.blocklist_topic, key_serializer="raw", value_serializer="raw", partitions=1)
-    decode, encode = msgspec.json.Decoder(IpFlag).decode, msgspec.json.Encoder().encode
-    networks = parse_networks(settings.allowlist)
+    warden = BanWarden(app, settings, book)
 
     @app.agent(flags_topic, name=f"{settings.app_id}-blocklist")
     async def blocklist_agent(stream):
         await table.ready.wait()
-        async for value in stream:
-            try:
-                flag = decode(value)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                logger.warning("skipping a bad flag: %s", exc)
-                continue
-            entry = next_ban(book.get(flag.ip), flag, settings, is_allowlisted(flag.ip, networks))
-            if entry is None:
-                continue
-            payload = encode(entry)
-            book.wrote(entry, payload)
-            await blocklist_topic.send(key=blocklist_key("ip", entry.subject).encode(), value=payload)
-            logger.info("banned %s from %.3f for %gs (offence %d: %s)", entry.subject, entry.start, entry.ttl,
-                        entry.offences, entry.reason)
+        await warden.start()
+        try:
+            async for event in stream.events():
+                await warden.on_flag(event.message.partition, event.value)
+        finally:
+            await warden.stop()
 
     return blocklist_agent

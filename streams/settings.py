@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     ban_ttl_factor: float = Field(default=4.0, ge=1, description="each repeat offence multiplies the TTL")
     ban_ttl_max: float = Field(default=86_400.0, gt=0)
     offence_memory: float = Field(default=7 * 86_400.0, gt=0, description="an offence older than this is forgotten")
+    ban_offences_topic: str = Field(default="ban-offences", description="compacted: the last automatic ban per IP")
 
     # The HTTP gateway (`ratewarden gateway`) and the request history the workers serve to it.
     gateway_decision_timeout: float = Field(default=2.0, gt=0, le=60, description="seconds to wait for a decision")
@@ -141,6 +142,7 @@ class Settings(BaseSettings):
                 dead_letter_topic=f"{self.dead_letter_topic}-{tag}",
                 limits_topic=f"{self.limits_topic}-{tag}",
                 blocklist_topic=f"{self.blocklist_topic}-{tag}",
+                ban_offences_topic=f"{self.ban_offences_topic}-{tag}",
                 ip_features_topic=f"{self.ip_features_topic}-{tag}",
                 ip_flags_topic=f"{self.ip_flags_topic}-{tag}",
                 abuse_reports_topic=f"{self.abuse_reports_topic}-{tag}",

@@ -1,0 +1,166 @@
+"""The blocklist agent's state and I/O: bans from flags, tombstones for expired bans, offence memory.
+
+One :class:`BanWarden` per worker. It holds the blocklist (a :class:`agents.blocklist.BanBook` the
+analytics service fills through a ``ControlTable``), the offence memory (the compacted
+``ban-offences`` topic, the last automatic ban per IP, read here into a second ``BanBook``) and the
+event-time clock per ``ip-flags`` partition (:class:`agents.ban_expiry.BanClock`), fed by the flags
+and by the ``abuse-reports`` topic (read outside any group, so every worker sees every window).
+
+The offence count must outlive the blocklist entry: a ban is tombstoned when it ends, but a repeat
+offence within ``offence_memory`` still gets the longer TTL. So every automatic ban is written to
+both topics, and the previous ban a flag is judged against is the blocklist entry if there is one,
+else the remembered one. A decision (flag -> ban) and an expiry pass (tombstones) hold one lock,
+including their sends, so the topic sees them in the order they were decided.
+"""
+
+import asyncio
+import logging
+
+import faust
+import msgspec
+
+from agents.ban_expiry import BanClock, expired, forgotten, owner
+from agents.blocklist import BanBook, ban_end, next_ban
+from agents.detectors import is_allowlisted, parse_networks
+from schemas.flags import AutoBan, IpFlag
+from streams.settings import Settings
+from streams.tables import ControlTable, blocklist_key
+
+__all__ = ["BanWarden", "previous_ban"]
+
+logger = logging.getLogger(__name__)
+
+
+class _ReportView(msgspec.Struct):
+    """The fields of an :class:`schemas.flags.AbuseReport` that say how far event time has come."""
+
+    window_start: float
+    partitions: list[int]
+
+
+def previous_ban(book: BanBook, memory: BanBook, ip: str, ended: dict[str, AutoBan] | None = None) -> AutoBan | None:
+    """What a flag of ``ip`` is judged against: its blocklist entry, else the entry this process
+    tombstoned last (``ended``), else its last remembered automatic ban."""
+    for found in (book.get(ip), (ended or {}).get(blocklist_key("ip", ip)), memory.get(ip)):
+        if found is not None:
+            return found
+    return None
+
+
+class BanWarden:
+    def __init__(self, app: faust.App, settings: Settings, book: BanBook) -> None:
+        self.app, self.settings, self.book = app, settings, book
+        self.memory = BanBook()
+        self.clock = BanClock()  # flags and reports: when bans end
+        self.flags_clock = BanClock()  # flags alone: what the flags still to come can start before
+        self.ended: dict[str, AutoBan] = {}  # tombstoned here, while a flag still to come may fall inside
+        self.stats = {"flags": 0, "bad": 0, "bans": 0, "tombstones": 0, "forgotten": 0}
+        raw = dict(key_serializer="raw", value_serializer="raw", partitions=1, replicas=settings.replication_factor)
+        self.blocklist_topic = app.topic(settings.blocklist_topic, **raw)
+        self.memory_topic = app.topic(settings.ban_offences_topic, compacting=True, **raw)
+        self.memory_table = ControlTable(settings, settings.ban_offences_topic, self.memory.apply)
+        self.reports = ControlTable(settings, settings.abuse_reports_topic, self._on_report)
+        self.networks = parse_networks(settings.allowlist)
+        self._decode_flag = msgspec.json.Decoder(IpFlag).decode
+        self._decode_report = msgspec.json.Decoder(_ReportView).decode
+        self._encode = msgspec.json.Encoder().encode
+        self._lock = asyncio.Lock()
+        self._due = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        book.on_change = self.memory.on_change = self._due.set  # e.g. a manual ban already over
+
+    async def start(self) -> None:
+        """Create and read the offence memory, then follow it, the reports and the expiry timer."""
+        await self.memory_topic.maybe_declare()
+        await self.memory_table.start(1)
+        await self.memory_table.catch_up()
+        await self.reports.start(1)  # abuse-reports has one partition (streams.topics)
+        self._tasks = [
+            asyncio.ensure_future(self.memory_table.run()),
+            asyncio.ensure_future(self.reports.run()),
+            asyncio.ensure_future(self._expiry_loop()),
+        ]
+        logger.info("ban agent ready: %d blocklist entries, %d remembered offences", len(self.book), len(self.memory))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for table in (self.memory_table, self.reports):
+            await table.stop()
+        logger.info("ban agent stopped: %s", self.stats)
+
+    def owned(self) -> set[int]:
+        """The ``ip-flags`` partitions this worker consumes: it tombstones only their subjects."""
+        topic = self.settings.ip_flags_topic
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+
+    def _on_report(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:
+            return
+        report = self._decode_report(value)
+        for partition in report.partitions:
+            if self.clock.advance(partition, report.window_start):
+                self._due.set()
+
+    async def on_flag(self, partition: int, value: bytes) -> None:
+        """One record of ``ip-flags``: maybe a ban; the flag's window start moves the partition's time."""
+        try:
+            flag = self._decode_flag(value)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self.stats["bad"] += 1
+            logger.warning("skipping a bad flag on partition %d: %s", partition, exc)
+            return
+        self.stats["flags"] += 1
+        async with self._lock:
+            previous = previous_ban(self.book, self.memory, flag.ip, self.ended)
+            entry = next_ban(previous, flag, self.settings, is_allowlisted(flag.ip, self.networks))
+            if entry is not None:
+                await self._ban(entry)
+        # A ban may be decided after reports moved the time past its end (reports and flags are
+        # read separately): check expiry after every ban as well as when time moves.
+        moved = self.flags_clock.advance(partition, flag.window_start)
+        if self.clock.advance(partition, flag.window_start) or moved or entry is not None:
+            self._due.set()
+
+    async def _ban(self, entry: AutoBan) -> None:
+        key, payload = blocklist_key("ip", entry.subject).encode(), self._encode(entry)
+        self.book.wrote(entry, payload)
+        self.memory.wrote(entry, payload)
+        await self.blocklist_topic.send(key=key, value=payload)
+        await self.memory_topic.send(key=key, value=payload)
+        self.stats["bans"] += 1
+        logger.info("banned %s from %.3f for %gs (offence %d: %s)", entry.subject, entry.start, entry.ttl,
+                    entry.offences, entry.reason)
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await self._due.wait()
+            self._due.clear()
+            async with self._lock:
+                await self.expire()
+
+    async def expire(self) -> None:
+        """Tombstone the bans owned here that event time has passed, and forget old offences."""
+        owned, n = self.owned(), self.settings.partitions
+        for key in expired(self.book.items(), self.clock, n, owned):
+            entry = self.book.items()[key]
+            if entry.offences and self.memory.items().get(key) != entry:
+                await self._remember(key, entry)  # e.g. a ban written before the memory existed
+            self.book.deleted(key)
+            self.ended[key] = entry
+            await self.blocklist_topic.send(key=key.encode(), value=None)
+            self.stats["tombstones"] += 1
+            logger.info("ban of %s ended at %.3f: tombstoned (%s)", key, entry.start + entry.ttl, entry.reason)
+        for key in [k for k, e in self.ended.items() if ban_end(e) <= self.flags_clock.at(owner(k, n))]:
+            del self.ended[key]
+        for key in forgotten(self.memory.items(), self.flags_clock, n, owned, self.settings.offence_memory):
+            self.memory.deleted(key)
+            await self.memory_topic.send(key=key.encode(), value=None)
+            self.stats["forgotten"] += 1
+            logger.info("offences of %s forgotten (older than %gs)", key, self.settings.offence_memory)
+
+    async def _remember(self, key: str, entry: AutoBan) -> None:
+        payload = self._encode(entry)
+        self.memory.wrote(entry, payload)
+        await self.memory_topic.send(key=key.encode(), value=payload)
