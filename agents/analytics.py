@@ -41,7 +41,7 @@ from agents.blocklist import BanBook, register_blocklist_agent
 from agents.detectors import base_frame, detect, parse_networks
 from agents.ip_windows import WindowAggregator
 from agents.window_merger import MergedWindow, WindowMerger
-from schemas.flags import AbuseReport, FeaturesWatermark, IpFlag, IpPartial, ReportedIp
+from schemas.flags import AbuseReport, FeaturesWatermark, IpFlag, IpPartial, ReportedIp, ReportShare
 from streams.kafka_io import partition_for
 from streams.metrics import ANALYTICS_FORCED, ANALYTICS_LATE_EVENTS, ANALYTICS_LATE_PARTIALS
 from streams.settings import Settings
@@ -243,6 +243,11 @@ class MergeStage(BatchStage):
 
 
 def report(window: MergedWindow, end, partitions, scored, flags: list[IpFlag], stats) -> AbuseReport:
+    shares = []
+    for partition in partitions:
+        ips = window.parts.get(partition, {})
+        shares.append(ReportShare(partition, len(ips), sum(a.requests for a in ips.values()),
+                                  sum(a.throttled + a.blocked for a in ips.values())))
     return AbuseReport(
         window_start=window.start,
         window_end=end,
@@ -257,6 +262,7 @@ def report(window: MergedWindow, end, partitions, scored, flags: list[IpFlag], s
         late_partials=window.late,
         revision=window.revision,
         missing_sources=window.missing,
+        shares=shares,
     )
 
 

@@ -31,14 +31,26 @@ _NO_TIME = 0.0
 
 
 class MergedWindow:
-    """One window of the partitions a merger owns, ready to report (again, for ``revision`` > 0)."""
+    """One window of the partitions a merger owns, ready to report (again, for ``revision`` > 0).
 
-    __slots__ = ("start", "ips", "first_offsets", "revision", "late", "missing", "dirty")
+    ``parts`` keeps the IPs per ``ip-features`` partition (an IP lives in one), so a report can say
+    what each partition contributed and readers can count every request once across shards.
+    """
 
-    def __init__(self, start: float, ips: dict[str, IpWindow], first_offsets: dict[int, int], missing: list[int]):
-        self.start, self.ips, self.first_offsets, self.missing = start, ips, first_offsets, missing
+    __slots__ = ("start", "parts", "first_offsets", "revision", "late", "missing", "dirty")
+
+    def __init__(self, start: float, parts: dict[int, dict[str, IpWindow]], first_offsets: dict[int, int],
+                 missing: list[int]):
+        self.start, self.parts, self.first_offsets, self.missing = start, parts, first_offsets, missing
         self.revision = self.late = 0
         self.dirty = False
+
+    @property
+    def ips(self) -> dict[str, IpWindow]:
+        merged: dict[str, IpWindow] = {}
+        for ips in self.parts.values():
+            merged.update(ips)
+        return merged
 
 
 class WindowMerger:
@@ -91,6 +103,7 @@ class WindowMerger:
                 del self.windows[start], self.first_offsets[start]
         for kept in self.kept.values():
             kept.first_offsets.pop(partition, None)
+            kept.parts.pop(partition, None)
 
     def add_partial(self, partition: int, offset: int, partial: IpPartial) -> None:
         start = partial.window_start
@@ -117,7 +130,7 @@ class WindowMerger:
                 return
             kept = self.kept[start] = MergedWindow(start, {}, {}, self._missing(end))  # a window this shard never had
             self._evict()
-        if not _merge(kept.ips, partial):
+        if not _merge(kept.parts.setdefault(partition, {}), partial):
             self.counts["duplicate"] += 1
             return
         kept.first_offsets.setdefault(partition, offset)
@@ -158,10 +171,7 @@ class WindowMerger:
             if self._waiting(end, now):
                 break
             missing = self._missing(end)
-            merged: dict[str, IpWindow] = {}
-            for ips in self.windows.pop(start).values():
-                merged.update(ips)  # keyed by IP: an IP lives in one ip-features partition
-            window = MergedWindow(start, merged, self.first_offsets.pop(start), missing)
+            window = MergedWindow(start, self.windows.pop(start), self.first_offsets.pop(start), missing)
             for partition in self.assigned:
                 self.done[partition] = max(self.done.get(partition, _NO_TIME), end)
             if missing:

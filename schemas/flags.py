@@ -11,7 +11,7 @@ import msgspec
 from schemas.limits import BlocklistEntry
 
 __all__ = [
-    "AbuseReport", "AutoBan", "FeaturesWatermark", "IpFeatures", "IpFlag", "IpPartial", "Population", "ReportedIp",
+    "AbuseReport", "AutoBan", "ReportShare", "FeaturesWatermark", "IpFeatures", "IpFlag", "IpPartial", "Population", "ReportedIp",
 ]
 
 
@@ -104,12 +104,22 @@ class ReportedIp(msgspec.Struct, frozen=True):
     allowlisted: bool
 
 
+class ReportShare(msgspec.Struct, frozen=True):
+    """What one ``ip-features`` partition contributed to a report (an IP lives in one partition)."""
+
+    partition: int
+    ips: int
+    requests: int
+    refused: int
+
+
 class AbuseReport(msgspec.Struct, frozen=True):
     """One window as the analytics shard that owns ``partitions`` of ``ip-features`` saw it.
 
     A window forced out before every source closed it names those sources in ``missing_sources``;
     partials that arrive later are merged and the window is reported again with ``revision`` + 1.
-    The newest record per (``window_start``, ``partitions``) is the one that counts.
+    ``shares`` split the counts by partition: the newest share per (window, partition) counts, so
+    totals stay exact when partitions move between shards (``ratewarden.abuse_reports``).
     """
 
     window_start: float
@@ -123,3 +133,4 @@ class AbuseReport(msgspec.Struct, frozen=True):
     late_partials: int = 0  # partials merged after the window was first reported (counted in this revision)
     revision: int = 0
     missing_sources: list[int] = []
+    shares: list[ReportShare] = []

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from ratewarden.abuse_reports import current_reports
+from ratewarden.abuse_reports import current_reports, window_totals
 from ratewarden.reports import latest_abuse_reports, run_report
 from ratewarden.simulate import simulate
 from schemas.flags import AbuseReport
@@ -56,8 +56,10 @@ def test_restarted_worker_reports_every_window_once_with_exact_counts(make_pipel
     assert starts == sorted(starts) and starts[0] == min(expected_requests)
     wanted = [w for w in sorted(expected_requests) if w <= last_start]
     assert starts[: len(wanted)] == wanted, "a window is missing"
+    totals = window_totals(records)
     for r in reports[: len(wanted)]:
         assert (r.requests, r.ips) == (expected_requests[r.window_start], len(expected_ips[r.window_start])), r
+        assert (totals[r.window_start]["requests"], totals[r.window_start]["ips"]) == (r.requests, r.ips)
     flagged = {f.ip for r in reports for f in r.flagged if not f.allowlisted}
     assert flagged and flagged <= set(sim.labels["attackers"])
 
