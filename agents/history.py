@@ -39,9 +39,11 @@ logger = logging.getLogger(__name__)
 
 #: The largest page a history read returns.
 MAX_PAGE = 1000
+#: Also sweep every this many wall seconds (a quiet partition: event time does not move).
 _SWEEP_EVERY = 300.0
 
 ENTRIES = Counter("ratewarden_history_entries_total", "Decisions added to the request history")
+SWEPT = Counter("ratewarden_history_swept_total", "History entries deleted as out of bounds by sweeps")
 READS = Counter("ratewarden_history_reads_total", "History reads served by this worker", ["status"])
 
 
@@ -180,12 +182,14 @@ class HistoryService(Service):
                     except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
                         logger.warning("history: skipping bad decision at %s@%d: %s", tp, record.offset, exc)
                 ENTRIES.inc(store.apply(decisions, records[-1].offset + 1))
+                if store.sweep_due():  # by event time: bounds the directory however fast time runs
+                    SWEPT.inc(store.sweep())
             self._progress.set()
             self._progress = asyncio.Event()
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + _SWEEP_EVERY
                 for store in list(self.stores.values()):
-                    store.sweep()
+                    SWEPT.inc(store.sweep())
 
     async def synced(self, partition: int, timeout: float) -> HistoryStore:
         """The partition's store once it holds every decision the broker had when this was called."""

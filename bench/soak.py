@@ -11,7 +11,8 @@ of users ever seen grows with the run (20 x 2,000 = 40,000 by default) while the
 *active* users stays constant. Event time runs at ``--event-rate`` events per second (60 s windows),
 so old users' counters expire three windows after they go quiet; at 2,000 events/s a window holds
 120,000 events, so 100,000 round-robin users are each active in every window. Every 100,000 events the table shows the
-worker's RSS, the RocksDB state size on disk and the live counters (from the worker's metrics).
+worker's RSS, the RocksDB state size on disk (all of it, and the request history's directory alone) and the live
+counters (from the worker's metrics).
 A flat RSS and state size after warm-up is the pass criterion; the figures go to docs/benchmarks.md.
 """
 
@@ -78,7 +79,8 @@ def main() -> int:
         ensure_topics(settings)
         log = home / "worker.log"
         worker = start_worker(settings, log, loglevel="warning", metrics_port=args.metrics_port)
-        table = Table("events", "users seen", "worker RSS MiB", "RocksDB MiB (all state)", "live counters", "events/s",
+        table = Table("events", "users seen", "worker RSS MiB", "RocksDB MiB (all state)", "history MiB", "live counters",
+                      "events/s",
                       title=f"history {'off' if not args.history_age else f'on, {args.history_age:g} s retention'}")
         start_ts, t0 = 1_732_900_000.0, time.monotonic()
         with RequestPublisher(settings) as publisher:
@@ -102,6 +104,7 @@ def main() -> int:
                 seen = (last // args.phase) * args.active + min(args.active, last % args.phase + 1)
                 table.add_row(
                     f"{done:,}", f"{seen:,}", f"{status_mib(worker.pid, 'VmRSS') or 0:.0f}", f"{dir_mib(settings.var_dir):.1f}",
+                    f"{dir_mib(settings.var_dir / 'history'):.1f}",
                     f"{metric(args.metrics_port, 'ratewarden_window_counters'):,.0f}",
                     f"{done / (time.monotonic() - t0):,.0f}",
                 )

@@ -7,7 +7,11 @@ A decision delivered twice (at least once) writes the same key again. Reads walk
 the newest and stop at ``history_max_count`` entries or ``history_max_age`` seconds before the
 partition's watermark (the highest event time seen), so the bounds hold exactly for readers; on disk
 a user is trimmed to them whenever ``history_max_count`` entries were added since its last trim, and
-every user by :meth:`HistoryStore.sweep`.
+every user by :meth:`HistoryStore.sweep`, which the history service runs whenever the partition's event
+time has moved on by a quarter of ``history_max_age`` (:meth:`HistoryStore.sweep_due`). Without
+that, users who stop before reaching ``history_max_count`` new entries (most of them) were never
+trimmed until a wall-clock sweep, and the directory grew with every request (docs/benchmarks.md,
+"History state on disk"). RocksDB's own info log is capped too (:func:`history_options`).
 
 The store also records ``position``, the next decisions offset not yet applied, in the same write
 batch as the entries. So a local copy is always a prefix of the log: whichever worker owns the
@@ -22,12 +26,12 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import msgspec
-from rocksdict import Rdict, WriteBatch
+from rocksdict import Rdict, ReadOptions, WriteBatch
 
 from streams.kafka_io import partition_for  # noqa: F401 - re-exported: history routing uses it
 from streams.state import rocks_options
 
-__all__ = ["Decided", "HistoryEntry", "HistoryStore", "partition_for"]
+__all__ = ["Decided", "HistoryEntry", "HistoryStore", "history_options", "partition_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +67,15 @@ class HistoryEntry(msgspec.Struct, frozen=True):
     reason: str
 
 
+def history_options():
+    """The state options plus a capped RocksDB info log (``LOG``: ~0.8 MiB per million entries, unbounded
+    by default): at most two files of 1 MiB."""
+    options = rocks_options()
+    options.set_max_log_file_size(1024 * 1024)
+    options.set_keep_log_file_num(2)
+    return options
+
+
 def _prefix(user_id: str) -> bytes:
     return user_id.encode() + b"\x00"
 
@@ -73,7 +86,7 @@ class HistoryStore:
     def __init__(self, path: Path, max_count: int, max_age: float) -> None:
         self.path, self.max_count, self.max_age = path, max_count, max_age
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(path), options=rocks_options())
+        self._db = Rdict(str(path), options=history_options())
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(tuple[str, str, str, str]).decode
         self._added: dict[str, int] = {}  # entries written per user since its last trim
@@ -81,6 +94,12 @@ class HistoryStore:
         self.position: int | None = None if raw is None else _OFFSET.unpack(raw)[0]
         raw = self._db.get(_WATERMARK_KEY)
         self.watermark = 0.0 if raw is None else _FLOAT.unpack(raw)[0]
+        self.swept_at = self.watermark  # event time of the last sweep
+
+    def sweep_due(self) -> bool:
+        """Event time has moved a quarter of ``max_age`` past the last sweep: entries that much older
+        are out of bounds on disk (so the directory holds at most 1.25 x the retention)."""
+        return self.watermark - self.swept_at >= self.max_age / 4
 
     def apply(self, decisions: Iterable[Decided], position: int) -> int:
         """Write decisions (``Decided`` or ``Decision``) and the position in one write batch; how many."""
@@ -165,7 +184,9 @@ class HistoryStore:
         horizon = self.watermark - self.max_age
         batch = WriteBatch(raw_mode=True)
         deleted, user, kept = 0, None, 0
-        it = self._db.iter()
+        scan = ReadOptions()
+        scan.fill_cache(False)  # a full scan would fill RocksDB's block cache (32 MiB per store, in RSS)
+        it = self._db.iter(scan)
         it.seek_to_last()
         while it.valid() and not (key := it.key()).startswith(b"\x00"):
             prefix = key[: key.index(b"\x00") + 1]
@@ -180,15 +201,17 @@ class HistoryStore:
         if deleted:
             self._db.write(batch)
         self._added.clear()
+        self.swept_at = self.watermark
         return deleted
 
     def wipe(self) -> None:
         """Forget the local copy (the topic was recreated): rebuild from the log."""
         self._db.close()
-        Rdict.destroy(str(self.path), rocks_options())
+        Rdict.destroy(str(self.path), history_options())
         shutil.rmtree(self.path, ignore_errors=True)
-        self._db = Rdict(str(self.path), options=rocks_options())
+        self._db = Rdict(str(self.path), options=history_options())
         self.position, self.watermark = None, 0.0
+        self.swept_at = 0.0
         self._added.clear()
 
     def close(self) -> None:
