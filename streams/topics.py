@@ -35,6 +35,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.changelog_topic, n, COMPACTED),
         TopicSpec(settings.limits_topic, 1, COMPACTED),
         TopicSpec(settings.blocklist_topic, 1, COMPACTED),
+        TopicSpec(settings.ban_offences_topic, 1, COMPACTED),  # the last automatic ban per IP (repeat offenders)
         TopicSpec(settings.users_topic, 1, COMPACTED),  # API users and key hashes (the gateway)
         TopicSpec(settings.history_owners_topic, 1, COMPACTED),  # partition -> worker serving its history
         TopicSpec(settings.ip_features_topic, n),  # abuse analytics, keyed by IP (docs/analytics.md)
