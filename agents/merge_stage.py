@@ -1,0 +1,140 @@
+"""Stage 2 of the analytics: partials merged per window, detection, flags and abuse reports.
+
+:class:`agents.window_merger.WindowMerger` says when a window is complete (every source closed it)
+or forced (a bounded wait for idle sources), and which kept windows late partials corrected; this
+stage runs the detectors on each and publishes flags to ``ip-flags`` (keyed by IP) and one
+:class:`schemas.flags.AbuseReport` to ``abuse-reports``, and exports what the merger counted.
+"""
+
+import json
+import logging
+import time
+from typing import Callable
+
+import msgspec
+
+from agents.batch_stage import BatchStage
+from agents.detectors import base_frame, detect, parse_networks
+from agents.window_merger import MergedWindow, WindowMerger
+from schemas.flags import AbuseReport, FeaturesWatermark, IpFlag, IpPartial, ReportedIp, ReportShare
+from streams.kafka_io import partition_for
+from streams.metrics import ANALYTICS_FORCED, ANALYTICS_LATE_PARTIALS
+from streams.settings import Settings
+
+__all__ = ["MergeStage", "report"]
+
+logger = logging.getLogger(__name__)
+
+
+class MergeStage(BatchStage):
+    """Stage 2: ``ip-features`` -> complete windows -> detectors -> ``ip-flags`` and ``abuse-reports``."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(settings, clock)
+        s = settings
+        self.topic, self.group = s.ip_features_topic, s.analytics_merge_group
+        self.merger = WindowMerger(s.analytics_window, s.partitions, s.analytics_idle, s.analytics_corrections_kept)
+        self._counted = dict(self.merger.counts)
+        self.networks = parse_networks(s.allowlist)
+        self._decode = msgspec.json.Decoder(IpPartial | FeaturesWatermark).decode
+        self._encode = msgspec.json.Encoder().encode
+        self.stats.update(windows=0, flags=0)
+
+    def on_start(self, partitions: dict[str, int]) -> None:
+        self.merger.sources = partitions[self.settings.decisions_topic]
+        self.flag_partitions = partitions[self.settings.ip_flags_topic]
+
+    def assign(self, partition: int, progress: str | None) -> None:
+        self.merger.assign(partition, self.clock(), json.loads(progress) if progress else None)
+
+    def revoke(self, partition: int) -> None:
+        self.merger.revoke(partition)
+        self.positions.pop(partition, None)
+
+    async def process(self, partition: int, records, now: float) -> None:
+        if partition not in self.merger.assigned:
+            return
+        merger, decode = self.merger, self._decode
+        for record in records:
+            try:
+                item = decode(record.value)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                self.stats["bad"] += 1
+                continue
+            if type(item) is IpPartial:
+                merger.add_partial(partition, record.offset, item)
+            else:
+                merger.add_mark(partition, item, now)
+
+    async def tick(self, now: float) -> None:
+        for window in self.merger.ready(now):
+            await self.publish(window)
+        self._count_late()
+
+    def _count_late(self) -> None:
+        """Log and export what the merger saw since the last tick: forced closes and late partials."""
+        counts, counted = self.merger.counts, self._counted
+        if counts == counted:
+            return
+        for outcome in ("corrected", "duplicate", "dropped"):
+            if counts[outcome] > counted[outcome]:
+                ANALYTICS_LATE_PARTIALS.labels(outcome).inc(counts[outcome] - counted[outcome])
+        if counts["forced"] > counted["forced"]:
+            ANALYTICS_FORCED.inc(counts["forced"] - counted["forced"])
+        logger.log(
+            logging.WARNING if counts["dropped"] > counted["dropped"] else logging.INFO,
+            "analytics windows: %s (totals: forced closes, late partials by outcome)", counts,
+        )
+        self._counted = dict(counts)
+
+    async def publish(self, window: MergedWindow) -> None:
+        s = self.settings
+        start, ips = window.start, window.ips
+        end = start + s.analytics_window
+        if window.missing and not window.revision:
+            logger.warning("window %.0f forced out after %.0f s without sources %s", start, s.analytics_idle, window.missing)
+        frame = base_frame(acc.row(ip) for ip, acc in ips.items())
+        flags, stats, scored = detect(frame, start, end, s, self.networks)
+        for flag in flags:
+            key = flag.ip.encode()
+            await self.sender.add(s.ip_flags_topic, partition_for(key, self.flag_partitions), key, self._encode(flag))
+        summary = report(window, end, sorted(self.merger.assigned), scored, flags, stats)
+        await self.sender.add(s.abuse_reports_topic, 0, repr(start).encode(), self._encode(summary))
+        self.stats["windows"] += 1
+        self.stats["flags"] += len(flags)
+        if flags:
+            logger.info(
+                "window %.0f (revision %d): %d IPs, flagged %s",
+                start, window.revision, len(ips), [(f.ip, f.rules) for f in flags[:10]],
+            )
+
+    def commit_offsets(self) -> dict[int, tuple[int, str]]:
+        return {
+            p: (self.merger.commit_offset(p, position), json.dumps(self.merger.progress(p)))
+            for p, position in self.positions.items()
+            if p in self.merger.assigned
+        }
+
+
+def report(window: MergedWindow, end, partitions, scored, flags: list[IpFlag], stats) -> AbuseReport:
+    shares = []
+    for partition in partitions:
+        ips = window.parts.get(partition, {})
+        shares.append(ReportShare(partition, len(ips), sum(a.requests for a in ips.values()),
+                                  sum(a.throttled + a.blocked for a in ips.values())))
+    return AbuseReport(
+        window_start=window.start,
+        window_end=end,
+        partitions=partitions,
+        ips=len(scored),
+        requests=int(scored["requests"].sum()) if len(scored) else 0,
+        refused=int((scored["throttled"] + scored["blocked"]).sum()) if len(scored) else 0,
+        flagged=[
+            ReportedIp(f.ip, f.score, f.rules, f.features.requests, f.features.users, f.allowlisted) for f in flags
+        ],
+        population=stats,
+        late_partials=window.late,
+        revision=window.revision,
+        missing_sources=window.missing,
+        shares=shares,
+    )
