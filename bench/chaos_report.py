@@ -119,7 +119,8 @@ def tables(status: Status, verdict: Verdict | None, run: dict, problems: list[st
                        f"{verdict.user_windows:,} (user, window) pairs; verdicts {verdict.verdicts}",
                        f"{verdict.over_limit:,} over the limit")
         checks.add_row("abuse reports count every request once",
-                       f"{verdict.windows_compared} windows compared, {verdict.reports} reports; "
+                       f"{verdict.windows_compared} windows compared (fully inside the run: the first and the last "
+                       f"are left out), {verdict.reports} reports; "
                        f"{verdict.windows_reported_twice} windows with a partition reported again, "
                        f"{verdict.windows_forced} forced",
                        f"{verdict.windows_mismatched} wrong, {verdict.windows_unreported} unreported")

@@ -146,14 +146,17 @@ class Cluster:
         return found
 
     def _reason(self, name: str, pid: int) -> str:
-        """The last line of the worker's log saying why it stopped (or its last line)."""
+        """The first line of the worker's log saying why it stopped (else its last line)."""
         try:
-            lines = self.log(name).read_text(errors="replace").splitlines()[-400:]
+            lines = self.log(name).read_text(errors="replace").splitlines()[-2000:]
         except OSError:
             return ""
-        own = [line for line in lines if f"[{pid}]" in line]
-        reasons = [line for line in own if "crashed" in line.lower() or "Crashed reason" in line]
-        return (reasons or own or lines or [""])[-1][-400:]
+        own = [line for line in lines if f"[{pid}]" in line] or lines or [""]
+        for marker in ("Crashed reason=", "crashed:", "Traceback", "CRITICAL"):
+            found = [line for line in own if marker in line]
+            if found:
+                return found[0][-400:]
+        return own[-1][-400:]
 
     def inject(self, fault: Fault, plan: FaultPlan) -> None:
         """Carry ``fault`` out (blocking until its last action is done); sets ``done`` and ``detail``."""
