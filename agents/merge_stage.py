@@ -98,7 +98,7 @@ class MergeStage(BatchStage):
         for flag in flags:
             key = flag.ip.encode()
             await self.sender.add(s.ip_flags_topic, partition_for(key, self.flag_partitions), key, self._encode(flag))
-        summary = report(window, end, sorted(self.merger.assigned), scored, flags, stats)
+        summary = report(window, end, sorted(window.partitions), scored, flags, stats)
         await self.sender.add(s.abuse_reports_topic, 0, repr(start).encode(), self._encode(summary))
         self.stats["windows"] += 1
         self.stats["flags"] += len(flags)

@@ -34,14 +34,18 @@ class MergedWindow:
     """One window of the partitions a merger owns, ready to report (again, for ``revision`` > 0).
 
     ``parts`` keeps the IPs per ``ip-features`` partition (an IP lives in one), so a report can say
-    what each partition contributed and readers can count every request once across shards.
+    what each partition contributed and readers can count every request once across shards;
+    ``partitions`` are those this report speaks for (with nothing in ``parts``: none of its IPs).
+    A partition whose window was reported before (by this merger or a previous owner) is left out
+    of a fresh report: only a correction of its kept window speaks for it again.
     """
 
-    __slots__ = ("start", "parts", "first_offsets", "revision", "late", "missing", "dirty")
+    __slots__ = ("start", "parts", "partitions", "first_offsets", "revision", "late", "missing", "dirty")
 
-    def __init__(self, start: float, parts: dict[int, dict[str, IpWindow]], first_offsets: dict[int, int],
-                 missing: list[int]):
-        self.start, self.parts, self.first_offsets, self.missing = start, parts, first_offsets, missing
+    def __init__(self, start: float, parts: dict[int, dict[str, IpWindow]], partitions: set[int],
+                 first_offsets: dict[int, int], missing: list[int]):
+        self.start, self.parts, self.partitions, self.missing = start, parts, partitions, missing
+        self.first_offsets = first_offsets
         self.revision = self.late = 0
         self.dirty = False
 
@@ -83,13 +87,15 @@ class WindowMerger:
         for start, missing in progress.get("kept", ()):
             kept = self.kept.get(start)
             if kept is None:
-                self.kept[start] = MergedWindow(start, {}, {}, list(missing))
+                self.kept[start] = MergedWindow(start, {}, {partition}, {}, list(missing))
             else:
+                kept.partitions.add(partition)
                 kept.missing = sorted(set(kept.missing) | set(missing))
 
     def progress(self, partition: int) -> dict:
         """What a new owner of ``partition`` must know: how far it reported, which windows are still open to corrections."""
-        return {"done": self.done.get(partition, _NO_TIME), "kept": [[k.start, k.missing] for k in self.kept.values()]}
+        kept = [[k.start, k.missing] for k in self.kept.values() if partition in k.partitions]
+        return {"done": self.done.get(partition, _NO_TIME), "kept": kept}
 
     def revoke(self, partition: int) -> None:
         self.assigned.pop(partition, None)
@@ -101,13 +107,16 @@ class WindowMerger:
             self.first_offsets[start].pop(partition, None)
             if not self.windows[start]:
                 del self.windows[start], self.first_offsets[start]
-        for kept in self.kept.values():
+        for start, kept in list(self.kept.items()):
             kept.first_offsets.pop(partition, None)
             kept.parts.pop(partition, None)
+            kept.partitions.discard(partition)
+            if not kept.partitions:
+                del self.kept[start]
 
     def add_partial(self, partition: int, offset: int, partial: IpPartial) -> None:
         start = partial.window_start
-        if start + self.window <= self.done.get(partition, _NO_TIME) and start not in self.windows:
+        if start + self.window <= self.done.get(partition, _NO_TIME):  # reported for this partition already
             self._add_late(partition, offset, partial)
             return
         by_partition = self.windows.setdefault(start, {})
@@ -128,8 +137,9 @@ class WindowMerger:
             if end <= self.evicted_until:
                 self.counts["dropped"] += 1
                 return
-            kept = self.kept[start] = MergedWindow(start, {}, {}, self._missing(end))  # a window this shard never had
+            kept = self.kept[start] = MergedWindow(start, {}, set(), {}, self._missing(end))  # never had it
             self._evict()
+        kept.partitions.add(partition)
         if not _merge(kept.parts.setdefault(partition, {}), partial):
             self.counts["duplicate"] += 1
             return
@@ -171,11 +181,20 @@ class WindowMerger:
             if self._waiting(end, now):
                 break
             missing = self._missing(end)
-            window = MergedWindow(start, self.windows.pop(start), self.first_offsets.pop(start), missing)
+            fresh = {p for p in self.assigned if self.done.get(p, _NO_TIME) < end}
+            window = MergedWindow(start, self.windows.pop(start), fresh, self.first_offsets.pop(start), missing)
             for partition in self.assigned:
                 self.done[partition] = max(self.done.get(partition, _NO_TIME), end)
             if missing:
                 self.counts["forced"] += 1
+            kept = self.kept.get(start)
+            if kept is not None:  # other partitions of this window are kept: one report speaks for all
+                kept.parts.update(window.parts)
+                kept.partitions |= window.partitions
+                kept.first_offsets.update(window.first_offsets)
+                kept.dirty = True
+                continue
+            if missing:
                 self.kept[start] = window
             out.append(window)
         for start, kept in sorted(self.kept.items()):

@@ -120,3 +120,36 @@ def test_a_new_owner_given_the_committed_progress_reports_nothing_twice_and_stil
     new.add_partial(0, 3, partial("2.2.2.2", 1, 1, requests=1))  # source 1 catches up at last
     [fixed] = new.ready(now=102.0)
     assert (fixed.start, fixed.revision, fixed.ips["2.2.2.2"].requests) == (T0 + W, 1, 6)
+
+
+def test_a_late_partial_of_a_taken_over_partition_corrects_its_kept_window_even_while_another_has_it_open():
+    """The chaos soak's finding: a new owner of partitions 1 (fresh) and 3 (its predecessor forced window 0
+    out without source 2) must not report partition 3 with only its late part: that share replaced the
+    predecessor's and lost its requests."""
+    merger = WindowMerger(W, 4, idle=10.0)
+    merger.assign(3, now=0.0, progress={"done": T0 + W, "kept": [[T0, [2]]]})
+    merger.assign(1, now=0.0)
+    for source in (0, 1, 3):  # re-read from the committed offsets
+        merger.add_partial(3, source, partial("3.3.3.3", 0, source, requests=10))
+        merger.add_partial(1, source, partial("1.1.1.1", 0, source, requests=10))
+    merger.add_partial(1, 9, partial("1.1.1.1", 0, 2, requests=10))
+    merger.add_partial(3, 9, partial("3.3.3.3", 0, 2, requests=7))  # source 2 was paused, not gone
+    for partition in (1, 3):
+        for source in range(4):
+            merger.add_mark(partition, FeaturesWatermark(source, T0 + W), now=1.0)
+    [window] = merger.ready(now=1.0)
+    assert (window.start, window.revision, window.partitions, window.late) == (T0, 1, {1, 3}, 1)
+    assert {p: sum(a.requests for a in ips.values()) for p, ips in window.parts.items()} == {1: 40, 3: 37}
+    assert merger.kept == {} and merger.counts["corrected"] == 1
+
+
+def test_a_fresh_report_leaves_out_partitions_already_reported():
+    merger = WindowMerger(W, 1, idle=10.0)
+    merger.assign(0, now=0.0, progress={"done": T0 + W, "kept": []})
+    merger.assign(1, now=0.0)
+    merger.add_partial(0, 0, partial("9.9.9.9", 0, 0))  # re-published: a duplicate, not a fresh share
+    merger.add_partial(1, 0, partial("8.8.8.8", 0, 0, requests=4))
+    for p in (0, 1):
+        merger.add_mark(p, FeaturesWatermark(0, T0 + W), now=1.0)
+    [window] = merger.ready(now=1.0)
+    assert window.partitions == {1} and set(window.ips) == {"8.8.8.8"} and merger.counts["duplicate"] == 1
