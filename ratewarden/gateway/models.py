@@ -15,7 +15,7 @@ from schemas.users import ID_PATTERN
 __all__ = [
     "AbuseReportInfo", "AbuseReportList", "Blocked", "BlockBody", "BlockEntry", "BlockList", "CreatedUser",
     "HistoryItem", "HistoryPage", "IpPath", "Limit", "LimitBody", "LimitList", "NewUser", "PopulationInfo", "Problem",
-    "ReportedIpInfo", "SubmitBody", "Submitted", "Throttled", "Unavailable", "UserInfo", "UserIdPath",
+    "ReportedIpInfo", "ReportShareInfo", "SubmitBody", "Submitted", "Throttled", "Unavailable", "UserInfo", "UserIdPath",
 ]
 
 #: Printable ASCII.
@@ -171,6 +171,13 @@ class PopulationInfo(BaseModel):
     mad_requests_per_user: float
 
 
+class ReportShareInfo(BaseModel):
+    partition: int = Field(description="an ip-features partition")
+    ips: int
+    requests: int
+    refused: int
+
+
 class AbuseReportInfo(BaseModel):
     """One window as one analytics shard saw it (``schemas.flags.AbuseReport``)."""
 
@@ -186,6 +193,9 @@ class AbuseReportInfo(BaseModel):
     revision: int = Field(0, description="0 for the first report of the window; each correction adds 1")
     missing_sources: list[int] = Field(
         [], description="decisions partitions that had not closed the window when it was reported (idle)"
+    )
+    shares: list[ReportShareInfo] = Field(
+        [], description="the counts per ip-features partition: the newest share per (window, partition) counts"
     )
 
 
