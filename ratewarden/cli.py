@@ -309,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # kafka-python's event-loop timing diagnostics are noise on a busy machine
+        logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
     if args.command == "limits" and args.action in ("set", "delete") and not args.user:
         build_parser().error("limits set|delete needs USER (and LIMIT for set)")
     if args.command == "limits" and args.action == "set" and args.limit is None:
