@@ -65,9 +65,14 @@ def test_the_directory_stays_bounded_with_event_time_sweeps_and_grows_without(tm
     # 300 s of retention is 300,000 entries; a sweep every 75 s of event time keeps at most 375,000
     assert max(kept) <= 376_000 and kept[-1] >= 300_000, kept
     assert all_entries == [100_000 * (i + 1) for i in range(7)]
-    # on disk (compaction runs in the background, so sizes vary): bounded, where unswept grows with the requests
-    assert sum(bounded[-3:]) < 0.75 * sum(growing[-3:]), (bounded, growing)
-    assert growing[-1] > 1.8 * growing[2], growing
+    # On disk: what background compaction has reached at any moment varies with the machine's load, so
+    # the sizes are compared once both stores are flushed and compacted (deterministic): the swept
+    # store holds at most 375,000 of the 700,000 entries, the unswept one all of them.
+    for store in (swept, unswept):
+        store._db.flush()
+        store._db.compact_range(None, None)
+    swept_bytes, unswept_bytes = dir_bytes(swept.path), dir_bytes(unswept.path)
+    assert swept_bytes < 0.7 * unswept_bytes, (swept_bytes, unswept_bytes, bounded, growing)
     assert len(swept.page("u0", 10)[0]) == 0  # the first users are gone (700 s ago), not only hidden
     swept.close()
     unswept.close()
