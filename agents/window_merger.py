@@ -198,12 +198,13 @@ class WindowMerger:
                 self.kept[start] = window
             out.append(window)
         for start, kept in sorted(self.kept.items()):
+            missing = self._missing(start + self.window)
             if kept.dirty:
                 kept.revision += 1
                 kept.dirty = False
-                kept.missing = self._missing(start + self.window)
+                kept.missing = missing
                 out.append(kept)
-            if not self._missing(start + self.window):  # every source has covered it: nothing more can come
+            if not missing:  # every source has covered it: nothing more can come
                 del self.kept[start]
         self._evict()
         return out

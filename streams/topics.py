@@ -56,10 +56,12 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
     Brokers should not auto-create topics (the local one does not): a topic created by a producer's
     first send gets the broker's default partition count, and the limiter cannot use it.
     """
-    admin = KafkaAdminClient(bootstrap_servers=resolve_bootstrap(settings), **kafka_python_options(settings))
+    bootstrap = resolve_bootstrap(settings)
+    admin = _admin(settings, bootstrap)
     try:
         specs = topic_specs(settings)
-        missing = [s for s in specs if s.name not in set(admin.list_topics())]
+        existing = set(admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
         if missing:
             result = admin.create_topics(
                 {s.name: {"num_partitions": s.partitions, "replication_factor": settings.replication_factor,
@@ -74,14 +76,15 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
         admin.close()
     absent = [s.name for s in specs if not counts.get(s.name)]
     if absent:
-        raise TopicsError(f"topics {absent} could not be created on {resolve_bootstrap(settings)}: check the broker's log")
+        raise TopicsError(f"topics {absent} could not be created on {bootstrap}: check the broker's log")
     _check_copartitioned(settings, counts)
     return counts
 
 
 def require_topics(settings: Settings, names: list[str]) -> dict[str, int]:
     """Check, without creating anything, that ``names`` exist with the partitions the worker expects."""
-    admin = KafkaAdminClient(bootstrap_servers=resolve_bootstrap(settings), **kafka_python_options(settings))
+    bootstrap = resolve_bootstrap(settings)
+    admin = _admin(settings, bootstrap)
     try:
         existing = set(admin.list_topics())
         absent = [name for name in names if name not in existing]
@@ -90,11 +93,15 @@ def require_topics(settings: Settings, names: list[str]) -> dict[str, int]:
         admin.close()
     if absent:
         raise TopicsError(
-            f"topic {absent[0]} does not exist on {resolve_bootstrap(settings)}: run `ratewarden topics` "
+            f"topic {absent[0]} does not exist on {bootstrap}: run `ratewarden topics` "
             "(or start `ratewarden worker`, which creates them) first"
         )
     _check_copartitioned(settings, counts)
     return counts
+
+
+def _admin(settings: Settings, bootstrap: str) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=bootstrap, **kafka_python_options(settings))
 
 
 def _check_copartitioned(settings: Settings, counts: dict[str, int]) -> None:
