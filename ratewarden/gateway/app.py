@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ratewarden.gateway.auth import require
+from ratewarden.gateway.auth import auth_limiter, require
 from ratewarden.gateway.models import Problem
 from ratewarden.gateway.routes import blocklist, limits, reports, requests, users
 from ratewarden.gateway.runtime import Gateway, Unavailable
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         redoc_url=None,
     )
     app.state.gateway = gateway
+    app.state.auth_limiter = auth_limiter(gateway.settings)
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
     for module in (requests, limits, users, blocklist, reports):
         app.include_router(module.router)

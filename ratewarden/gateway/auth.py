@@ -16,12 +16,13 @@ import math
 import secrets
 
 import msgspec
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ratewarden.gateway.auth_limiter import AuthLimiter
 from ratewarden.gateway.metrics import AUTH_EVICTIONS, AUTH_FAILURES, AUTH_REFUSALS
 from schemas.users import Role, User
+from streams.settings import Settings
 
 __all__ = ["UserBook", "auth_limiter", "caller", "client_address", "hash_key", "new_user", "require"]
 
@@ -81,17 +82,12 @@ def client_address(request: Request) -> str:
     return request.app.state.gateway.client_ip(peer, request.headers.getlist("x-forwarded-for"))
 
 
-def auth_limiter(app: FastAPI) -> AuthLimiter:
-    """The app's failed-key limiter, made from its gateway's settings on first use."""
-    try:
-        return app.state.auth_limiter
-    except AttributeError:
-        s = app.state.gateway.settings
-        app.state.auth_limiter = AuthLimiter(
-            s.gateway_auth_max_failures, s.gateway_auth_failure_window, s.gateway_auth_exempt_cidrs,
-            s.gateway_auth_max_addresses, on_evict=AUTH_EVICTIONS.inc,
-        )
-        return app.state.auth_limiter
+def auth_limiter(settings: Settings) -> AuthLimiter:
+    """The failed-key limiter of one gateway app (``create_app`` keeps it in ``app.state.auth_limiter``)."""
+    return AuthLimiter(
+        settings.gateway_auth_max_failures, settings.gateway_auth_failure_window, settings.gateway_auth_exempt_cidrs,
+        settings.gateway_auth_max_addresses, on_evict=AUTH_EVICTIONS.inc,
+    )
 
 
 def _refusal(ip: str, seconds: float) -> HTTPException:
@@ -107,7 +103,7 @@ async def caller(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> User:
     """The authenticated user of a request; 401 without a known key, 429 from an address refused for guessing."""
-    limiter = auth_limiter(request.app)
+    limiter: AuthLimiter = request.app.state.auth_limiter
     if limiter.refused:  # empty almost always: then a request pays no address lookup here
         ip = client_address(request)
         wait = limiter.retry_after(ip)

@@ -14,11 +14,12 @@ the cap can make the limiter forget some of them, but not grow it).
 Time comes from the injected ``clock`` (monotonic seconds), so tests pass explicit times.
 """
 
-import ipaddress
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+
+from ratewarden.gateway.net import in_networks, parse_networks
 
 __all__ = ["AuthLimiter"]
 
@@ -37,7 +38,7 @@ class AuthLimiter:
         if max_failures < 0 or window <= 0 or max_addresses < 1:
             raise ValueError("need max_failures >= 0, window > 0 and max_addresses >= 1")
         self.max_failures, self.window, self.max_addresses = max_failures, window, max_addresses
-        self.exempt = [ipaddress.ip_network(item.strip(), strict=False) for item in exempt.split(",") if item.strip()]
+        self.exempt = parse_networks(exempt)
         self.clock = clock
         self.evicted = 0
         self._on_evict = on_evict
@@ -48,11 +49,7 @@ class AuthLimiter:
         self.refused: OrderedDict[str, list[float]] = OrderedDict()
 
     def is_exempt(self, ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(address in network for network in self.exempt)
+        return in_networks(ip, self.exempt)
 
     def retry_after(self, ip: str) -> float | None:
         """Seconds until ``ip`` is served again, or None if it is not refused."""

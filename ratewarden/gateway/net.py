@@ -2,7 +2,9 @@
 
 import ipaddress
 
-__all__ = ["ClientIp", "normalize_ip", "UNKNOWN_IP"]
+__all__ = ["ClientIp", "in_networks", "normalize_ip", "parse_networks", "UNKNOWN_IP"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Recorded when the peer is no IP address at all (a Unix socket, a test transport).
 UNKNOWN_IP = "0.0.0.0"
@@ -24,15 +26,28 @@ def normalize_ip(text: str) -> str | None:
     return str(address)
 
 
+def parse_networks(text: str) -> list[Network]:
+    """A comma-separated list of IPs or CIDRs (host bits allowed); a bad item raises ValueError naming it."""
+    return [ipaddress.ip_network(item.strip(), strict=False) for item in text.split(",") if item.strip()]
+
+
+def in_networks(ip: str, networks: list[Network]) -> bool:
+    """Whether ``ip`` lies in one of ``networks``; an unparseable address lies in none."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 class ClientIp:
     """Resolves the client IP of a request; ``trusted`` is a comma-separated list of IPs or CIDRs."""
 
     def __init__(self, trusted: str = "") -> None:
-        self.networks = [ipaddress.ip_network(item.strip(), strict=False) for item in trusted.split(",") if item.strip()]
+        self.networks = parse_networks(trusted)
 
     def is_trusted(self, ip: str) -> bool:
-        address = ipaddress.ip_address(ip)
-        return any(address in network for network in self.networks)
+        return in_networks(ip, self.networks)
 
     def __call__(self, peer: str | None, forwarded: list[str]) -> str:
         """Walk ``X-Forwarded-For`` from the right while the hop is trusted; the first untrusted hop wins."""

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from ratewarden.gateway.auth import require
+from ratewarden.gateway.auth import client_address, require
 from ratewarden.gateway.history import HistoryUnavailable
 from ratewarden.gateway.metrics import ANSWERS
 from ratewarden.gateway.models import (
@@ -95,8 +95,7 @@ async def submit(
     if (body.user_id is not None or body.ip is not None) and caller.role not in ("service", "admin"):
         raise HTTPException(403, "only service and admin keys may set user_id or ip")
     user_id = body.user_id or caller.user_id
-    ip = body.ip or gateway.client_ip(request.client.host if request.client else None,
-                                      request.headers.getlist("x-forwarded-for"))
+    ip = body.ip or client_address(request)
     return _answer(gateway, await gateway.decide(user_id, ip, body.request_type))
 
 
