@@ -11,12 +11,14 @@ closed but not yet handed to the producer.
 import asyncio
 import logging
 import time
-from typing import Callable
+from typing import Any, Callable, Iterator
 
+import msgspec
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from streams.kafka_io import BatchSender, committed_metadata, make_consumer, make_producer
+from streams.metrics import ANALYTICS_BAD_RECORDS
 from streams.settings import Settings
 
 __all__ = ["BatchStage"]
@@ -83,6 +85,21 @@ class BatchStage:
 
     async def tick(self, now: float) -> None:
         """Called after every fetch: publish what is due."""
+
+    def decoded(self, partition: int, records, decode) -> Iterator[tuple[int, Any]]:
+        """``(offset, value)`` of each record ``decode`` accepts; the others are counted and logged, not folded."""
+        bad = 0
+        for record in records:
+            try:
+                value = decode(record.value)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                bad += 1
+                continue
+            yield record.offset, value
+        if bad:
+            self.stats["bad"] += bad
+            ANALYTICS_BAD_RECORDS.labels(self.topic).inc(bad)
+            logger.warning("%s partition %d: %d records could not be decoded and were skipped", self.topic, partition, bad)
 
     def commit_offsets(self) -> dict[int, tuple[int, str]]:
         """Per partition: the offset a new owner starts from, and the progress it is told."""

@@ -21,7 +21,6 @@ from typing import Callable
 import faust
 import msgspec
 
-from agents.detectors import is_allowlisted, parse_networks
 from schemas.flags import AutoBan, IpFlag
 from schemas.limits import BlocklistEntry
 from streams.settings import Settings

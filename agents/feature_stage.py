@@ -71,13 +71,8 @@ class FeatureStage(BatchStage):
         if aggregator is None:
             return
         add, decode, late = aggregator.add, self._decode, aggregator.late
-        for record in records:
-            try:
-                d = decode(record.value)
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                self.stats["bad"] += 1
-                continue
-            add(d.ip, d.user_id, d.request_type, d.verdict, d.ts_event, record.offset)
+        for offset, d in self.decoded(partition, records, decode):
+            add(d.ip, d.user_id, d.request_type, d.verdict, d.ts_event, offset)
         if aggregator.late > late:
             ANALYTICS_LATE_EVENTS.inc(aggregator.late - late)
             logger.warning(

@@ -55,14 +55,9 @@ class MergeStage(BatchStage):
         if partition not in self.merger.assigned:
             return
         merger, decode = self.merger, self._decode
-        for record in records:
-            try:
-                item = decode(record.value)
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                self.stats["bad"] += 1
-                continue
+        for offset, item in self.decoded(partition, records, decode):
             if type(item) is IpPartial:
-                merger.add_partial(partition, record.offset, item)
+                merger.add_partial(partition, offset, item)
             else:
                 merger.add_mark(partition, item, now)
 

@@ -3,7 +3,7 @@
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = ["LAG", "EVENTS_IN", "DECISIONS", "DEAD_LETTERS", "FLUSHES", "FLUSH_SECONDS", "COUNTERS", "ASSIGNED", "RESTORED",
-           "ANALYTICS_FORCED", "ANALYTICS_LATE_EVENTS", "ANALYTICS_LATE_PARTIALS"]
+           "ANALYTICS_BAD_RECORDS", "ANALYTICS_FORCED", "ANALYTICS_LATE_EVENTS", "ANALYTICS_LATE_PARTIALS"]
 
 EVENTS_IN = Counter("ratewarden_events_in_total", "Request events consumed by the limiter")
 DECISIONS = Counter("ratewarden_decisions_total", "Decisions published", ["verdict"])
@@ -24,4 +24,7 @@ ANALYTICS_LATE_PARTIALS = Counter(
 )
 ANALYTICS_LATE_EVENTS = Counter(
     "ratewarden_analytics_late_events_total", "Decisions older than their partition's closed analytics windows"
+)
+ANALYTICS_BAD_RECORDS = Counter(
+    "ratewarden_analytics_bad_records_total", "Records the analytics stages could not decode (skipped)", ["topic"]
 )
