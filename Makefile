@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 kafka-jars: venv
-	$(BIN)/python -c "from streams.kafka_jars import ensure_jars; print('Kafka jars in', ensure_jars())"
+	$(BIN)/python -c "from streams.devkafka.jars import ensure_jars; print('Kafka jars in', ensure_jars())"
 
 demo: kafka-jars
 	$(BIN)/ratewarden demo

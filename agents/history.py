@@ -1,6 +1,6 @@
 """The worker side of ``GET /requests/{user_id}``: per-user history of the decisions, served over HTTP.
 
-A :class:`HistoryService` runs in every worker (registered in ``streams.app.create_app``). It reads
+A :class:`HistoryService` runs in every worker (registered in ``ratewarden.worker.create_app``). It reads
 the ``decisions`` topic in its own consumer group (``<app_id>-history``), so each decisions
 partition is kept by exactly one worker, in a :class:`streams.history.HistoryStore`. On assignment
 it announces ``partition -> its URL`` on the compacted ``history-owners`` topic; the gateway reads

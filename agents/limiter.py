@@ -1,6 +1,6 @@
 """The hot path: fetched batches of raw request events in, one decision per event out.
 
-Runs as a task inside the Faust application (see ``streams.app``) but owns its consumer and
+Runs as a task inside the Faust application (see ``ratewarden.worker``) but owns its consumer and
 producer, because Faust's per-message delivery caps any agent near 12k events/s (measured; see
 docs/architecture.md). Per fetched batch and partition it decodes raw bytes, calls the pure
 :func:`agents.policy.decide`, appends decisions to one record batch per partition; every
@@ -19,6 +19,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from agents.intake import EventDecoder, Rejection, dead_letter_value
 from agents.policy import decide, decide_fixed
 from agents.rules import Blocklist, LimitBook
+from agents.state_codec import COUNTER_CODEC
 from streams import metrics
 from streams.changelog import restore
 from streams.flushing import Flusher
@@ -86,7 +87,7 @@ class Limiter:
         await self.flusher.settle()
         await asyncio.gather(*(self.outputs.open(p) for p in partitions))
         for partition in partitions:
-            store = PartitionStore(self.settings.state_dir, partition)
+            store = PartitionStore(self.settings.state_dir, partition, COUNTER_CODEC)
             await restore(store, self.restorer, self.outputs.producer(partition), self.settings.changelog_topic)
             self.stores[partition] = store
             if store.position is not None:

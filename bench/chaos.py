@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
-    for name in ("bench", "streams.kafka_local"):
+    for name in ("bench", "streams.devkafka.broker"):
         logging.getLogger(name).setLevel(logging.INFO)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # reconnect noise while the broker restarts
     signal.signal(signal.SIGTERM, _interrupt)

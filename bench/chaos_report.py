@@ -16,7 +16,7 @@ from rich.table import Table
 from bench.chaos_check import Verdict
 from bench.faults import KINDS, Exit, Fault
 from bench.report import machine
-from streams.kafka_local import KAFKA_VERSION
+from streams.devkafka.broker import KAFKA_VERSION
 
 __all__ = ["Status", "fault_stats", "run_facts", "tables", "write_summary"]
 

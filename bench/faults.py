@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ratewarden.processes import start_worker, stop_process
-from streams.kafka_local import LocalKafka
+from streams.devkafka.broker import LocalKafka
 from streams.settings import Settings
 
 __all__ = ["KINDS", "Cluster", "Exit", "Fault", "FaultPlan"]

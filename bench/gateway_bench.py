@@ -34,7 +34,7 @@ import httpx  # noqa: E402
 from ratewarden.gateway.server import start_gateway_process  # noqa: E402
 from ratewarden.gateway.users import create_user  # noqa: E402
 from ratewarden.processes import start_worker, stop_process  # noqa: E402
-from streams.kafka_local import LocalKafka  # noqa: E402
+from streams.devkafka.broker import LocalKafka  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
 

@@ -55,7 +55,7 @@ from bench.procstats import wait_quiet  # noqa: E402
 from bench.profile import summarize  # noqa: E402
 from bench.runner import Children, RunResult, run_once  # noqa: E402
 from bench.workload import HEAVY_SHARE, HEAVY_WEIGHT, STEP, Workload, base_timestamp  # noqa: E402
-from streams.kafka_local import KAFKA_VERSION, LocalKafka  # noqa: E402
+from streams.devkafka.broker import KAFKA_VERSION, LocalKafka  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 __all__ = ["main", "build_parser"]

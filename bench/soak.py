@@ -36,7 +36,7 @@ from bench.procstats import status_mib  # noqa: E402
 from ratewarden.client import RequestPublisher  # noqa: E402
 from ratewarden.processes import start_worker, stop_process  # noqa: E402
 from schemas.events import RequestEvent  # noqa: E402
-from streams.kafka_local import LocalKafka  # noqa: E402
+from streams.devkafka.broker import LocalKafka  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
 

@@ -16,7 +16,7 @@ console = Console()
 
 
 def _kafka(args) -> int:
-    from streams.kafka_local import LocalKafka, SaslSsl, local_home
+    from streams.devkafka.broker import LocalKafka, SaslSsl, local_home
     from streams.settings import get_settings
 
     settings = get_settings()
@@ -58,7 +58,7 @@ def roles_env(spec: str) -> dict[str, str]:
 
 
 def _worker(args) -> int:
-    from streams.app import run_worker
+    from ratewarden.worker import run_worker
     from streams.settings import get_settings
 
     if args.roles is not None:

@@ -19,7 +19,7 @@ from ratewarden.reports import read_topic, run_report
 from ratewarden.simulate import simulate, write_labels
 from ratewarden.summary import print_summary
 from schemas.limits import BlocklistEntry, RateLimit
-from streams.kafka_local import LocalKafka
+from streams.devkafka.broker import LocalKafka
 
 __all__ = ["run_demo"]
 

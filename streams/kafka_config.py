@@ -19,7 +19,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from streams.kafka_local import LocalKafka, local_home
 from streams.settings import Settings
 
 __all__ = [
@@ -40,12 +39,23 @@ def resolve_bootstrap(settings: Settings) -> str:
     Raises :class:`KafkaAccessError` when security is configured and the broker refuses the login or
     the TLS handshake (checked once per process and set of credentials).
     """
-    bootstrap = settings.kafka_bootstrap_servers or LocalKafka(local_home(settings.var_dir)).status()
+    bootstrap = settings.kafka_bootstrap_servers or _local_broker(settings)
     if bootstrap is None:
         raise RuntimeError("no Kafka broker: run `ratewarden kafka start` or set KAFKA_BOOTSTRAP_SERVERS")
     if settings.kafka_security_protocol != "PLAINTEXT":
         verify_access(settings, bootstrap)
     return bootstrap
+
+
+def _local_broker(settings: Settings) -> str | None:
+    """The address of the development broker ``ratewarden kafka start`` runs for this ``var_dir``, if any.
+
+    Imported here, not at the top: production plumbing does not depend on the dev broker, which is
+    only consulted when no address is configured.
+    """
+    from streams.devkafka.broker import LocalKafka, local_home
+
+    return LocalKafka(local_home(settings.var_dir)).status()
 
 
 class KafkaAccessError(RuntimeError):

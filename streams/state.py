@@ -15,28 +15,31 @@ import logging
 import shutil
 import struct
 from pathlib import Path
+from typing import Any, Protocol
 
 from rocksdict import Options, Rdict, WriteBatch
 
-from agents.policy import Counter
-
-__all__ = ["rocks_options", "PartitionStore", "POSITION_KEY", "encode_counter", "decode_counter", "encode_position", "decode_position"]
+__all__ = ["rocks_options", "PartitionStore", "POSITION_KEY", "StateCodec", "encode_position", "decode_position"]
 
 logger = logging.getLogger(__name__)
 
-_COUNTER = struct.Struct("<dqqq")
 _OFFSET = struct.Struct("<q")
 #: Keys that are not counters start with NUL, which never occurs in a user id (intake rejects it).
 POSITION_KEY = b"\x00position"
 _CHANGELOG_KEY = b"\x00changelog-next"
 
 
-def encode_counter(counter: Counter) -> bytes:
-    return _COUNTER.pack(counter.window, counter.index, counter.count, counter.previous)
+class StateCodec(Protocol):
+    """How the values of a store are written (disk and changelog) and when they are no longer needed.
 
+    The store does not know what it holds: the decision cores (``agents``) supply the codec.
+    """
 
-def decode_counter(raw: bytes) -> Counter:
-    return Counter(*_COUNTER.unpack(raw))
+    def encode(self, value: Any) -> bytes: ...
+
+    def decode(self, raw: bytes) -> Any: ...
+
+    def expired(self, value: Any, watermark: float) -> bool: ...
 
 
 def encode_position(offset: int) -> bytes:
@@ -62,12 +65,13 @@ def rocks_options() -> Options:
 class PartitionStore:
     """Counters of one partition, loaded into memory from RocksDB when the partition is assigned."""
 
-    def __init__(self, directory: Path, partition: int) -> None:
+    def __init__(self, directory: Path, partition: int, codec: StateCodec) -> None:
         self.partition = partition
+        self.codec = codec
         self.path = directory / f"partition-{partition}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = Rdict(str(self.path), options=rocks_options())
-        self.counters: dict[str, Counter] = {}
+        self.counters: dict[str, Any] = {}
         self.dirty: set[str] = set()
         self.position: int | None = None
         self.changelog_next = 0
@@ -81,7 +85,7 @@ class PartitionStore:
             elif key == _CHANGELOG_KEY:
                 self.changelog_next = decode_position(value)
             else:
-                self.counters[key.decode()] = decode_counter(value)
+                self.counters[key.decode()] = self.codec.decode(value)
         logger.info(
             "partition %d: %d counters on disk, position %s, changelog at %d",
             self.partition, len(self.counters), self.position, self.changelog_next,
@@ -104,7 +108,7 @@ class PartitionStore:
             if value is None:
                 self.counters.pop(key.decode(), None)
             else:
-                self.counters[key.decode()] = decode_counter(value)
+                self.counters[key.decode()] = self.codec.decode(value)
         self.write_disk(records, position, changelog_next)
 
     def write_disk(self, records: dict[bytes, bytes | None], position: int, changelog_next: int) -> None:
@@ -121,21 +125,21 @@ class PartitionStore:
         batch.put(_CHANGELOG_KEY, encode_position(changelog_next))
         self._db.write(batch)
 
-    def expire(self, lag_windows: int = 3) -> None:
-        """Drop counters whose windows ended ``lag_windows`` windows before the watermark."""
-        watermark = self.watermark
-        dead = [k for k, c in self.counters.items() if (c.index + lag_windows) * c.window <= watermark]
+    def expire(self) -> None:
+        """Drop the values the codec says are no longer needed at the watermark."""
+        watermark, expired = self.watermark, self.codec.expired
+        dead = [k for k, c in self.counters.items() if expired(c, watermark)]
         for key in dead:
             del self.counters[key]
         self.dirty.update(dead)
 
     def take_dirty(self) -> dict[bytes, bytes | None]:
         """The changed keys since the last flush, encoded (None for deleted), and clear the set."""
-        counters = self.counters
+        counters, encode = self.counters, self.codec.encode
         out: dict[bytes, bytes | None] = {}
         for key in self.dirty:
             counter = counters.get(key)
-            out[key.encode()] = None if counter is None else encode_counter(counter)
+            out[key.encode()] = None if counter is None else encode(counter)
         self.dirty.clear()
         return out
 

@@ -1,4 +1,4 @@
-"""Replicated tables fed by compacted control topics: rate limits and the blocklist.
+"""Replicated tables fed by compacted control topics (rate limits, the blocklist, users, owners).
 
 Every worker must see every limit and every blocklist entry (not only those of its partitions), so
 each worker reads all partitions of the control topic from the beginning, outside any consumer
@@ -14,12 +14,10 @@ from typing import Callable
 import msgspec
 from aiokafka import TopicPartition
 
-from agents.rules import Blocklist, LimitBook
-from schemas.limits import BlocklistEntry, RateLimit
 from streams.kafka_io import make_consumer
 from streams.settings import Settings
 
-__all__ = ["ControlTable", "blocklist_key", "limits_table", "blocklist_table"]
+__all__ = ["ControlTable", "blocklist_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,22 +77,3 @@ class ControlTable:
     async def stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
-
-
-def limits_table(settings: Settings, book: LimitBook) -> ControlTable:
-    decode = msgspec.json.Decoder(RateLimit).decode
-
-    def apply(key: bytes, value: bytes | None) -> None:
-        book.put(key.decode(), None if value is None else decode(value))
-
-    return ControlTable(settings, settings.limits_topic, apply)
-
-
-def blocklist_table(settings: Settings, blocklist: Blocklist) -> ControlTable:
-    decode = msgspec.json.Decoder(BlocklistEntry).decode
-
-    def apply(key: bytes, value: bytes | None) -> None:
-        kind, _, subject = key.decode().partition(":")
-        blocklist.put(kind, subject, None if value is None else decode(value))
-
-    return ControlTable(settings, settings.blocklist_topic, apply)

@@ -14,7 +14,7 @@ import pytest
 from ratewarden.client import read_topic_records
 from ratewarden.processes import start_worker, stop_process
 from ratewarden.replay import replay
-from streams.kafka_local import LocalKafka
+from streams.devkafka.broker import LocalKafka
 from streams.settings import Settings
 from streams.topics import ensure_topics
 

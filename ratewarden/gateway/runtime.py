@@ -25,7 +25,8 @@ from schemas.events import RequestEvent
 from streams.history import partition_for
 from streams.kafka_io import make_producer
 from streams.settings import Settings
-from streams.tables import ControlTable, blocklist_table, limits_table
+from agents.control_tables import blocklist_table, limits_table
+from streams.tables import ControlTable
 from streams.topics import ensure_topics
 
 __all__ = ["Clock", "Gateway", "Outcome", "Unavailable"]

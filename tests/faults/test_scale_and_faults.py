@@ -17,7 +17,7 @@ from ratewarden.client import DecisionSubscriber, RequestPublisher
 from ratewarden.control import set_limits
 from schemas.events import RequestEvent
 from schemas.limits import RateLimit
-from streams.kafka_local import LocalKafka
+from streams.devkafka.broker import LocalKafka
 
 pytestmark = pytest.mark.kafka
 

@@ -13,7 +13,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from streams.kafka_config import aiokafka_options, faust_credentials, kafka_python_options, resolve_bootstrap
-from streams.kafka_local import LocalKafka, local_home
+from streams.devkafka.broker import LocalKafka, local_home
 from streams.settings import Settings
 
 SECRET = "hunter2-" + uuid.uuid4().hex

@@ -24,7 +24,7 @@ from ratewarden.processes import start_cli, start_worker, stop_process
 from ratewarden.replay import write_trace
 from schemas.decisions import Decision
 from schemas.events import RequestEvent
-from streams.kafka_local import LocalKafka, SaslSsl
+from streams.devkafka.broker import LocalKafka, SaslSsl
 from streams.settings import Settings
 from streams.topics import ensure_topics
 

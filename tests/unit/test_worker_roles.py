@@ -3,7 +3,7 @@
 import pytest
 
 from ratewarden.cli import roles_env
-from streams.app import create_app
+from ratewarden.worker import create_app
 from streams.settings import Settings
 
 

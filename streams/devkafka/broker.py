@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from streams.kafka_jars import KAFKA_VERSION, LOG4J_VERSION, ensure_jars, tail
-from streams.kafka_tls import SaslSsl, ensure_tls_files, sasl_ssl_properties, upsert_scram_user
+from streams.devkafka.jars import KAFKA_VERSION, LOG4J_VERSION, ensure_jars, tail
+from streams.devkafka.tls import SaslSsl, ensure_tls_files, sasl_ssl_properties, upsert_scram_user
 
 
 __all__ = [
@@ -146,7 +146,7 @@ class LocalKafka:
 
     With ``sasl_ssl`` the bootstrap address is a SASL_SSL listener (SCRAM-SHA-512, a certificate from
     the private CA at :attr:`ca_file`) that knows that one user; the PLAINTEXT listener stays on loopback
-    for the broker itself, readiness probes and setting the SCRAM credential (streams.kafka_tls).
+    for the broker itself, readiness probes and setting the SCRAM credential (streams.devkafka.tls).
     """
 
     def __init__(self, home: Path, heap_mb: int = 512, sasl_ssl: SaslSsl | None = None) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from streams.kafka_jars import tail
+from streams.devkafka.jars import tail
 from streams.settings import Settings
 
 __all__ = ["MECHANISM", "SaslSsl", "TlsFiles", "ensure_tls_files", "sasl_ssl_properties", "upsert_scram_user"]

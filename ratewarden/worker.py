@@ -17,7 +17,7 @@ from agents.limiter import Limiter
 from agents.rules import Blocklist, LimitBook
 from streams.kafka_config import faust_credentials, resolve_bootstrap
 from streams.settings import Settings, get_settings
-from streams.tables import blocklist_table, limits_table
+from agents.control_tables import blocklist_table, limits_table
 from streams.topics import ensure_topics
 
 __all__ = ["create_app", "LimiterService", "run_worker", "freeze_startup_heap"]
