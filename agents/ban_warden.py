@@ -114,7 +114,7 @@ class BanWarden:
         self.stats["flags"] += 1
         async with self._lock:
             previous = previous_ban(self.book, self.memory, flag.ip, self.ended)
-            entry = next_ban(previous, flag, self.settings, is_allowlisted(flag.ip, self.networks))
+            entry = next_ban(previous, flag, self.settings.bans, is_allowlisted(flag.ip, self.networks))
             if entry is not None:
                 await self._ban(entry)
         # A ban may be decided after reports moved the time past its end (reports and flags are

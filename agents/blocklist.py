@@ -24,6 +24,7 @@ import msgspec
 from schemas.flags import AutoBan, IpFlag
 from schemas.limits import BlocklistEntry
 from streams.settings import Settings
+from streams.settings_sections import BanSettings
 from streams.tables import ControlTable, blocklist_key
 
 __all__ = ["BanBook", "ban_end", "ban_ttl", "next_ban", "register_blocklist_agent"]
@@ -36,12 +37,12 @@ def ban_end(entry: BlocklistEntry) -> float:
     return math.inf if entry.ttl is None else entry.start + entry.ttl
 
 
-def ban_ttl(offences: int, settings: Settings) -> float:
+def ban_ttl(offences: int, settings: BanSettings) -> float:
     """The TTL of the ``offences``-th ban: ``ban_ttl * ban_ttl_factor ** (offences - 1)``, capped."""
     return min(settings.ban_ttl * settings.ban_ttl_factor ** (offences - 1), settings.ban_ttl_max)
 
 
-def next_ban(previous: AutoBan | None, flag: IpFlag, settings: Settings, allowlisted: bool = False) -> AutoBan | None:
+def next_ban(previous: AutoBan | None, flag: IpFlag, settings: BanSettings, allowlisted: bool = False) -> AutoBan | None:
     """The entry to write for ``flag`` (starting at its window's end), or None.
 
     None when the IP is allow-listed, or when the flag's window starts before the end of the IP's

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.flags import IpFeatures, IpFlag, Population
-from streams.settings import Settings
+from streams.settings_sections import DetectorSettings
 
 __all__ = [
     "BASE_COLUMNS",
@@ -99,10 +99,10 @@ def derive(frame: pd.DataFrame, window: float) -> pd.DataFrame:
     return f
 
 
-Rule = Callable[[pd.DataFrame, Settings, float], pd.Series]
+Rule = Callable[[pd.DataFrame, DetectorSettings, float], pd.Series]
 
 
-def flood(f: pd.DataFrame, s: Settings, window: float) -> pd.Series:
+def flood(f: pd.DataFrame, s: DetectorSettings, window: float) -> pd.Series:
     return (
         (f["requests"] >= s.flood_min_requests)
         & (f["z_requests"] >= s.abuse_z)
@@ -110,7 +110,7 @@ def flood(f: pd.DataFrame, s: Settings, window: float) -> pd.Series:
     )
 
 
-def credential_stuffing(f: pd.DataFrame, s: Settings, window: float) -> pd.Series:
+def credential_stuffing(f: pd.DataFrame, s: DetectorSettings, window: float) -> pd.Series:
     return (
         (f["users"] >= s.stuffing_min_users)
         & (f["login_share"] >= s.stuffing_login_share)
@@ -118,7 +118,7 @@ def credential_stuffing(f: pd.DataFrame, s: Settings, window: float) -> pd.Serie
     )
 
 
-def low_and_slow(f: pd.DataFrame, s: Settings, window: float) -> pd.Series:
+def low_and_slow(f: pd.DataFrame, s: DetectorSettings, window: float) -> pd.Series:
     shape = (
         (f["users"] >= s.slow_stuffing_min_users)
         & (f["login_share"] >= s.slow_stuffing_login_share)
@@ -129,7 +129,7 @@ def low_and_slow(f: pd.DataFrame, s: Settings, window: float) -> pd.Series:
     return shape
 
 
-def scraper(f: pd.DataFrame, s: Settings, window: float) -> pd.Series:
+def scraper(f: pd.DataFrame, s: DetectorSettings, window: float) -> pd.Series:
     return (
         (f["requests"] >= s.scraper_min_requests)
         & (f["top_type_share"] >= s.scraper_type_share)
@@ -137,7 +137,7 @@ def scraper(f: pd.DataFrame, s: Settings, window: float) -> pd.Series:
     )
 
 
-def hammering(f: pd.DataFrame, s: Settings, window: float) -> pd.Series:
+def hammering(f: pd.DataFrame, s: DetectorSettings, window: float) -> pd.Series:
     return (f["requests"] >= s.hammer_min_requests) & (f["refused_share"] >= s.hammer_refused_share)
 
 
@@ -160,7 +160,7 @@ def detect(
     frame: pd.DataFrame,
     window_start: float,
     window_end: float,
-    settings: Settings,
+    settings: DetectorSettings,
     networks: list[Network] | None = None,
 ) -> tuple[list[IpFlag], Population, pd.DataFrame]:
     """Flags of one window (highest score first), its population statistics and the scored frame."""

@@ -1,4 +1,4 @@
-"""Client connection arguments from :class:`streams.settings.Settings`: where Kafka is, and how to talk to it.
+"""Client connection arguments from :class:`streams.settings_sections.KafkaSettings`: where Kafka is, and how to talk to it.
 
 SSL and SASL settings pass through to every Kafka client the project creates (aiokafka, kafka-python
 and Faust spell them differently). The SASL password never appears in a repr or a log line.
@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from streams.settings import Settings
+from streams.settings_sections import KafkaSettings
 
 __all__ = [
     "KafkaAccessError",
@@ -33,7 +33,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def resolve_bootstrap(settings: Settings) -> str:
+def resolve_bootstrap(settings: KafkaSettings) -> str:
     """The configured bootstrap servers, else the running local broker's address.
 
     Raises :class:`KafkaAccessError` when security is configured and the broker refuses the login or
@@ -47,7 +47,7 @@ def resolve_bootstrap(settings: Settings) -> str:
     return bootstrap
 
 
-def _local_broker(settings: Settings) -> str | None:
+def _local_broker(settings: KafkaSettings) -> str | None:
     """The address of the development broker ``ratewarden kafka start`` runs for this ``var_dir``, if any.
 
     Imported here, not at the top: production plumbing does not depend on the dev broker, which is
@@ -68,7 +68,7 @@ _verified: set[str] = set()
 _verify_lock = threading.Lock()
 
 
-def verify_access(settings: Settings, bootstrap: str, timeout: float = 10.0) -> None:
+def verify_access(settings: KafkaSettings, bootstrap: str, timeout: float = 10.0) -> None:
     """One TLS handshake and SASL login at ``bootstrap``, once per process and set of credentials.
 
     Raises :class:`KafkaAccessError` naming the user, mechanism and address when the login is refused,
@@ -85,7 +85,7 @@ def verify_access(settings: Settings, bootstrap: str, timeout: float = 10.0) -> 
             _verified.add(key)
 
 
-async def _verify(settings: Settings, bootstrap: str, timeout: float) -> None:
+async def _verify(settings: KafkaSettings, bootstrap: str, timeout: float) -> None:
     from aiokafka import errors
     from aiokafka.conn import create_conn
 
@@ -132,7 +132,7 @@ class _ClientOptions(dict[str, Any]):
     __str__ = __repr__
 
 
-def _common_options(settings: Settings) -> _ClientOptions:
+def _common_options(settings: KafkaSettings) -> _ClientOptions:
     opts = _ClientOptions()
     protocol = settings.kafka_security_protocol
     if protocol != "PLAINTEXT":
@@ -148,7 +148,7 @@ def _common_options(settings: Settings) -> _ClientOptions:
     return opts
 
 
-def _ssl_context(settings: Settings) -> Any:
+def _ssl_context(settings: KafkaSettings) -> Any:
     from aiokafka.helpers import create_ssl_context
 
     return create_ssl_context(
@@ -156,7 +156,7 @@ def _ssl_context(settings: Settings) -> Any:
     )
 
 
-def aiokafka_options(settings: Settings) -> dict[str, Any]:
+def aiokafka_options(settings: KafkaSettings) -> dict[str, Any]:
     """Keyword arguments for aiokafka clients (an ``ssl_context`` when the protocol uses SSL)."""
     opts = _common_options(settings)
     if settings.kafka_security_protocol.endswith("SSL"):
@@ -165,7 +165,7 @@ def aiokafka_options(settings: Settings) -> dict[str, Any]:
     return opts
 
 
-def faust_credentials(settings: Settings) -> Any:
+def faust_credentials(settings: KafkaSettings) -> Any:
     """``faust.App(broker_credentials=...)``: Faust's own consumer, producer and topic admin use these.
 
     None for PLAINTEXT; SASL credentials (with an SSL context under SASL_SSL) or SSL credentials.
@@ -187,7 +187,7 @@ def faust_credentials(settings: Settings) -> Any:
     )
 
 
-def kafka_python_options(settings: Settings) -> dict[str, Any]:
+def kafka_python_options(settings: KafkaSettings) -> dict[str, Any]:
     """Keyword arguments for kafka-python clients (``ssl_*file`` paths as strings)."""
     opts = _common_options(settings)
     for key in ("cafile", "certfile", "keyfile"):

@@ -1,0 +1,155 @@
+"""The sections of :class:`streams.settings.Settings`: each holds the fields one part of the system uses.
+
+A section is a frozen model of its own; ``Settings`` inherits every section's fields (so each is
+still read from its ``RATEWARDEN_<FIELD>`` variable, as documented) and hands out the sections as
+``settings.kafka``, ``settings.topics``, ``settings.limiter``, ``settings.history``,
+``settings.detectors``, ``settings.bans``, ``settings.analytics`` and ``settings.gateway``. Field
+names are the same in a section and in the whole, so a function that takes a section also accepts
+the whole settings object.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+
+from schemas.limits import Algorithm
+
+__all__ = [
+    "Section", "KafkaSettings", "TopicSettings", "LimiterSettings", "HistorySettings", "DetectorSettings",
+    "BanSettings", "AnalyticsSettings", "GatewaySettings",
+]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class KafkaSettings(Section):
+    """How to reach the brokers; no address means "the local broker started by `ratewarden kafka start`"."""
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "RATEWARDEN_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    app_id: str = "ratewarden"
+    var_dir: Path = Path("var")
+
+
+class TopicSettings(Section):
+    """Topic names, partitions and replication (``ensure_topics`` creates them)."""
+
+    app_id: str = "ratewarden"
+    partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    requests_topic: str = "requests"
+    decisions_topic: str = "decisions"
+    dead_letter_topic: str = "requests-dead-letter"
+    limits_topic: str = "rate-limits"
+    blocklist_topic: str = "blocklist"
+    users_topic: str = "users"
+    history_owners_topic: str = "history-owners"
+    ip_features_topic: str = "ip-features"
+    ip_flags_topic: str = "ip-flags"
+    abuse_reports_topic: str = "abuse-reports"
+    ban_offences_topic: str = Field(default="ban-offences", description="compacted: the last automatic ban per IP")
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"{self.app_id}-windows-changelog"
+
+
+class LimiterSettings(Section):
+    """The hot path: default limit, intake bounds, processing guarantee, flush and fetch sizes."""
+
+    default_limit: int = Field(default=100, ge=0)
+    default_window: float = Field(default=60.0, ge=0.001, le=86_400)
+    default_algorithm: Algorithm = "fixed"
+    max_event_bytes: int = Field(default=8192, ge=256, le=1_048_576)
+    max_future_skew: float = Field(default=300.0, ge=0, description="seconds an event may lie ahead of wall time")
+    limiter_enabled: bool = Field(default=True, description="this worker decides requests (the hot path)")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    flush_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between state flushes")
+    flush_events: int = Field(default=50_000, ge=1, description="events between state flushes")
+    fetch_max_records: int = Field(default=1_000, ge=1, description="records per fetched batch: smaller batches, shorter waits")
+    fetch_max_wait_ms: int = Field(default=5, ge=0, le=1_000)
+
+
+class HistorySettings(Section):
+    """The request history the workers keep and serve to the gateway."""
+
+    history_enabled: bool = Field(default=True, description="workers keep and serve the request history")
+    history_max_count: int = Field(default=100, ge=1, le=10_000, description="requests kept per user")
+    history_max_age: float = Field(default=86_400.0, gt=0, description="seconds of event time kept per user")
+    history_host: str = "127.0.0.1"
+    history_port: int = Field(default=0, ge=0, le=65_535, description="worker history port; 0: any free port")
+    history_url: str | None = Field(default=None, description="URL the gateway reaches this worker's history at")
+    history_token: SecretStr | None = None
+
+
+class DetectorSettings(Section):
+    """Detector thresholds (docs/analytics.md): what makes an IP's window suspicious."""
+
+    abuse_z: float = Field(default=6.0, gt=0, description="robust z-score (median/MAD) that marks an outlier")
+    flood_min_requests: int = Field(default=300, ge=1, description="requests per window")
+    flood_min_requests_per_user: float = Field(default=100.0, gt=0)
+    stuffing_min_users: int = Field(default=10, ge=2)
+    stuffing_login_share: float = Field(default=0.7, gt=0, le=1)
+    stuffing_users_per_request: float = Field(default=0.3, gt=0, le=1)
+    slow_stuffing_min_users: int = Field(default=3, ge=2, description="per IP, in a low-and-slow campaign")
+    slow_stuffing_min_ips: int = Field(default=5, ge=1, description="IPs of the same shape in one window")
+    slow_stuffing_login_share: float = Field(default=0.9, gt=0, le=1)
+    scraper_min_requests: int = Field(default=120, ge=1)
+    scraper_type_share: float = Field(default=0.9, gt=0, le=1)
+    scraper_min_span: float = Field(default=0.5, ge=0, le=1, description="share of the window the IP is active")
+    hammer_min_requests: int = Field(default=60, ge=1)
+    hammer_refused_share: float = Field(default=0.5, gt=0, le=1)
+    allowlist_cidrs: str = Field(default="", description="comma-separated CIDRs: reported, never banned")
+
+    @property
+    def allowlist(self) -> list[str]:
+        return [cidr.strip() for cidr in self.allowlist_cidrs.split(",") if cidr.strip()]
+
+
+class BanSettings(Section):
+    """Automatic bans: how long, how they grow with repeat offences, how long offences are remembered."""
+
+    ban_ttl: float = Field(default=300.0, gt=0, description="seconds of event time of a first ban")
+    ban_ttl_factor: float = Field(default=4.0, ge=1, description="each repeat offence multiplies the TTL")
+    ban_ttl_max: float = Field(default=86_400.0, gt=0)
+    offence_memory: float = Field(default=7 * 86_400.0, gt=0, description="an offence older than this is forgotten")
+
+
+class AnalyticsSettings(Section):
+    """Abuse analytics windows: length, lateness, and how long a silent source is waited for."""
+
+    analytics_enabled: bool = True
+    analytics_window: float = Field(default=60.0, gt=0, le=3_600, description="seconds of event time per window")
+    analytics_grace: float = Field(default=5.0, ge=0, le=3_600, description="event-time lateness a window waits for")
+    analytics_idle: float = Field(
+        default=10.0, gt=0, description="wall seconds a window waits for a silent source before it is forced out"
+    )
+    analytics_corrections_kept: int = Field(
+        default=16, ge=1, description="forced-out windows kept to be corrected by partials that arrive late"
+    )
+
+
+class GatewaySettings(Section):
+    """The HTTP gateway (`ratewarden gateway`): timeouts, sizes, proxies and failed-key limits."""
+
+    gateway_decision_timeout: float = Field(default=2.0, gt=0, le=60, description="seconds to wait for a decision")
+    gateway_fail_mode: Literal["open", "closed"] = Field(default="open", description="no decision in time: allow or 503")
+    gateway_history_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds to get a history read")
+    gateway_max_body_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
+    gateway_trusted_proxies: str = Field(default="", description="comma-separated IPs/CIDRs trusted for X-Forwarded-For")
+    gateway_auth_max_failures: int = Field(default=20, ge=0, description="wrong keys per window before an address gets 429; 0: off")
+    gateway_auth_failure_window: float = Field(default=60.0, gt=0, le=86_400, description="seconds failures are counted and refused")
+    gateway_auth_exempt_cidrs: str = Field(default="", description="comma-separated IPs/CIDRs never limited for failed keys")
+    gateway_auth_max_addresses: int = Field(default=100_000, ge=1, description="addresses the failed-key limiter keeps")
