@@ -32,7 +32,8 @@ import logging
 
 from mode import Service
 
-from agents.blocklist import BanBook, register_blocklist_agent
+from agents.ban_warden import register_blocklist_agent
+from agents.blocklist import BanBook
 from agents.feature_stage import FeatureStage
 from agents.merge_stage import MergeStage
 from streams.settings import Settings

@@ -26,7 +26,7 @@ from schemas.flags import AutoBan, IpFlag
 from streams.settings import Settings
 from streams.tables import ControlTable, blocklist_key
 
-__all__ = ["BanWarden", "previous_ban"]
+__all__ = ["BanWarden", "previous_ban", "register_blocklist_agent"]
 
 logger = logging.getLogger(__name__)
 
@@ -164,3 +164,24 @@ class BanWarden:
         payload = self._encode(entry)
         self.memory.wrote(entry, payload)
         await self.memory_topic.send(key=key.encode(), value=payload)
+
+
+def register_blocklist_agent(app: faust.App, settings: Settings, book: BanBook, table: ControlTable):
+    """A Faust agent on ``ip-flags`` that writes automatic bans to the blocklist topic and tombstones
+    expired ones (:class:`BanWarden`)."""
+    flags_topic = app.topic(
+        settings.ip_flags_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
+    )
+    warden = BanWarden(app, settings, book)
+
+    @app.agent(flags_topic, name=f"{settings.app_id}-blocklist")
+    async def blocklist_agent(stream):
+        await table.ready.wait()
+        await warden.start()
+        try:
+            async for event in stream.events():
+                await warden.on_flag(event.message.partition, event.value)
+        finally:
+            await warden.stop()
+
+    return blocklist_agent

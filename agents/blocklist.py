@@ -5,7 +5,7 @@ blocklist (manual or automatic), else the last automatic one from the offence me
 entry (:class:`schemas.flags.AutoBan`) carries the offence count; manual entries (CLI, gateway)
 share the ``blocklist`` topic: a flag never shortens or replaces a ban that is still running.
 
-The Faust agent (:func:`register_blocklist_agent`) is low volume, one flag at a time: it reads the
+The Faust agent (:func:`agents.ban_warden.register_blocklist_agent`) is low volume, one flag at a time: it reads the
 blocklist into a :class:`BanBook` through a :class:`streams.tables.ControlTable` (also following the
 entries written by other workers and by hand), decides, and writes the entry under key
 ``ip:<addr>`` to the blocklist and to the compacted ``ban-offences`` topic (the offence memory);
@@ -18,16 +18,14 @@ import logging
 import math
 from typing import Callable
 
-import faust
 import msgspec
 
 from schemas.flags import AutoBan, IpFlag
 from schemas.limits import BlocklistEntry
-from streams.settings import Settings
 from streams.settings_sections import BanSettings
-from streams.tables import ControlTable, blocklist_key
+from streams.tables import blocklist_key
 
-__all__ = ["BanBook", "ban_end", "ban_ttl", "next_ban", "register_blocklist_agent"]
+__all__ = ["BanBook", "ban_end", "ban_ttl", "next_ban"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,26 +125,3 @@ class BanBook:
         """This process sent a tombstone for ``key``."""
         self._entries.pop(key, None)
         self._pending[key] = None
-
-
-def register_blocklist_agent(app: faust.App, settings: Settings, book: BanBook, table: ControlTable):
-    """A Faust agent on ``ip-flags`` that writes automatic bans to the blocklist topic and tombstones
-    expired ones (:class:`agents.ban_warden.BanWarden`)."""
-    from agents.ban_warden import BanWarden  # it builds on this module
-
-    flags_topic = app.topic(
-        settings.ip_flags_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
-    )
-    warden = BanWarden(app, settings, book)
-
-    @app.agent(flags_topic, name=f"{settings.app_id}-blocklist")
-    async def blocklist_agent(stream):
-        await table.ready.wait()
-        await warden.start()
-        try:
-            async for event in stream.events():
-                await warden.on_flag(event.message.partition, event.value)
-        finally:
-            await warden.stop()
-
-    return blocklist_agent
