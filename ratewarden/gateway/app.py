@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         redoc_url=None,
     )
     app.state.gateway = gateway
-    app.state.auth_limiter = auth_limiter(gateway.settings)
+    app.state.auth_limiter = auth_limiter(gateway.settings.gateway)
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
     for module in (requests, limits, users, blocklist, reports):
         app.include_router(module.router)

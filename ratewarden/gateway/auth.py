@@ -22,7 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ratewarden.gateway.auth_limiter import AuthLimiter
 from ratewarden.gateway.metrics import AUTH_EVICTIONS, AUTH_FAILURES, AUTH_REFUSALS
 from schemas.users import Role, User
-from streams.settings import Settings
+from streams.settings_sections import GatewaySettings
 
 __all__ = ["UserBook", "auth_limiter", "caller", "client_address", "hash_key", "new_user", "require"]
 
@@ -82,7 +82,7 @@ def client_address(request: Request) -> str:
     return request.app.state.gateway.client_ip(peer, request.headers.getlist("x-forwarded-for"))
 
 
-def auth_limiter(settings: Settings) -> AuthLimiter:
+def auth_limiter(settings: GatewaySettings) -> AuthLimiter:
     """The failed-key limiter of one gateway app (``create_app`` keeps it in ``app.state.auth_limiter``)."""
     return AuthLimiter(
         settings.gateway_auth_max_failures, settings.gateway_auth_failure_window, settings.gateway_auth_exempt_cidrs,
