@@ -24,7 +24,8 @@ from streams import metrics
 from streams.changelog import restore
 from streams.flushing import Flusher
 from streams.kafka_io import make_consumer
-from streams.output import Outputs
+from streams.output import make_outputs
+from streams.rocks_state import RocksPartitionStore
 from streams.settings import Settings
 from streams.state import PartitionStore
 
@@ -64,8 +65,11 @@ class Limiter:
         self._stopping = asyncio.Event()
         # The rebalance listener runs while the loop awaits I/O: state changes take this lock.
         self._lock = asyncio.Lock()
-        self.outputs = Outputs(settings)
-        self.flusher = Flusher(settings, self.outputs, self.stores, self.stats)
+        #: Opens the store of a partition (tests substitute an in-memory one).
+        self.open_store: Callable[[int], PartitionStore] = (
+            lambda partition: RocksPartitionStore(settings.state_dir, partition, COUNTER_CODEC))
+        self.outputs = make_outputs(settings)
+        self.flusher = Flusher(self.outputs, settings.changelog_topic, settings.requests_topic)
         self.consumer = self.restorer = None
 
     async def start(self) -> None:
@@ -87,8 +91,8 @@ class Limiter:
         await self.flusher.settle()
         await asyncio.gather(*(self.outputs.open(p) for p in partitions))
         for partition in partitions:
-            store = PartitionStore(self.settings.state_dir, partition, COUNTER_CODEC)
-            await restore(store, self.restorer, self.outputs.producer(partition), self.settings.changelog_topic)
+            store = self.open_store(partition)
+            await restore(store, self.restorer, self.settings.changelog_topic, self.outputs.write_marker)
             self.stores[partition] = store
             if store.position is not None:
                 self.consumer.seek(TopicPartition(self.settings.requests_topic, partition), store.position)
@@ -151,7 +155,7 @@ class Limiter:
     async def process(self, partition: int, records) -> None:
         """Decide one fetched batch of one partition (the hot loop: locals only, one rule fast path)."""
         store = self.stores[partition]
-        counters, dirty = store.counters, store.dirty
+        get, set_ = store.get, store.set
         decode, encode, now = self.decoder.decode, self._encode, self.clock()
         rules_for, blocked_reason = self.limits.rules_for, self.blocklist.reason
         topic = self.settings.decisions_topic
@@ -169,13 +173,12 @@ class Limiter:
                 block = blocked_reason(event.user_id, event.ip, event.ts)
                 if block is None and len(rules) == 1 and rules[0].algorithm == "fixed":  # the common case
                     rule = rules[0]
-                    before = counters.get(rule.key)
+                    before = get(rule.key)
                     decision, after = decide_fixed(event, rule, before, now)
                     if after is not before:
-                        counters[rule.key] = after
-                        dirty.add(rule.key)
+                        set_(rule.key, after)
                 else:
-                    decision = self._decide_general(event, rules, block, counters, dirty, now)
+                    decision = self._decide_general(event, rules, block, get, set_, now)
             except (ArithmeticError, ValueError) as exc:  # a limit or event the policy cannot take
                 logger.exception("partition %d: no decision for %s", partition, event.request_id)
                 await self.dead_letter(partition, record, Rejection("decision_error", repr(exc)), now)
@@ -203,14 +206,13 @@ class Limiter:
         metrics.DECISIONS.labels("block").inc(blocked)
 
     @staticmethod
-    def _decide_general(event, rules, block, counters, dirty, now: float):
-        """The decision for one valid event under any rules; updates its counters and marks them dirty."""
-        before = [counters.get(rule.key) for rule in rules]
+    def _decide_general(event, rules, block, get, set_, now: float):
+        """The decision for one valid event under any rules; stores the counters it changed."""
+        before = [get(rule.key) for rule in rules]
         decision, after = decide(event, rules, before, block, now)
         for rule, old, new in zip(rules, before, after):
             if new is not old:
-                counters[rule.key] = new
-                dirty.add(rule.key)
+                set_(rule.key, new)
         return decision
 
     async def dead_letter(self, partition: int, record, rejection: Rejection, now: float) -> None:
@@ -225,14 +227,17 @@ class Limiter:
         async with self._lock:
             await self._flush()
             await self.flusher.settle()
+            self.stats["flushes"] = self.flusher.completed
 
     async def _flush(self) -> None:
         """Hand the counted positions to the flush cycle (``streams.flushing``); it completes in the background."""
         if not self.positions or self.consumer is None:
             return
         positions, self.positions = {p: o for p, o in self.positions.items() if p in self.stores}, {}
-        await self.flusher.start(positions, self.consumer)  # settles the previous flush first
+        await self.flusher.start(positions, self.stores, self.consumer)  # settles the previous flush first
         self._since_flush, self._last_flush = 0, time.monotonic()
+        self.stats["flushes"] = self.flusher.completed
+        metrics.COUNTERS.set(sum(map(len, self.stores.values())))
 
     def stop(self) -> None:
         self._stopping.set()

@@ -1,25 +1,26 @@
-"""The limiter's flush cycle: touched counters to the changelog, then delivery, offsets and RocksDB.
+"""The limiter's flush cycle: changed values to the changelog, then delivery, offsets and the local copy.
 
-A flush has two parts. :meth:`Flusher.start` runs on the hot path: it snapshots the counters touched
-since the last flush (tombstones for expired ones), appends them and a position marker per partition
-to the changelog, and hands every record to the producer. The completion — delivery, the offset
-commit (or, under exactly-once, the transaction commit) and the RocksDB write batch — then runs in
-the background under at-least-once, so deciding goes on meanwhile; under exactly-once it is awaited
-before :meth:`start` returns. The next flush, a rebalance and shutdown first :meth:`settle` the one
-in progress, which raises its error if it failed (the limiter then stops). See docs/architecture.md,
-*State and recovery*, for what this guarantees.
+A flush has two parts. :meth:`Flusher.start` runs on the hot path: per partition it expires old
+values, takes the changes (:meth:`streams.state.PartitionStore.take_changes`), appends them and a
+position marker to the changelog, and hands every record to the producer
+(:meth:`streams.output.Outputs.hand_off`). The completion — delivery, the offset commit (or, under
+exactly-once, the transaction commit) and :meth:`~streams.state.PartitionStore.persist` — then runs
+in the background when the outputs allow it, so deciding goes on meanwhile; under exactly-once it is
+awaited before :meth:`start` returns. The next flush, a rebalance and shutdown first :meth:`settle`
+the one in progress, which raises its error if it failed (the limiter then stops). See
+docs/architecture.md, *State and recovery*, for what this guarantees.
 """
 
 import asyncio
 import logging
 import time
+from typing import Awaitable, Mapping
 
 from aiokafka import TopicPartition
 
 from streams import metrics
-from streams.output import Outputs
-from streams.settings import Settings
-from streams.state import POSITION_KEY, PartitionStore, encode_position
+from streams.output import Ends, Outputs
+from streams.state import FlushTransaction, PartitionStore
 
 __all__ = ["Flusher"]
 
@@ -27,52 +28,55 @@ logger = logging.getLogger(__name__)
 
 
 class Flusher:
-    """Flushes the stores of one limiter; at most one flush is completing at a time."""
+    """Flushes the stores it is given; at most one flush is completing at a time."""
 
-    def __init__(self, settings: Settings, outputs: Outputs, stores: dict[int, PartitionStore], stats: dict) -> None:
-        self.settings = settings
+    def __init__(self, outputs: Outputs, changelog_topic: str, input_topic: str) -> None:
         self.outputs = outputs
-        self.stores = stores  # the limiter's own dict: partitions come and go
-        self.stats = stats
+        self.changelog_topic = changelog_topic
+        self.input_topic = input_topic  # for the lag gauge only
         #: Positions of the flush still completing: counted and handed off, not yet on disk.
         self.handed_off: dict[int, int] = {}
+        #: Flushes completed since this flusher was made.
+        self.completed = 0
         self._completing: asyncio.Future | None = None
 
-    async def start(self, positions: dict[int, int], consumer) -> None:
-        """Flush the stores of ``positions`` (next input offset per partition) and start completing it."""
+    async def start(self, positions: dict[int, int], stores: Mapping[int, PartitionStore], consumer) -> None:
+        """Flush the stores of ``positions`` (next input offset per partition) and start completing it.
+
+        ``stores`` must hold every partition of ``positions``; only those stores are kept until the
+        flush completes (the mapping itself is not).
+        """
         await self.settle()
         started = time.monotonic()
-        changelog = self.settings.changelog_topic
-        written: dict[int, dict[bytes, bytes | None]] = {}
+        changelog = self.changelog_topic
+        flushes: list[tuple[PartitionStore, FlushTransaction]] = []
         for partition, position in positions.items():
-            store = self.stores[partition]
+            store = stores[partition]
             store.expire()
-            records = written[partition] = store.take_dirty()
-            sender = self.outputs.sender(partition)
-            await sender.add_many(changelog, partition, records.items())
-            await sender.add(changelog, partition, POSITION_KEY, encode_position(position))
-        committed = await self.outputs.commit(positions, self.settings.limiter_group, self.settings.requests_topic,
-                                              consumer)
-        self.handed_off = positions
-        self._completing = asyncio.ensure_future(self._complete(committed, positions, written, started, consumer))
-        if self.outputs.exactly_once:
+            flush = store.take_changes(position)
+            await self.outputs.sender(partition).add_many(changelog, partition, flush.changelog_records())
+            flushes.append((store, flush))
+        completion = await self.outputs.hand_off(positions, consumer)
+        self.handed_off = dict(positions)
+        self._completing = asyncio.ensure_future(self._complete(completion, flushes, started, consumer))
+        if not self.outputs.completes_in_background:
             await self.settle()
 
-    async def _complete(self, committed, positions: dict[int, int], written: dict, started: float, consumer) -> None:
-        """Once a flush's records are delivered and its offsets committed: persist RocksDB, metrics."""
-        ends = await committed
-        changelog = self.settings.changelog_topic
-        for partition, records in written.items():
-            self.stores[partition].write_disk(records, positions[partition], ends[(changelog, partition)])
+    async def _complete(self, completion: Awaitable[Ends], flushes: list[tuple[PartitionStore, FlushTransaction]],
+                        started: float, consumer) -> None:
+        """Once a flush's records are delivered and its offsets committed: persist the stores, metrics."""
+        ends = await completion
+        changelog = self.changelog_topic
+        for store, flush in flushes:
+            store.persist(flush, ends[(changelog, flush.partition)])
         self.handed_off = {}
-        self.stats["flushes"] += 1
+        self.completed += 1
         metrics.FLUSHES.inc()
         metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
-        metrics.COUNTERS.set(sum(len(s.counters) for s in self.stores.values()))
-        for partition, position in positions.items():
-            highwater = consumer.highwater(TopicPartition(self.settings.requests_topic, partition))
+        for store, flush in flushes:
+            highwater = consumer.highwater(TopicPartition(self.input_topic, flush.partition))
             if highwater is not None:
-                metrics.LAG.labels(str(partition)).set(max(0, highwater - position))
+                metrics.LAG.labels(str(flush.partition)).set(max(0, highwater - flush.position))
 
     async def settle(self) -> None:
         """Wait for the flush in progress, if any (raising its error)."""

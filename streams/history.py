@@ -29,7 +29,7 @@ import msgspec
 from rocksdict import Rdict, ReadOptions, WriteBatch
 
 from streams.kafka_io import partition_for  # noqa: F401 - re-exported: history routing uses it
-from streams.state import rocks_options
+from streams.rocks_state import rocks_options
 
 __all__ = ["Decided", "HistoryEntry", "HistoryStore", "history_options", "partition_for"]
 

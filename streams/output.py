@@ -1,19 +1,20 @@
-"""Where the limiter's records go, under either processing guarantee.
+"""Where the limiter's records go, one class per processing guarantee (:func:`make_outputs` picks).
 
-* ``at_least_once``: one idempotent producer for every partition; a flush hands off the records
-  sent so far, and once they are delivered the limiter commits consumer offsets and writes RocksDB,
-  while it goes on deciding (the flush does not stall the hot path). A crash re-decides events since the last
-  flush (same verdicts: counting is restored exactly from the changelog's position markers).
-* ``exactly_once``: one *transactional* producer per assigned input partition, with the stable
-  transactional id ``<app_id>-limiter-<p>``. Decisions, dead letters, changelog records and the
-  consumer offsets of partition ``p`` are committed in one transaction per flush. A new owner of
+* :class:`AtLeastOnceOutputs`: one idempotent producer for every partition. A flush *hands off* the
+  records sent so far; its completion waits for their delivery, then commits the consumer offsets,
+  while the limiter goes on deciding (the flush does not stall the hot path). A crash re-decides the
+  events since the last flush (same verdicts: counting is restored exactly from the changelog's
+  position markers).
+* :class:`ExactlyOnceOutputs`: one *transactional* producer per assigned input partition, with the
+  stable transactional id ``<app_id>-limiter-<p>``. Decisions, dead letters, changelog records and
+  the consumer offsets of partition ``p`` are committed in one transaction per flush. A new owner of
   ``p`` initialises the same transactional id, which fences a zombie owner and aborts whatever it
   left open, so read_committed consumers see each decision exactly once.
 """
 
 import asyncio
 import logging
-from typing import Awaitable
+from typing import Awaitable, Callable, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -21,99 +22,166 @@ from aiokafka.errors import KafkaError
 from streams.kafka_io import BatchSender, make_producer
 from streams.settings import Settings
 
-__all__ = ["Outputs", "Ends"]
+__all__ = ["AtLeastOnceOutputs", "Ends", "ExactlyOnceOutputs", "Outputs", "make_outputs"]
 
 Ends = dict[tuple[str, int], int]  # the next offset per (topic, partition) after a delivery
 
 logger = logging.getLogger(__name__)
 
 
-class Outputs:
-    """Producers and batch senders per input partition, and the per-flush commit."""
+class Outputs(Protocol):
+    """Producers and batch senders per input partition, and the hand-off that ends a flush."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.exactly_once = settings.processing_guarantee == "exactly_once"
-        self._shared: tuple[AIOKafkaProducer, BatchSender] | None = None
-        self._owned: dict[int, tuple[AIOKafkaProducer, BatchSender]] = {}
+    #: False: the caller must await a flush's completion before it sends more (a transaction is open).
+    completes_in_background: bool
+
+    async def start(self) -> None: ...
+
+    async def open(self, partition: int) -> None: ...
+
+    async def close(self, partition: int) -> None: ...
+
+    def sender(self, partition: int) -> BatchSender: ...
+
+    async def send_all(self) -> None: ...
+
+    async def write_marker(self, topic: str, partition: int, key: bytes, value: bytes) -> None: ...
+
+    async def hand_off(self, positions: dict[int, int], consumer) -> Awaitable[Ends]: ...
+
+    async def stop(self) -> None: ...
+
+
+def make_outputs(settings: Settings) -> Outputs:
+    """The outputs of ``settings.processing_guarantee``, with producers made from ``settings``."""
+    if settings.processing_guarantee == "exactly_once":
+        timeout_ms = max(60_000, int(settings.flush_interval * 10_000))
+        return ExactlyOnceOutputs(
+            lambda partition: make_producer(settings, transactional_id=f"{settings.app_id}-limiter-{partition}",
+                                            transaction_timeout_ms=timeout_ms),
+            settings.limiter_group, settings.requests_topic,
+        )
+    return AtLeastOnceOutputs(lambda: make_producer(settings), settings.requests_topic)
+
+
+class AtLeastOnceOutputs:
+    """One idempotent producer; a flush hands off, then delivers, then commits the input offsets."""
+
+    completes_in_background = True
+
+    def __init__(self, new_producer: Callable[[], AIOKafkaProducer], input_topic: str) -> None:
+        self._new_producer = new_producer
+        self._input_topic = input_topic
+        self._producer: AIOKafkaProducer | None = None
+        self._sender: BatchSender | None = None
 
     async def start(self) -> None:
-        if not self.exactly_once:
-            producer = make_producer(self.settings)
-            await producer.start()
-            self._shared = (producer, BatchSender(producer))
+        self._producer = self._new_producer()
+        await self._producer.start()
+        self._sender = BatchSender(self._producer)
 
     async def open(self, partition: int) -> None:
-        """Exactly-once: a transactional producer for ``partition`` (fences its previous owner)."""
-        if not self.exactly_once or partition in self._owned:
-            return
-        producer = make_producer(
-            self.settings,
-            transactional_id=f"{self.settings.app_id}-limiter-{partition}",
-            transaction_timeout_ms=max(60_000, int(self.settings.flush_interval * 10_000)),
-        )
-        await producer.start()  # initialises the transactional id: fences and aborts the old owner
-        await producer.begin_transaction()
-        self._owned[partition] = (producer, BatchSender(producer))
+        """Nothing to claim: the one producer writes every partition."""
 
-    async def send_all(self) -> None:
-        """Hand every open batch to its producer (end of a fetched batch; no waiting)."""
-        for _, sender in ([self._shared] if self._shared is not None else list(self._owned.values())):
-            await sender.send_all()
+    async def close(self, partition: int) -> None:
+        """Nothing to release (the flush before a release delivered everything)."""
 
     def sender(self, partition: int) -> BatchSender:
-        return self._shared[1] if self._shared is not None else self._owned[partition][1]
+        return self._sender
 
-    def producer(self, partition: int) -> AIOKafkaProducer | None:
-        """The non-transactional producer that may write abort markers (None under exactly-once)."""
-        return self._shared[0] if self._shared is not None else None
+    async def send_all(self) -> None:
+        """Hand every open batch to the producer (end of a fetched batch; no waiting)."""
+        await self._sender.send_all()
 
-    async def commit(self, positions: dict[int, int], group_id: str, topic: str, consumer) -> Awaitable[Ends]:
-        """Hand off everything sent so far; return the completion to await, which yields the next offset
-        per (topic, partition) once delivered and committed with the consumer ``positions``.
+    async def write_marker(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
+        """Write one record now and wait for its delivery."""
+        await self._producer.send_and_wait(topic, value, key=key, partition=partition)
 
-        ``at_least_once``: the completion waits for delivery, then commits the offsets; it may overlap
-        with further sends (which it does not wait for), so the caller can go on deciding.
-        ``exactly_once``: the completion commits each partition's transaction; the caller must await
-        it before sending more.
-        """
-        if self._shared is not None:
-            return self._deliver_then_commit(await self._shared[1].hand_off(), positions, topic, consumer)
-        return self._commit_transactions(positions, group_id, topic)
+    async def hand_off(self, positions: dict[int, int], consumer) -> Awaitable[Ends]:
+        """Hand every record sent so far to the producer; return the completion, which delivers them,
+        then commits ``positions`` (next input offset per partition) in ``consumer``'s group, and
+        yields the next offset per (topic, partition). It does not wait for records sent later, so
+        the caller may go on deciding while it runs."""
+        return self._deliver_then_commit(await self._sender.hand_off(), positions, consumer)
 
-    async def _commit_transactions(self, positions: dict[int, int], group_id: str, topic: str) -> Ends:
-        """One producer per partition: their transactions commit concurrently (round trips overlap)."""
-        ends: Ends = {}
-        for partition_ends in await asyncio.gather(*(
-            self._commit_transaction(partition, producer, sender, positions.get(partition), group_id, topic)
-            for partition, (producer, sender) in list(self._owned.items())
-        )):
-            ends.update(partition_ends)
-        return ends
-
-    @staticmethod
-    async def _commit_transaction(partition: int, producer: AIOKafkaProducer, sender: BatchSender,
-                                  position: int | None, group_id: str, topic: str) -> Ends:
-        ends = await sender.wait()
-        if position is not None:
-            await producer.send_offsets_to_transaction({TopicPartition(topic, partition): position}, group_id)
-        await producer.commit_transaction()
-        await producer.begin_transaction()
-        return ends
-
-    @staticmethod
-    async def _deliver_then_commit(pending: list, positions: dict[int, int], topic: str, consumer) -> Ends:
+    async def _deliver_then_commit(self, pending: list, positions: dict[int, int], consumer) -> Ends:
         ends = await BatchSender.delivered(pending)
         if positions:
             try:
-                await consumer.commit({TopicPartition(topic, p): o for p, o in positions.items()})
+                await consumer.commit({TopicPartition(self._input_topic, p): o for p, o in positions.items()})
             except KafkaError as exc:
                 # Advisory only: restore seeks to the changelog's position markers, not to these.
                 logger.warning("offset commit failed (%r); the changelog position stands", exc)
         return ends
 
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = self._sender = None
+
+
+class ExactlyOnceOutputs:
+    """A transactional producer per partition; a flush commits each partition's transaction."""
+
+    completes_in_background = False
+
+    def __init__(self, new_producer: Callable[[int], AIOKafkaProducer], group_id: str, input_topic: str) -> None:
+        self._new_producer = new_producer
+        self._group_id = group_id
+        self._input_topic = input_topic
+        self._owned: dict[int, tuple[AIOKafkaProducer, BatchSender]] = {}
+
+    async def start(self) -> None:
+        """Nothing to start: producers come with the partitions (:meth:`open`)."""
+
+    async def open(self, partition: int) -> None:
+        """A transactional producer for ``partition``; starting it fences the previous owner."""
+        if partition in self._owned:
+            return
+        producer = self._new_producer(partition)
+        await producer.start()  # initialises the transactional id: fences and aborts the old owner
+        await producer.begin_transaction()
+        self._owned[partition] = (producer, BatchSender(producer))
+
+    def sender(self, partition: int) -> BatchSender:
+        return self._owned[partition][1]
+
+    async def send_all(self) -> None:
+        """Hand every open batch to its producer (end of a fetched batch; no waiting)."""
+        for _, sender in list(self._owned.values()):
+            await sender.send_all()
+
+    async def write_marker(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
+        """Add one record to the partition's open transaction (committed with the next flush)."""
+        await self.sender(partition).add(topic, partition, key, value)
+
+    async def hand_off(self, positions: dict[int, int], consumer) -> Awaitable[Ends]:
+        """Return the completion that commits every partition's transaction, with the offset of
+        ``positions`` each; the caller must await it before it sends more."""
+        return self._commit_transactions(positions)
+
+    async def _commit_transactions(self, positions: dict[int, int]) -> Ends:
+        """The partitions' transactions commit concurrently (their round trips overlap)."""
+        ends: Ends = {}
+        for partition_ends in await asyncio.gather(*(
+            self._commit_transaction(partition, producer, sender, positions.get(partition))
+            for partition, (producer, sender) in list(self._owned.items())
+        )):
+            ends.update(partition_ends)
+        return ends
+
+    async def _commit_transaction(self, partition: int, producer: AIOKafkaProducer, sender: BatchSender,
+                                  position: int | None) -> Ends:
+        ends = await sender.wait()
+        if position is not None:
+            await producer.send_offsets_to_transaction({TopicPartition(self._input_topic, partition): position},
+                                                       self._group_id)
+        await producer.commit_transaction()
+        await producer.begin_transaction()
+        return ends
+
     async def close(self, partition: int) -> None:
-        """Exactly-once: stop the producer of a released partition (after its last commit)."""
+        """Stop the producer of a released partition (after its last commit)."""
         owned = self._owned.pop(partition, None)
         if owned is not None:
             producer = owned[0]
@@ -126,6 +194,3 @@ class Outputs:
     async def stop(self) -> None:
         for partition in list(self._owned):
             await self.close(partition)
-        if self._shared is not None:
-            await self._shared[0].stop()
-            self._shared = None
