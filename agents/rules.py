@@ -7,7 +7,8 @@ Both are plain in-memory structures fed by the compacted control topics (``rate-
 import logging
 from typing import Iterable
 
-from agents.policy import Rule
+from agents.strategies.base import Rule
+from agents.strategies.registry import STRATEGIES
 from schemas.limits import BlocklistEntry, RateLimit
 
 __all__ = ["Blocklist", "LimitBook", "limit_key", "SEPARATOR"]
@@ -66,17 +67,22 @@ class LimitBook:
         rules = self._cache.get(shape)
         if rules is not None:
             return rules
-        user_limit = self._limits.get(user_id, self.default)
-        rules = [Rule(user_id, user_limit.limit, user_limit.window, user_limit.algorithm, user_limit.shadow, "user")]
+        rules = [_rule(user_id, self._limits.get(user_id, self.default), "user")]
         if user_id in self._typed_users:
             typed_key = limit_key(user_id, request_type)
             typed = self._limits.get(typed_key)
             if typed is not None:
-                rules.append(Rule(typed_key, typed.limit, typed.window, typed.algorithm, typed.shadow, "type"))
+                rules.append(_rule(typed_key, typed, "type"))
         if len(self._cache) > 20_000:  # bounded: users come and go
             self._cache.clear()
         self._cache[shape] = rules
         return rules
+
+
+def _rule(key: str, limit: RateLimit, scope: str) -> Rule:
+    """The rule of one limit; its state key carries the strategy's suffix (see ``Strategy.key_suffix``)."""
+    suffix = STRATEGIES[limit.algorithm].key_suffix
+    return Rule(key + suffix, limit.limit, limit.window, limit.algorithm, limit.shadow, scope, limit.burst)
 
 
 class Blocklist:

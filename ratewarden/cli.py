@@ -82,7 +82,7 @@ def _limits(args) -> int:
     if args.action == "set":
         limit = RateLimit(
             user_id=args.user, limit=args.limit, window=args.window, request_type=args.type,
-            algorithm=args.algorithm, shadow=args.shadow,
+            algorithm=args.algorithm, shadow=args.shadow, burst=args.burst,
         )
         control.set_limit(_validated(limit))
         print(f"set {limit}")
@@ -90,10 +90,10 @@ def _limits(args) -> int:
         control.delete_limit(args.user, args.type)
         print(f"deleted limit of {args.user}" + (f" for {args.type}" if args.type else ""))
     else:
-        table = Table("user", "type", "limit", "window", "algorithm", "shadow")
+        table = Table("user", "type", "limit", "window", "algorithm", "burst", "shadow")
         for limit in sorted(control.read_limits(), key=lambda x: (x.user_id, x.request_type or "")):
             table.add_row(limit.user_id, limit.request_type or "*", str(limit.limit), f"{limit.window:g}",
-                          limit.algorithm, str(limit.shadow))
+                          limit.algorithm, "" if limit.burst is None else str(limit.burst), str(limit.shadow))
         console.print(table)
     return 0
 
@@ -212,6 +212,8 @@ def _report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from schemas.limits import ALGORITHMS, BURST_DESCRIPTION
+
     parser = argparse.ArgumentParser(prog="ratewarden", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -239,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("limit", nargs="?", type=int)
     p.add_argument("--window", type=float, default=60.0)
     p.add_argument("--type", dest="type")
-    p.add_argument("--algorithm", choices=["fixed", "sliding"], default="fixed")
+    p.add_argument("--algorithm", choices=ALGORITHMS, default="fixed")
+    p.add_argument("--burst", type=int, help=BURST_DESCRIPTION)
     p.add_argument("--shadow", action="store_true")
     p.set_defaults(func=_limits)
 

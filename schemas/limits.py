@@ -4,7 +4,18 @@ from typing import Annotated, Literal
 
 import msgspec
 
-Algorithm = Literal["fixed", "sliding"]
+__all__ = ["ALGORITHMS", "Algorithm", "BURST_DESCRIPTION", "BlocklistEntry", "RateLimit"]
+
+#: The rate-limiting algorithms, declared here once: the CLI, the HTTP API, the JSON Schema files
+#: and the worker's settings derive their choices from this tuple, and the limiter loads the module
+#: ``agents.strategies.<name>`` of each. Adding an algorithm is one name here and that one module.
+ALGORITHMS = ("fixed", "sliding")
+Algorithm = Literal[ALGORITHMS]  # type: ignore[valid-type]  # a Literal of the tuple's values
+
+BURST_DESCRIPTION = (
+    "extra requests allowed at once, for algorithms with burst tolerance; others ignore it; "
+    "none: the algorithm's default"
+)
 
 
 class RateLimit(msgspec.Struct, frozen=True):
@@ -20,6 +31,7 @@ class RateLimit(msgspec.Struct, frozen=True):
     request_type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     algorithm: Algorithm = "fixed"
     shadow: bool = False
+    burst: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000, description=BURST_DESCRIPTION)] | None = None
 
 
 class BlocklistEntry(msgspec.Struct, frozen=True):

@@ -10,6 +10,7 @@ from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ratewarden.gateway.net import normalize_ip
+from schemas.limits import BURST_DESCRIPTION, Algorithm
 from schemas.users import ID_PATTERN
 
 __all__ = [
@@ -88,8 +89,9 @@ class LimitBody(_Body):
     limit: int = Field(ge=0, le=1_000_000_000, description="requests allowed per window")
     window: float = Field(60.0, ge=0.001, le=86_400, description="seconds, at least 1 ms")
     request_type: RequestType | None = Field(None, description="limit only this request type (on top of the user limit)")
-    algorithm: Literal["fixed", "sliding"] = "fixed"
+    algorithm: Algorithm = "fixed"
     shadow: bool = Field(False, description="decide, but never throttle: the reason says what would have happened")
+    burst: int | None = Field(None, ge=0, le=1_000_000_000, description=BURST_DESCRIPTION)
 
 
 class Limit(BaseModel):
@@ -97,8 +99,9 @@ class Limit(BaseModel):
     limit: int
     window: float
     request_type: str | None
-    algorithm: Literal["fixed", "sliding"]
+    algorithm: Algorithm
     shadow: bool
+    burst: int | None
 
 
 class LimitList(BaseModel):

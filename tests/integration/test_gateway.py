@@ -115,7 +115,7 @@ def test_limit_put_through_the_api_changes_the_next_decisions_without_restart(st
         away_from_window_edge(3600, margin=30)
         put = admin.put(f"/limits/{user}", json={"limit": 2, "window": 3600})
         assert put.json() == {"user_id": user, "limit": 2, "window": 3600.0, "request_type": None,
-                              "algorithm": "fixed", "shadow": False}
+                              "algorithm": "fixed", "shadow": False, "burst": None}
         assert admin.get(f"/limits/{user}").json() == put.json()  # read your write, at once
         assert any(x["user_id"] == user for x in admin.get("/limits").json()["limits"])
         # the worker follows the compacted topic live: within moments every decision uses the new limit

@@ -249,7 +249,8 @@ def test_admin_writes_are_read_back_at_once(api):
     admin = api.key_for("admin")
     assert api.put("/limits/u", json={"limit": 3, "window": 10}, headers=admin).status_code == 200
     assert api.get("/limits", headers=admin).json()["limits"] == [
-        {"user_id": "u", "limit": 3, "window": 10.0, "request_type": None, "algorithm": "fixed", "shadow": False}
+        {"user_id": "u", "limit": 3, "window": 10.0, "request_type": None, "algorithm": "fixed", "shadow": False,
+         "burst": None}
     ]
     entry = api.put("/blocklist/2001:DB8::1", json={"ttl": 30}, headers=admin).json()
     assert entry["subject"] == "2001:db8::1" and math.isclose(entry["expires_at"] - entry["start"], 30)

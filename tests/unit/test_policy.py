@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.policy import Counter, Rule, check, decide, decide_fixed, roll
+from agents.policy import Rule, check, decide, decide_fixed
+from agents.strategies.window import Counter, roll
 from schemas.events import RequestEvent
 
 T0 = 1_732_900_020.0  # 20 s into window 28881667 of 60 s

@@ -1,0 +1,64 @@
+"""``fixed``: at most ``limit`` allowed requests per epoch-aligned window of event time (exact).
+
+Also holds :func:`decide_fixed`, the limiter's fast path for its most common case.
+"""
+
+import math
+
+from agents.strategies.base import EPS, Check, Rule, ceil_ms
+from agents.strategies.window import Counter, WindowStrategy
+from schemas.decisions import ALLOW, THROTTLE, Decision
+from schemas.events import RequestEvent
+
+__all__ = ["STRATEGY", "FixedWindow", "decide_fixed"]
+
+
+class FixedWindow(WindowStrategy):
+    """Allow while ``count + 1 <= limit`` in the current window; retry when the window turns."""
+
+    name = "fixed"
+
+    def check(self, state: Counter, rule: Rule, ts: float) -> Check:
+        window, limit = rule.window, rule.limit
+        start = state.index * window
+        end = start + window
+        used = float(state.count)
+        if used + 1 <= limit + EPS:
+            return Check(True, used, limit, start, end, 0.0)
+        return Check(False, used, limit, start, end, ceil_ms(end - (ts if ts > start else start)))
+
+
+STRATEGY = FixedWindow()
+
+
+def decide_fixed(event: RequestEvent, rule: Rule, counter: Counter | None, decided_at: float) -> tuple[Decision, Counter]:
+    """``agents.policy.decide(event, [rule], [counter], None, decided_at)`` for the common case, one
+    fixed-window rule and no blocklist entry, without the general case's lists (a property test holds
+    the two equal).
+
+    Returns the decision and the counter to store; the counter is ``counter`` itself when unchanged.
+    """
+    window, ts, limit = rule.window, event.ts, rule.limit
+    index = math.floor(ts / window)
+    if counter is None or counter.window != window:
+        counter = Counter(window, index, 0, 0)
+    elif index > counter.index:
+        counter = Counter(window, index, 0, counter.count if index == counter.index + 1 else 0)
+    count = counter.count
+    start = counter.index * window
+    end = start + window
+    if count + 1 <= limit + EPS:
+        remaining = limit - count - 1
+        decision = Decision(event.request_id, event.user_id, event.ip, event.request_type, ALLOW, "within_limit",
+                            limit, count + 1, remaining if remaining > 0 else 0, start, end, 0.0, False, ts, decided_at)
+        return decision, Counter(window, counter.index, count + 1, counter.previous)
+    retry_after = ceil_ms(end - (ts if ts > start else start))
+    reason = "rate_limited" if rule.scope == "user" else "rate_limited_type"
+    remaining = limit - count
+    if rule.shadow:
+        verdict, reason = ALLOW, "shadow:" + reason
+    else:
+        verdict = THROTTLE
+    decision = Decision(event.request_id, event.user_id, event.ip, event.request_type, verdict, reason, limit, count,
+                        remaining if remaining > 0 else 0, start, end, retry_after, rule.shadow, ts, decided_at)
+    return decision, counter
