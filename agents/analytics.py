@@ -3,9 +3,10 @@
 The decisions topic carries everything the features need (ip, user, request type, verdict, event
 time) and is keyed by user, so the features are re-keyed by IP in two stages, each a batch aiokafka
 consumer in its own group inside the Faust worker (a per-event Faust agent caps near 12k events/s;
-see /work/shared/notes/performance.md and docs/analytics.md):
+see docs/analytics.md), on :class:`streams.folding.FoldingConsumer`:
 
-1. :class:`agents.feature_stage.FeatureStage` (group ``<app_id>-analytics``) folds each ``decisions`` partition into
+1. :class:`agents.feature_stage.FeatureStage` (group ``<app_id>-analytics``; in a worker that also runs
+   the limiter, fed by it in process instead of reading the topic) folds each ``decisions`` partition into
    per-window per-IP partials (:class:`WindowAggregator`). When the partition's event time (its
    largest ``ts_event`` minus ``analytics_grace``) passes a window's end, it publishes one
    :class:`schemas.flags.IpPartial` per IP to ``ip-features`` keyed by IP (the repartition step:
@@ -29,6 +30,7 @@ between publishing and committing can publish a partial twice; stage 2 recognise
 
 import asyncio
 import logging
+from typing import Callable
 
 from mode import Service
 
@@ -50,12 +52,18 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 class AnalyticsService(Service):
-    """Runs both stages and the blocklist reader the blocklist agent decides against."""
+    """Runs both stages and the blocklist reader the blocklist agent decides against.
 
-    def __init__(self, settings: Settings, bans: BanBook, ban_table: ControlTable, **kwargs) -> None:
+    ``fed``: stage 1 is fed in process by the limiter of this worker (the composition root attaches
+    :attr:`features` to it) instead of reading the decisions topic in its group.
+    """
+
+    def __init__(self, settings: Settings, bans: BanBook, ban_table: ControlTable, fed: bool = False,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.settings, self.bans, self.ban_table = settings, bans, ban_table
-        self.stages = [FeatureStage(settings), MergeStage(settings)]
+        self.features = FeatureStage(settings, fed=fed)
+        self.stages = [self.features, MergeStage(settings)]
         self._runs: list[asyncio.Future] = []
 
     async def on_start(self) -> None:
@@ -67,14 +75,7 @@ class AnalyticsService(Service):
     async def on_started(self) -> None:
         self._runs = [asyncio.ensure_future(self.ban_table.run())]
         for stage in self.stages:
-            task = asyncio.ensure_future(stage.run())
-            task.add_done_callback(self._on_exit)
-            self._runs.append(task)
-
-    def _on_exit(self, task: asyncio.Future) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("analytics crashed: %r", task.exception())
-            asyncio.ensure_future(self.crash(task.exception()))
+            self._runs.append(stage.supervise(self, f"analytics {stage.group}", stage.run_fed if stage.fed else stage.run))
 
     async def on_stop(self) -> None:
         for stage in self.stages:
@@ -90,8 +91,9 @@ class AnalyticsService(Service):
         logger.info("analytics stopped: %s", [stage.stats for stage in self.stages])
 
 
-def register_analytics(app, settings: Settings) -> None:
-    """Add the analytics service and the blocklist agent to a Faust app."""
+def register_analytics(app, settings: Settings, feed: Callable[[FeatureStage], None] | None = None) -> None:
+    """Add the analytics service and the blocklist agent to a Faust app. With ``feed``, stage 1 is fed in
+    process: ``feed`` is given it when the service is made (to attach it to the worker's limiter)."""
     bans = BanBook()
     ban_table = ControlTable(settings, settings.blocklist_topic, bans.apply)
     register_blocklist_agent(app, settings, bans, ban_table)
@@ -99,4 +101,6 @@ def register_analytics(app, settings: Settings) -> None:
     @app.service
     class BoundAnalyticsService(AnalyticsService):
         def __init__(self, **kwargs) -> None:
-            super().__init__(settings, bans, ban_table, **kwargs)
+            super().__init__(settings, bans, ban_table, fed=feed is not None, **kwargs)
+            if feed is not None:
+                feed(self.features)

@@ -6,6 +6,11 @@ keyed by IP (the repartition step: once per window, IP and source partition, not
 :class:`schemas.flags.FeaturesWatermark` to every ``ip-features`` partition; markers are repeated
 every ``flush_interval`` while the partition has traffic. Its commits carry the event time up to
 which it has published, so a new owner does not publish those windows again.
+
+Beside a limiter (the default worker) the stage is *fed in process* (``fed=True``): the limiter that
+owns requests partition ``p`` — the only writer of decisions partition ``p`` — hands it the decisions
+it delivered, with their offsets, once each flush completes, and the stage still commits its
+progress to its group, so a restart or a stage-only worker resumes exactly as from its own reads.
 """
 
 import logging
@@ -39,12 +44,12 @@ class _DecisionView(msgspec.Struct):
 class FeatureStage(BatchStage):
     """Stage 1: ``decisions`` partitions -> per-window per-IP partials on ``ip-features``."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(settings, clock)
+    def __init__(self, settings: Settings, fed: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(settings, fed=fed, clock=clock)
         self.topic, self.group = settings.decisions_topic, settings.analytics_group
         self.aggregators: dict[int, WindowAggregator] = {}
         self.active: dict[int, float] = {}  # partition -> when it last had records
-        self._decode = msgspec.json.Decoder(_DecisionView).decode
+        self.decode = msgspec.json.Decoder(_DecisionView).decode
         self._encode = msgspec.json.Encoder().encode
         self._last_marks = 0.0
         self.stats.update(partials=0, late=0)
@@ -66,12 +71,12 @@ class FeatureStage(BatchStage):
         self.active.pop(partition, None)
         self.positions.pop(partition, None)
 
-    async def process(self, partition: int, records, now: float) -> None:
+    async def process(self, partition: int, items, now: float) -> None:
         aggregator = self.aggregators.get(partition)
         if aggregator is None:
             return
-        add, decode, late = aggregator.add, self._decode, aggregator.late
-        for offset, d in self.decoded(partition, records, decode):
+        add, late = aggregator.add, aggregator.late
+        for offset, d in items:  # a _DecisionView read from the topic, or a Decision fed in process
             add(d.ip, d.user_id, d.request_type, d.verdict, d.ts_event, offset)
         if aggregator.late > late:
             ANALYTICS_LATE_EVENTS.inc(aggregator.late - late)
@@ -98,7 +103,7 @@ class FeatureStage(BatchStage):
         for out in range(self.out_partitions):
             await self.sender.add(self.settings.ip_features_topic, out, None, value)
 
-    async def tick(self, now: float) -> None:
+    async def publish_due(self, now: float) -> None:
         """Repeat the markers of partitions with recent traffic: stage 2 then knows they are alive."""
         if now - self._last_marks < self.settings.flush_interval:
             return

@@ -11,19 +11,21 @@ counter once to the changelog, then delivery, offsets and RocksDB, completing in
 import asyncio
 import logging
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
 import msgspec
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import TopicPartition
 
 from agents.intake import EventDecoder, Rejection, dead_letter_value
 from agents.policy import decide, decide_fixed
 from agents.rules import Blocklist, LimitBook
 from agents.state_codec import COUNTER_CODEC
 from streams import metrics
+from streams.batch_consumer import BatchConsumer
 from streams.changelog import restore
 from streams.flushing import Flusher
 from streams.kafka_io import make_consumer
+from streams.output import Ends
 from streams.output import make_outputs
 from streams.rocks_state import RocksPartitionStore
 from streams.settings import Settings
@@ -34,24 +36,18 @@ __all__ = ["Limiter"]
 logger = logging.getLogger(__name__)
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, limiter: "Limiter") -> None:
-        self._limiter = limiter
+class Limiter(BatchConsumer):
+    """Decides every request event of the partitions this process is assigned.
 
-    async def on_partitions_revoked(self, revoked) -> None:
-        await self._limiter.release([tp.partition for tp in revoked])
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        await self._limiter.acquire([tp.partition for tp in assigned])
-
-
-class Limiter:
-    """Decides every request event of the partitions this process is assigned."""
+    Consumers of the decisions topic in the same process can be :meth:`attach`-ed: each completed
+    flush then hands them the decisions it delivered (``streams.folding``, fed mode).
+    """
 
     def __init__(
         self, settings: Settings, limits: LimitBook, blocklist: Blocklist, clock: Callable[[], float] = time.time
     ) -> None:
-        self.settings = settings
+        super().__init__(settings)
+        self.topic, self.group = settings.requests_topic, settings.limiter_group
         self.limits = limits
         self.blocklist = blocklist
         self.clock = clock
@@ -62,30 +58,41 @@ class Limiter:
         self._encode = msgspec.json.Encoder().encode
         self._since_flush = 0
         self._last_flush = 0.0
-        self._stopping = asyncio.Event()
-        # The rebalance listener runs while the loop awaits I/O: state changes take this lock.
-        self._lock = asyncio.Lock()
+        #: In-process consumers of the decisions (:meth:`attach`), how many to wait for, and the
+        #: decisions of each partition since the last flush (None: nobody to feed).
+        self.feeds: list = []
+        self.expected_feeds = 0
+        self.decided: dict[int, list] | None = None
         #: Opens the store of a partition (tests substitute an in-memory one).
         self.open_store: Callable[[int], PartitionStore] = (
             lambda partition: RocksPartitionStore(settings.state_dir, partition, COUNTER_CODEC))
         self.outputs = make_outputs(settings)
         self.flusher = Flusher(self.outputs, settings.changelog_topic, settings.requests_topic)
-        self.consumer = self.restorer = None
+        self.restorer = None
+
+    def attach(self, consumer) -> None:
+        """Feed ``consumer`` (a fed ``streams.folding.FoldingConsumer`` of the decisions topic) in process:
+        the partitions this limiter owns, and the decisions of each flush once it is complete."""
+        self.feeds.append(consumer)
+        self.decided = {}
 
     async def start(self) -> None:
-        s = self.settings
-        self.consumer = make_consumer(s, group_id=s.limiter_group, isolation_level="read_committed")
-        self.restorer = make_consumer(s, group_id=None, isolation_level="read_committed")
+        """Connect; the subscription waits for :meth:`run` (and the attached consumers)."""
+        self.restorer = make_consumer(self.settings, group_id=None, isolation_level="read_committed")
         await self.outputs.start()
         await self.restorer.start()
-        await self.consumer.start()
-        self.consumer.subscribe([s.requests_topic], listener=_Rebalance(self))
+        await super().start(subscribe=False)
         self._last_flush = time.monotonic()
 
     async def acquire(self, partitions: list[int]) -> None:
         """Open and restore the stores of newly assigned partitions, and seek to their positions."""
-        async with self._lock:
-            await self._acquire(partitions)
+        async with self.lock:
+            await self.assigned(partitions)
+
+    async def assigned(self, partitions: list[int]) -> None:
+        await self._acquire(partitions)
+        for consumer in self.feeds:
+            await consumer.fed_assigned(partitions)
 
     async def _acquire(self, partitions: list[int]) -> None:
         await self.flusher.settle()
@@ -101,10 +108,15 @@ class Limiter:
 
     async def release(self, partitions: list[int]) -> None:
         """Flush and close the stores of revoked partitions."""
-        async with self._lock:
-            await self._flush()
-            await self.flusher.settle()
-            await self._release(partitions)
+        async with self.lock:
+            await self.revoked(partitions)
+
+    async def revoked(self, partitions: list[int]) -> None:
+        await self._flush()
+        await self.flusher.settle()
+        for consumer in self.feeds:
+            await consumer.fed_revoked(partitions)
+        await self._release(partitions)
 
     async def _release(self, partitions: list[int]) -> None:
         for partition in partitions:
@@ -115,15 +127,17 @@ class Limiter:
         metrics.ASSIGNED.set(len(self.stores))
 
     async def run(self) -> None:
-        """Consume, decide and flush until :meth:`stop` is called."""
-        interval, every = self.settings.flush_interval, self.settings.flush_events
-        while not self._stopping.is_set():
-            batches = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.fetch_max_records)
-            async with self._lock:
-                await self._handle(batches, interval, every)
+        """Subscribe once every attached consumer is ready, then consume, decide and flush until :meth:`stop`."""
+        while len(self.feeds) < self.expected_feeds or not all(c.ready.is_set() for c in self.feeds):
+            if self.stopping:
+                return
+            await asyncio.sleep(0.05)
+        self.subscribe()
+        await super().run()
 
-    async def _handle(self, batches, interval: float, every: int) -> None:
+    async def handle(self, batches) -> None:
         """Decide one getmany result, and flush when it is time (holding the lock)."""
+        interval, every = self.settings.flush_interval, self.settings.flush_events
         for tp, records in batches.items():
             if not records:
                 continue
@@ -163,6 +177,7 @@ class Limiter:
         batch = sender.batch(topic, partition)
         allowed = throttled = blocked = 0
         watermark = store.watermark
+        keep = None if self.decided is None else self.decided.setdefault(partition, []).append  # attach()
         for record in records:
             event = decode(record.value, now)
             if type(event) is Rejection:
@@ -192,6 +207,8 @@ class Limiter:
                 throttled += 1
             else:
                 blocked += 1
+            if keep is not None:
+                keep(decision)
             key_bytes, value = event.user_id.encode(), encode(decision)
             if batch.append(key=key_bytes, value=value, timestamp=None) is None:
                 await sender.add(topic, partition, key_bytes, value)
@@ -224,7 +241,7 @@ class Limiter:
 
     async def flush(self) -> None:
         """Flush and wait until it is complete (delivered, committed, on disk)."""
-        async with self._lock:
+        async with self.lock:
             await self._flush()
             await self.flusher.settle()
             self.stats["flushes"] = self.flusher.completed
@@ -234,13 +251,28 @@ class Limiter:
         if not self.positions or self.consumer is None:
             return
         positions, self.positions = {p: o for p, o in self.positions.items() if p in self.stores}, {}
-        await self.flusher.start(positions, self.stores, self.consumer)  # settles the previous flush first
+        await self.flusher.start(positions, self.stores, self.consumer, self._feeding())  # settles the previous first
         self._since_flush, self._last_flush = 0, time.monotonic()
         self.stats["flushes"] = self.flusher.completed
         metrics.COUNTERS.set(sum(map(len, self.stores.values())))
 
-    def stop(self) -> None:
-        self._stopping.set()
+    def _feeding(self) -> Callable[[Ends], Awaitable[None]] | None:
+        """The completion of a flush for the attached consumers: the decisions it delivered, per partition,
+        at the offsets ending where the delivery (the transaction) ended; past the commit marker next."""
+        if self.decided is None:
+            return None
+        decided, self.decided = self.decided, {}
+        topic, feeds = self.settings.decisions_topic, self.feeds
+        marker = 1 if self.settings.processing_guarantee == "exactly_once" else 0
+
+        async def done(ends: Ends) -> None:
+            for partition, values in decided.items():
+                end = ends.get((topic, partition))
+                if end is not None and values:
+                    for consumer in feeds:
+                        await consumer.feed(partition, end - len(values), values, end + marker)
+
+        return done
 
     async def close(self) -> None:
         """Final flush, then close stores and clients (also on cancellation)."""
@@ -250,7 +282,7 @@ class Limiter:
             for store in self.stores.values():
                 store.close()
             self.stores.clear()
-            for client in (self.consumer, self.restorer):
-                if client is not None:
-                    await client.stop()
+            if self.restorer is not None:
+                await self.restorer.stop()
+            await super().close()
             await self.outputs.stop()

@@ -30,13 +30,13 @@ class MergeStage(BatchStage):
     """Stage 2: ``ip-features`` -> complete windows -> detectors -> ``ip-flags`` and ``abuse-reports``."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(settings, clock)
+        super().__init__(settings, clock=clock)
         s = settings
         self.topic, self.group = s.ip_features_topic, s.analytics_merge_group
         self.merger = WindowMerger(s.analytics_window, s.partitions, s.analytics_idle, s.analytics_corrections_kept)
         self._counted = dict(self.merger.counts)
         self.networks = parse_networks(s.allowlist)
-        self._decode = msgspec.json.Decoder(IpPartial | FeaturesWatermark).decode
+        self.decode = msgspec.json.Decoder(IpPartial | FeaturesWatermark).decode
         self._encode = msgspec.json.Encoder().encode
         self.stats.update(windows=0, flags=0)
 
@@ -51,17 +51,17 @@ class MergeStage(BatchStage):
         self.merger.revoke(partition)
         self.positions.pop(partition, None)
 
-    async def process(self, partition: int, records, now: float) -> None:
+    async def process(self, partition: int, items, now: float) -> None:
         if partition not in self.merger.assigned:
             return
-        merger, decode = self.merger, self._decode
-        for offset, item in self.decoded(partition, records, decode):
+        merger = self.merger
+        for offset, item in items:
             if type(item) is IpPartial:
                 merger.add_partial(partition, offset, item)
             else:
                 merger.add_mark(partition, item, now)
 
-    async def tick(self, now: float) -> None:
+    async def publish_due(self, now: float) -> None:
         for window in self.merger.ready(now):
             await self.publish(window)
         self._count_late()

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/limiter_bench.py [--events 200000] [--baseline-events 30000] [--users 1000]
         [--rounds 3] [--partitions 4] [--rate 0] [--live-seconds 10] [--only IMPL ...]
-        [--markdown docs/benchmarks.md]
+        [--markdown docs/benchmarks.md [--section TITLE]]
 
 Implementations (``bench/impls.py``): ``ratewarden`` (``ratewarden worker --roles limiter``, at least
 once), ``ratewarden-eos`` (the same, exactly once), ``ratewarden-all`` (limiter, request history and
@@ -58,7 +58,7 @@ from bench.workload import HEAVY_SHARE, HEAVY_WEIGHT, STEP, Workload, base_times
 from streams.devkafka.broker import KAFKA_VERSION, LocalKafka  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "replace_section"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--naive-store", default="rocksdb://", help="table store of the naive Faust agent")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--markdown", "--out", dest="markdown", type=Path,
-                        help="append the results as Markdown to this file")
+                        help="write the results as Markdown into this file, as the section --section")
+    parser.add_argument("--section", default="Side by side: the default worker (issue 12)",
+                        help="the file's '## ' section the results replace (appended when it is missing)")
     parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
                         help="before each measured phase, wait up to SECONDS for processes the benchmark did "
                              "not start to use < 15%% CPU for 3 s (for shared machines)")
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         _print(console, results, impls)
         if args.markdown:
             _write_markdown(args.markdown, _command(argv), kafka, results, impls, args)
-            console.print(f"appended the results to {args.markdown}")
+            console.print(f"wrote the results to {args.markdown}, section '{args.section}'")
         return 0
     except KeyboardInterrupt:
         console.print("[red]interrupted: stopping everything the benchmark started[/red]")
@@ -224,8 +226,23 @@ def _write_markdown(path: Path, command: str, kafka: str, results: list[RunResul
     notes = {i.label: i.notes for i in impls}
     text = markdown(command, facts, summary_rows(results, labels), results, notes, _extra_lines(results, impls))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        handle.write(("\n" if path.exists() and path.stat().st_size else "") + text)
+    old = path.read_text() if path.exists() else ""
+    path.write_text(replace_section(old, args.section, "#" + text if text.startswith("## ") else text))
+
+
+def replace_section(document: str, title: str, body: str) -> str:
+    """``document`` with its ``## title`` section (up to the next ``## `` heading) replaced by ``body``
+    under that heading, or with the section appended when there is none; the rest is kept as it is."""
+    lines = document.splitlines(keepends=True)
+    heading = f"## {title}"
+    section = [f"{heading}\n", "\n", body if body.endswith("\n") else body + "\n"]
+    starts = [i for i, line in enumerate(lines) if line.rstrip("\n") == heading]
+    if not starts:
+        gap = [] if not document else ["\n"] if document.endswith("\n") else ["\n\n"]
+        return "".join(lines + gap + section)
+    start = starts[0]
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "".join(lines[:start] + section + (["\n"] if end < len(lines) else []) + lines[end:])
 
 
 if __name__ == "__main__":

@@ -20,9 +20,31 @@ from streams.settings import Settings, get_settings
 from agents.control_tables import blocklist_table, limits_table
 from streams.topics import ensure_topics
 
-__all__ = ["create_app", "LimiterService", "run_worker", "freeze_startup_heap"]
+__all__ = ["create_app", "InProcessFeeds", "LimiterService", "run_worker", "freeze_startup_heap"]
 
 logger = logging.getLogger(__name__)
+
+
+class InProcessFeeds:
+    """The worker's consumers of the decisions that its limiter feeds in process, wired as their services
+    are made (Faust makes the services when the worker starts, the limiter's first)."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.limiter: Limiter | None = None
+        self._waiting: list = []
+
+    def limiter_made(self, limiter: Limiter) -> None:
+        self.limiter, limiter.expected_feeds = limiter, self.expected  # it subscribes once they are ready
+        for consumer in self._waiting:
+            limiter.attach(consumer)
+        self._waiting.clear()
+
+    def consumer_made(self, consumer) -> None:
+        if self.limiter is None:
+            self._waiting.append(consumer)
+        else:
+            self.limiter.attach(consumer)
 
 
 class LimiterService(Service):
@@ -47,13 +69,7 @@ class LimiterService(Service):
     async def on_started(self) -> None:
         freeze_startup_heap()
         self._table_tasks = [asyncio.ensure_future(table.run()) for table in self.tables]
-        self._decide = asyncio.ensure_future(self.limiter.run())
-        self._decide.add_done_callback(self._on_limiter_exit)
-
-    def _on_limiter_exit(self, task: asyncio.Future) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("limiter crashed: %r", task.exception())
-            asyncio.ensure_future(self.crash(task.exception()))  # stops the worker: a supervisor restarts it
+        self._decide = self.limiter.supervise(self, "limiter")  # a crash stops the worker: its supervisor restarts it
 
     async def on_stop(self) -> None:
         """Let the limiter finish its batch, flush state and offsets, then close the clients."""
@@ -84,8 +100,11 @@ def freeze_startup_heap() -> None:
 def create_app(settings: Settings | None = None) -> faust.App:
     """A Faust app whose worker runs the enabled roles: limiter, history, analytics (all by default).
 
-    Each role consumes its own topics in its own consumer group, so a deployment can run them in
-    one process or scale each in processes of its own (``ratewarden worker --roles ...``).
+    Run beside the limiter (the default), the history and the first analytics stage are fed the
+    limiter's decisions in process, once each flush is delivered (committed); run without it
+    (``ratewarden worker --roles history,analytics``), each reads the decisions topic in its own
+    consumer group. Decisions partition ``p`` is written only by the owner of requests partition
+    ``p``, so either way each partition's history and features are kept by one worker.
     """
     settings = settings or get_settings()
     (settings.var_dir / "faust").mkdir(parents=True, exist_ok=True)
@@ -100,22 +119,28 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_heartbeat_interval=1.0,
     )
 
+    feeds = None
     if settings.limiter_enabled:
+        feeds = InProcessFeeds(int(settings.history_enabled) + int(settings.analytics_enabled))
+
         @app.service
         class BoundLimiterService(LimiterService):
             def __init__(self, **kwargs) -> None:
                 super().__init__(settings, **kwargs)
+                feeds.limiter_made(self.limiter)
 
     if settings.history_enabled:
         @app.service
         class BoundHistoryService(HistoryService):  # serves GET /requests/{user_id} to the gateway
             def __init__(self, **kwargs) -> None:
-                super().__init__(settings, **kwargs)
+                super().__init__(settings, fed=feeds is not None, **kwargs)
+                if feeds is not None:
+                    feeds.consumer_made(self.keeper)
 
     if settings.analytics_enabled:  # per-IP features, detectors, blocklist agent: docs/analytics.md
         from agents.analytics import register_analytics  # imports pandas: only where analytics run
 
-        register_analytics(app, settings)
+        register_analytics(app, settings, feeds.consumer_made if feeds is not None else None)
     return app
 
 

@@ -14,7 +14,7 @@ docs/architecture.md, *State and recovery*, for what this guarantees.
 import asyncio
 import logging
 import time
-from typing import Awaitable, Mapping
+from typing import Awaitable, Callable, Mapping
 
 from aiokafka import TopicPartition
 
@@ -40,11 +40,13 @@ class Flusher:
         self.completed = 0
         self._completing: asyncio.Future | None = None
 
-    async def start(self, positions: dict[int, int], stores: Mapping[int, PartitionStore], consumer) -> None:
+    async def start(self, positions: dict[int, int], stores: Mapping[int, PartitionStore], consumer,
+                    done: Callable[[Ends], Awaitable[None]] | None = None) -> None:
         """Flush the stores of ``positions`` (next input offset per partition) and start completing it.
 
         ``stores`` must hold every partition of ``positions``; only those stores are kept until the
-        flush completes (the mapping itself is not).
+        flush completes (the mapping itself is not). ``done`` is awaited last in the completion, with
+        the next offset per (topic, partition) after the records delivered (committed).
         """
         await self.settle()
         started = time.monotonic()
@@ -58,12 +60,12 @@ class Flusher:
             flushes.append((store, flush))
         completion = await self.outputs.hand_off(positions, consumer)
         self.handed_off = dict(positions)
-        self._completing = asyncio.ensure_future(self._complete(completion, flushes, started, consumer))
+        self._completing = asyncio.ensure_future(self._complete(completion, flushes, started, consumer, done))
         if not self.outputs.completes_in_background:
             await self.settle()
 
     async def _complete(self, completion: Awaitable[Ends], flushes: list[tuple[PartitionStore, FlushTransaction]],
-                        started: float, consumer) -> None:
+                        started: float, consumer, done=None) -> None:
         """Once a flush's records are delivered and its offsets committed: persist the stores, metrics."""
         ends = await completion
         changelog = self.changelog_topic
@@ -77,6 +79,8 @@ class Flusher:
             highwater = consumer.highwater(TopicPartition(self.input_topic, flush.partition))
             if highwater is not None:
                 metrics.LAG.labels(str(flush.partition)).set(max(0, highwater - flush.position))
+        if done is not None:
+            await done(ends)
 
     async def settle(self) -> None:
         """Wait for the flush in progress, if any (raising its error)."""
