@@ -9,7 +9,7 @@ __all__ = ["ALGORITHMS", "Algorithm", "BURST_DESCRIPTION", "BlocklistEntry", "Ra
 #: The rate-limiting algorithms, declared here once: the CLI, the HTTP API, the JSON Schema files
 #: and the worker's settings derive their choices from this tuple, and the limiter loads the module
 #: ``agents.strategies.<name>`` of each. Adding an algorithm is one name here and that one module.
-ALGORITHMS = ("fixed", "sliding")
+ALGORITHMS = ("fixed", "sliding", "gcra")
 Algorithm = Literal[ALGORITHMS]  # type: ignore[valid-type]  # a Literal of the tuple's values
 
 BURST_DESCRIPTION = (
