@@ -69,3 +69,19 @@ def test_a_deliberate_back_edge_is_caught(tmp_path: Path, module: str, source: s
     (tmp_path / "agents" / "fine.py").write_text("from streams.settings import Settings\nfrom schemas import events\n")
     found = violations(tmp_path)
     assert len(found) == 1 and found[0].startswith(module), found
+
+
+def test_no_source_or_doc_names_a_path_outside_the_repository():
+    """Comments and docs point into the repository only (a reader of a clone has nothing else)."""
+    outside = ("../shared", "/work/", "../.library")
+    found = []
+    for path in sorted(ROOT.rglob("*")):
+        parts = path.relative_to(ROOT).parts
+        if path.suffix not in (".py", ".md", ".toml", ".sh") or parts[0].startswith(".") or "egg-info" in parts[0]:
+            continue
+        if parts[0] in ("var",):
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if any(marker in line for marker in outside) and "outside = (" not in line:
+                found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert found == []
