@@ -64,6 +64,7 @@ class HistoryKeeper(FoldingConsumer):
     (subscribed, group ``<app_id>-history``) or fed by the limiter of this process (``fed``)."""
 
     track_position = True
+    values_only = True
 
     def __init__(self, settings: Settings, announce: Callable[[list[int]], Awaitable[None]], fed: bool = False) -> None:
         super().__init__(settings, fed=fed)
@@ -113,11 +114,11 @@ class HistoryKeeper(FoldingConsumer):
             if store is not None:
                 store.close()
 
-    async def fold(self, partition: int, items, end: int) -> None:
+    async def fold(self, partition: int, decisions, end: int) -> None:
         store = self.stores.get(partition)
         if store is None:
             return
-        ENTRIES.inc(store.apply((d for _, d in items), end))
+        ENTRIES.inc(store.apply(decisions, end))
         if store.sweep_due():  # by event time: bounds the directory however fast time runs
             SWEPT.inc(store.sweep())
 

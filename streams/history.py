@@ -104,18 +104,20 @@ class HistoryStore:
     def apply(self, decisions: Iterable[Decided], position: int) -> int:
         """Write decisions (``Decided`` or ``Decision``) and the position in one write batch; how many."""
         batch = WriteBatch(raw_mode=True)
-        encode, pack, added, watermark = self._encode, _TS.pack, self._added, self.watermark
+        encode, pack, put, added, watermark = self._encode, _TS.pack, batch.put, self._added, self.watermark
+        counted, trim_at = added.get, self.max_count
         full: list[str] = []
         n = 0
         for d in decisions:
             n += 1
-            batch.put(_prefix(d.user_id) + pack(d.ts_event) + d.request_id.encode(),
-                      encode((d.request_type, d.ip, d.verdict, d.reason)))
-            count = added[d.user_id] = added.get(d.user_id, 0) + 1
-            if count == self.max_count:
-                full.append(d.user_id)
-            if d.ts_event > watermark:
-                watermark = d.ts_event
+            user, ts = d.user_id, d.ts_event
+            put((user + "\x00").encode() + pack(ts) + d.request_id.encode(),
+                encode((d.request_type, d.ip, d.verdict, d.reason)))
+            count = added[user] = counted(user, 0) + 1
+            if count == trim_at:
+                full.append(user)
+            if ts > watermark:
+                watermark = ts
         batch.put(_POSITION_KEY, _OFFSET.pack(position))
         batch.put(_WATERMARK_KEY, _FLOAT.pack(watermark))
         self._db.write(batch)
