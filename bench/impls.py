@@ -57,7 +57,9 @@ def implementations(events: int, baseline_events: int, naive_store: str, quix_py
         Implementation("ratewarden-all", "ratewarden, all roles", worker, events,
                        env={name: "true" for name in _LIMITER_ONLY},
                        notes=_ratewarden_notes(s, "limiter,history,analytics", "at_least_once")
-                       + "; request history and abuse analytics in the same process"),
+                       + "; request history and abuse analytics in the same process, the history and the first "
+                       "analytics stage fed the limiter's decisions in process at each completed flush (no re-read "
+                       "of the decisions topic)"),
     ]
     if quix_python:
         quix = (quix_python, str(PEERS / "quix_count.py"), "--commit-interval", f"{s.flush_interval:g}")
