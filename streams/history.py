@@ -2,7 +2,8 @@
 
 The history is a pure function of the ``decisions`` topic. Every decision of partition ``p`` is one
 RocksDB entry, key ``user_id NUL ts request_id`` (``ts`` as a big-endian double: keys sort by user,
-then event time), value ``(request_type, ip, verdict, reason)``; writing one costs a put, no read.
+then event time), value ``(request_type, ip, verdict, reason)``; writing one costs a put, no read
+(but one seek per user, for its newest entry, the first time it is written after opening).
 A decision delivered twice (at least once) writes the same key again. Reads walk a user's keys from
 the newest and stop at ``history_max_count`` entries or ``history_max_age`` seconds before the
 partition's watermark (the highest event time seen), so the bounds hold exactly for readers; on disk
@@ -42,6 +43,9 @@ _OFFSET = struct.Struct("<q")
 _FLOAT = struct.Struct("<d")
 _TS = struct.Struct(">d")  # order-preserving for the non-negative event times the intake admits
 _NEWEST = b"\xff" * 9  # after every ts and request id of a user's prefix
+#: A user's trim cycle (:meth:`HistoryStore.apply`): entries added since its last trim, the oldest of
+#: them, the newest key known, whether each was newer than every entry before it.
+_COUNT, _OLDEST_ADDED, _NEWEST_KEY, _IN_ORDER = range(4)
 
 
 class Decided(msgspec.Struct):
@@ -89,7 +93,7 @@ class HistoryStore:
         self._db = Rdict(str(path), options=history_options())
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(tuple[str, str, str, str]).decode
-        self._added: dict[str, int] = {}  # entries written per user since its last trim
+        self._added: dict[str, list] = {}  # per user: its trim cycle (see _COUNT)
         raw = self._db.get(_POSITION_KEY)
         self.position: int | None = None if raw is None else _OFFSET.unpack(raw)[0]
         raw = self._db.get(_WATERMARK_KEY)
@@ -102,29 +106,54 @@ class HistoryStore:
         return self.watermark - self.swept_at >= self.max_age / 4
 
     def apply(self, decisions: Iterable[Decided], position: int) -> int:
-        """Write decisions (``Decided`` or ``Decision``) and the position in one write batch; how many."""
+        """Write decisions (``Decided`` or ``Decision``) and the position in one write batch; how many.
+
+        A user who reached ``max_count`` entries since the last trim is trimmed: in the same batch when
+        every one of them was newer than the user's newest entry before (the common case: the oldest of
+        them is then the oldest to keep), else by a walk over the user's newest entries (:meth:`_trim`).
+        """
         batch = WriteBatch(raw_mode=True)
-        encode, pack, put, added, watermark = self._encode, _TS.pack, batch.put, self._added, self.watermark
-        counted, trim_at = added.get, self.max_count
-        full: list[str] = []
+        encode, pack, put, watermark = self._encode, _TS.pack, batch.put, self.watermark
+        cycles, max_count = self._added, self.max_count
+        walk: list[str] = []
         n = 0
         for d in decisions:
             n += 1
             user, ts = d.user_id, d.ts_event
-            put((user + "\x00").encode() + pack(ts) + d.request_id.encode(),
-                encode((d.request_type, d.ip, d.verdict, d.reason)))
-            count = added[user] = counted(user, 0) + 1
-            if count == trim_at:
-                full.append(user)
+            prefix = (user + "\x00").encode()
+            key = prefix + pack(ts) + d.request_id.encode()
+            put(key, encode((d.request_type, d.ip, d.verdict, d.reason)))
+            cycle = cycles.get(user)
+            if cycle is None:  # first seen since the store opened (or swept): its newest entry on disk
+                newest = self._newest_on_disk(prefix)
+                cycle = cycles[user] = [0, key, key, newest is None or key > newest]
+            elif key > cycle[_NEWEST_KEY]:
+                cycle[_NEWEST_KEY] = key
+            else:
+                cycle[_IN_ORDER] = False
+            count = cycle[_COUNT] = cycle[_COUNT] + 1
+            if count == 1:
+                cycle[_OLDEST_ADDED] = key
+            if count == max_count:
+                if cycle[_IN_ORDER]:
+                    batch.delete_range(prefix, cycle[_OLDEST_ADDED])
+                    cycle[_COUNT] = 0
+                else:
+                    walk.append(user)
             if ts > watermark:
                 watermark = ts
         batch.put(_POSITION_KEY, _OFFSET.pack(position))
         batch.put(_WATERMARK_KEY, _FLOAT.pack(watermark))
         self._db.write(batch)
         self.position, self.watermark = position, watermark
-        for user_id in full:
+        for user_id in walk:
             self._trim(user_id)
         return n
+
+    def _newest_on_disk(self, prefix: bytes) -> bytes | None:
+        it = self._db.iter()
+        it.seek_for_prev(prefix + _NEWEST)
+        return it.key() if it.valid() and it.key().startswith(prefix) else None
 
     def _newest(self, prefix: bytes) -> Iterator[tuple[float, bytes]]:
         """``(ts, key)`` of a user's entries within the bounds, newest first."""
@@ -141,16 +170,17 @@ class HistoryStore:
             it.prev()
 
     def _trim(self, user_id: str) -> None:
-        """Delete a user's entries beyond the bounds."""
-        self._added.pop(user_id, None)
+        """Delete a user's entries beyond the bounds (walking its newest ``max_count``)."""
         prefix = _prefix(user_id)
-        oldest = None
+        newest = oldest = None
         for _, oldest in self._newest(prefix):
-            pass
+            newest = newest or oldest
         if oldest is None:
             self._db.delete_range(prefix, prefix + _NEWEST)
+            self._added.pop(user_id, None)
         else:
             self._db.delete_range(prefix, oldest)
+            self._added[user_id] = [0, None, newest, True]  # the next trim can be decided while writing
 
     def skip_to(self, position: int) -> None:
         """Move the position without entries (records before it are out of retention)."""
