@@ -26,8 +26,9 @@ logger = logging.getLogger(__name__)
 
 FOLDED = Counter("ratewarden_folded_records_total", "Records folded into history or analytics state, by source",
                  ["topic", "source"])
-#: Fed values folded per step: a flush can hand over tens of thousands.
-_SLICE = 5_000
+#: Fed values folded per step (a flush can hand over tens of thousands): small, so that the limiter
+#: sharing the loop decides a fetched batch between two steps, not only after the whole flush.
+_SLICE = 1_000
 
 
 class _Fed:
