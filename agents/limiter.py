@@ -19,7 +19,7 @@ from aiokafka import TopicPartition
 from agents.intake import EventDecoder, Rejection, dead_letter_value
 from agents.policy import decide, decide_fixed
 from agents.rules import Blocklist, LimitBook
-from agents.state_codec import COUNTER_CODEC
+from agents.state_codec import STATE_CODEC
 from streams import metrics
 from streams.batch_consumer import BatchConsumer
 from streams.changelog import restore
@@ -65,7 +65,7 @@ class Limiter(BatchConsumer):
         self.decided: dict[int, list] | None = None
         #: Opens the store of a partition (tests substitute an in-memory one).
         self.open_store: Callable[[int], PartitionStore] = (
-            lambda partition: RocksPartitionStore(settings.state_dir, partition, COUNTER_CODEC))
+            lambda partition: RocksPartitionStore(settings.state_dir, partition, STATE_CODEC))
         self.outputs = make_outputs(settings)
         self.flusher = Flusher(self.outputs, settings.changelog_topic, settings.requests_topic)
         self.restorer = None

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from agents.strategies.base import Strategy
 from agents.strategies.registry import STRATEGIES
 
-__all__ = ["COUNTER_CODEC", "LEGACY_SIZE", "STATE_CODEC", "StateCodec"]
+__all__ = ["LEGACY_SIZE", "STATE_CODEC", "StateCodec"]
 
 #: Length of the untagged window counters written before tags existed.
 LEGACY_SIZE = 32
@@ -57,5 +57,3 @@ class StateCodec:
 
 #: The codec of every registered strategy's state, for the limiter's partition stores.
 STATE_CODEC = StateCodec(STRATEGIES.values())
-#: The name the limiter imported when its only state was the window counter.
-COUNTER_CODEC = STATE_CODEC

@@ -7,7 +7,7 @@ import msgspec
 
 from agents.limiter import Limiter
 from agents.rules import Blocklist, LimitBook
-from agents.state_codec import COUNTER_CODEC
+from agents.state_codec import STATE_CODEC
 from schemas.limits import RateLimit
 from streams.settings import Settings
 from streams.state import MemoryPartitionStore
@@ -45,7 +45,7 @@ def test_an_event_the_policy_cannot_decide_is_dead_lettered_and_the_batch_goes_o
     limiter = Limiter(settings, limits, Blocklist(), clock=lambda: 1_732_900_100.0)
     sender = CollectingSender()
     limiter.outputs.sender = lambda partition: sender
-    limiter.stores[0] = MemoryPartitionStore(0, COUNTER_CODEC)
+    limiter.stores[0] = MemoryPartitionStore(0, STATE_CODEC)
     encode = msgspec.json.encode
     records = [
         Record(user.encode(), encode({"request_id": f"r{i}", "user_id": user, "ip": "203.0.113.7",
@@ -66,7 +66,7 @@ def test_records_of_a_flush_still_completing_are_not_counted_twice(tmp_path):
     rewind in that gap must still skip what the handed-off flush already counted."""
     settings = Settings(var_dir=tmp_path, kafka_bootstrap_servers="unused:9092")
     limiter = Limiter(settings, LimitBook(100, 60.0), Blocklist(), clock=lambda: 1_732_900_100.0)
-    limiter.stores[0] = MemoryPartitionStore(0, COUNTER_CODEC)
+    limiter.stores[0] = MemoryPartitionStore(0, STATE_CODEC)
     records = [Record(b"alice", b"{}", offset, "requests", 0) for offset in range(5)]
     assert limiter._unseen(0, records) == records  # nothing counted yet
     limiter.flusher.handed_off = {0: 3}  # offsets 0-2 counted and handed off, their flush not complete
