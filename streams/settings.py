@@ -81,23 +81,8 @@ class Settings(
 
     def scoped(self, tag: str) -> "Settings":
         """The same settings on topics, groups and state of their own (tests, benchmarks, demos)."""
-        return self.model_copy(
-            update=dict(
-                app_id=f"{self.app_id}-{tag}",
-                requests_topic=f"{self.requests_topic}-{tag}",
-                decisions_topic=f"{self.decisions_topic}-{tag}",
-                dead_letter_topic=f"{self.dead_letter_topic}-{tag}",
-                limits_topic=f"{self.limits_topic}-{tag}",
-                blocklist_topic=f"{self.blocklist_topic}-{tag}",
-                ban_offences_topic=f"{self.ban_offences_topic}-{tag}",
-                ip_features_topic=f"{self.ip_features_topic}-{tag}",
-                ip_flags_topic=f"{self.ip_flags_topic}-{tag}",
-                abuse_reports_topic=f"{self.abuse_reports_topic}-{tag}",
-                users_topic=f"{self.users_topic}-{tag}",
-                history_owners_topic=f"{self.history_owners_topic}-{tag}",
-                var_dir=self.var_dir / tag,
-            )
-        )
+        topics = {name: f"{getattr(self, name)}-{tag}" for name in TopicSettings.model_fields if name.endswith("_topic")}
+        return self.model_copy(update={**topics, "app_id": f"{self.app_id}-{tag}", "var_dir": self.var_dir / tag})
 
     def to_env(self) -> dict[str, str]:
         """Environment variables that give a child process these settings."""
