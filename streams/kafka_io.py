@@ -14,7 +14,7 @@ from kafka.partitioner import murmur2
 from streams.kafka_config import aiokafka_options, resolve_bootstrap
 from streams.settings import Settings
 
-__all__ = ["BatchSender", "committed_metadata", "make_consumer", "make_producer", "partition_for"]
+__all__ = ["BatchSender", "make_consumer", "make_producer", "partition_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,13 +119,3 @@ class BatchSender:
     async def wait(self) -> dict[tuple[str, int], int]:
         """Send open batches, await all deliveries; the next offset per (topic, partition)."""
         return await self.delivered(await self.hand_off())
-
-
-async def committed_metadata(consumer: AIOKafkaConsumer, partitions) -> dict[int, str]:
-    """The metadata committed with each partition's offset in ``consumer``'s group (absent if none).
-
-    aiokafka's public ``committed()`` returns the offset only; the coordinator call under it returns
-    the metadata too (aiokafka is pinned exactly, see pyproject.toml).
-    """
-    committed = await consumer._coordinator.fetch_committed_offsets(list(partitions))
-    return {tp.partition: meta.metadata for tp, meta in committed.items() if meta.offset >= 0 and meta.metadata}
