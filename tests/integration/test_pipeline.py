@@ -3,14 +3,13 @@
 import math
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 import msgspec
 import pytest
 
 from ratewarden.control import block, set_limit, set_limits
 from ratewarden.synth import synthetic_trace
-from schemas.decisions import Decision
 from schemas.events import RequestEvent
 from schemas.limits import BlocklistEntry, RateLimit
 
