@@ -62,6 +62,13 @@ def test_changelog_records_end_with_the_position_marker(open_store):
     assert records[-1][0] == POSITION_KEY and decode_position(records[-1][1]) == 42
 
 
+def _restarted(store, open_store) -> tuple[dict, int | None, int]:
+    """Close ``store`` and open it again: (its values, position, changelog_next) as a restart finds them."""
+    store.close()
+    again = open_store()
+    return again.snapshot(), again.position, again.changelog_next
+
+
 def test_persisted_changes_and_positions_survive_a_restart_and_unpersisted_ones_do_not(open_store):
     store = open_store()
     store.set("alice", (100.0, 1))
@@ -72,10 +79,7 @@ def test_persisted_changes_and_positions_survive_a_restart_and_unpersisted_ones_
     store.delete("bob")
     store.persist(store.take_changes(12), changelog_next=7)
     store.set("carol", (100.0, 1))  # counted, never flushed
-    store.close()
-    again = open_store()
-    assert again.snapshot() == {"alice": (100.0, 2)}
-    assert (again.position, again.changelog_next) == (12, 7)
+    assert _restarted(store, open_store) == ({"alice": (100.0, 2)}, 12, 7)
 
 
 def test_a_flush_taken_but_not_persisted_leaves_the_local_copy_at_the_previous_flush(open_store):
@@ -84,10 +88,7 @@ def test_a_flush_taken_but_not_persisted_leaves_the_local_copy_at_the_previous_f
     store.persist(store.take_changes(5), changelog_next=2)
     store.set("alice", (100.0, 2))
     store.take_changes(6)  # handed off; the process dies before it is delivered
-    store.close()
-    again = open_store()
-    assert again.snapshot() == {"alice": (100.0, 1)}
-    assert (again.position, again.changelog_next) == (5, 2)
+    assert _restarted(store, open_store) == ({"alice": (100.0, 1)}, 5, 2)
 
 
 def test_apply_changelog_sets_and_deletes_in_memory_and_on_disk(open_store):
@@ -96,10 +97,7 @@ def test_apply_changelog_sets_and_deletes_in_memory_and_on_disk(open_store):
     store.apply_changelog({b"bob": None}, 9, 5)
     assert store.snapshot() == {"alice": (100.0, 3)}
     assert store.take_changes(9).changes == {}  # restored values are not changes to flush again
-    store.close()
-    again = open_store()
-    assert again.snapshot() == {"alice": (100.0, 3)}
-    assert (again.position, again.changelog_next) == (9, 5)
+    assert _restarted(store, open_store) == ({"alice": (100.0, 3)}, 9, 5)
 
 
 def test_expire_drops_what_the_codec_calls_expired_at_the_watermark_and_tombstones_it(open_store):
@@ -123,6 +121,4 @@ def test_wipe_forgets_memory_changes_positions_and_the_disk(open_store):
     assert store.take_changes(0).changes == {}
     store.set("carol", (100.0, 1))  # the hot-path methods still work on the wiped store
     assert store.get("carol") == (100.0, 1)
-    store.close()
-    again = open_store()
-    assert (again.position, again.changelog_next, len(again)) == (None, 0, 0)
+    assert _restarted(store, open_store) == ({}, None, 0)
