@@ -123,13 +123,17 @@ class FoldingConsumer(InProcessFeed, BatchConsumer):
         if self.commit_interval is not None and now - self._last_commit >= self.commit_interval:
             self._last_commit = now
             await self.commit_state()
-        self._progress.set()
-        self._progress = asyncio.Event()
+        self.progressed()
 
     async def commit_state(self) -> None:
         """Commit :meth:`commit_offsets` (call holding the lock)."""
         if self.commit_interval is not None:
             await self.commit(self.commit_offsets())
+
+    def progressed(self) -> None:
+        """Wake whoever waits in :meth:`wait_progress` (a fetch or a feed has been handled)."""
+        self._progress.set()
+        self._progress = asyncio.Event()
 
     async def wait_progress(self, timeout: float) -> None:
         """Until the next fetch or feed has been handled (TimeoutError after ``timeout`` seconds)."""

@@ -83,8 +83,7 @@ class InProcessFeed:
             state.pending.append((base, values, after))
             if state.target is None:
                 await self._drain(partition, state)
-            self._progress.set()
-            self._progress = asyncio.Event()
+            self.progressed()
 
     async def _drain(self, partition: int, state: _Fed) -> None:
         """Fold waiting feeds in order; at a gap, read the topic up to the feed first."""
