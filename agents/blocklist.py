@@ -16,6 +16,7 @@ agent tombstones it, so the blocklist's live keys are the active bans (:mod:`age
 
 import logging
 import math
+from collections import deque
 from typing import Callable
 
 import msgspec
@@ -72,21 +73,21 @@ def next_ban(previous: AutoBan | None, flag: IpFlag, settings: BanSettings, allo
     )
 
 
-_UNSET = object()
-
-
 class BanBook:
     """The entries of a compacted ban topic by key (``kind:subject``), plus this process's own writes
     (bans and tombstones) until they read back.
 
     A write is remembered until the topic returns it, so a flag that arrives in between sees the
-    new entry, and an older record read back in the meantime does not roll it back. The agent keeps
+    new entry, and an older record read back in the meantime does not roll it back. Every write of a
+    key is remembered, in order, until the last of them is back: a ban and its tombstone written
+    before either returns must not let the ban's read-back revive an entry the process already
+    tombstoned (the expiry scan would then act on it again). The agent keeps
     two: the blocklist itself, and the offence memory (``ban-offences``: the last automatic ban per IP).
     """
 
     def __init__(self) -> None:
         self._entries: dict[str, AutoBan] = {}
-        self._pending: dict[str, bytes | None] = {}
+        self._pending: dict[str, deque[bytes | None]] = {}  # own writes not yet read back, oldest first
         self._decode = msgspec.json.Decoder(AutoBan).decode
         #: Called after a record of someone else is applied (the ban agent re-checks expiry then).
         self.on_change: Callable[[], None] | None = None
@@ -104,11 +105,13 @@ class BanBook:
     def apply(self, key: bytes, value: bytes | None) -> None:
         """One record of the topic (``ControlTable`` callback); ``None`` is a tombstone."""
         k = key.decode()
-        pending = self._pending.get(k, _UNSET)
-        if pending is not _UNSET:
-            if value == pending:
-                del self._pending[k]
-            return
+        pending = self._pending.get(k)
+        if pending is not None:
+            if value == pending[0]:  # our oldest outstanding write is back
+                pending.popleft()
+                if not pending:
+                    del self._pending[k]
+            return  # else a record the topic holds before our writes: they supersede it
         if value is None:
             self._entries.pop(k, None)
         else:
@@ -119,9 +122,9 @@ class BanBook:
     def wrote(self, entry: AutoBan, value: bytes) -> None:
         key = blocklist_key(entry.kind, entry.subject)
         self._entries[key] = entry
-        self._pending[key] = value
+        self._pending.setdefault(key, deque()).append(value)
 
     def deleted(self, key: str) -> None:
         """This process sent a tombstone for ``key``."""
         self._entries.pop(key, None)
-        self._pending[key] = None
+        self._pending.setdefault(key, deque()).append(None)

@@ -86,6 +86,29 @@ def test_ban_book_keeps_its_own_write_until_the_topic_returns_it():
     assert len(book) == 2 and book.get("alice") is None and book.get("198.51.100.1").offences == 0
 
 
+def test_ban_book_ignores_every_read_back_until_its_last_write_returns():
+    """A ban and its tombstone, twice, all written before any reads back: reading back the first
+    tombstone must not let the second ban revive (the expiry scan would tombstone it again and record
+    the older ban as the IP's last offence)."""
+    book, encode, key = BanBook(), msgspec.json.encode, b"ip:203.0.113.9"
+    changes = []
+    book.on_change = lambda: changes.append(book.get("203.0.113.9"))
+    first = next_ban(None, flag(end=T0 + 60), S)
+    second = next_ban(first, flag(end=T0 + 1_000), S)
+    writes = [encode(first), None, encode(second), None]
+    for value in writes:
+        if value is None:
+            book.deleted(key.decode())
+        else:
+            book.wrote(msgspec.json.decode(value, type=type(first)), value)
+    for value in writes:  # the topic returns them in order
+        book.apply(key, value)
+        assert book.get("203.0.113.9") is None
+    assert changes == []  # none of them was someone else's
+    book.apply(key, encode(first))  # a record after our writes (another writer): applied
+    assert book.get("203.0.113.9") == first and changes == [first]
+
+
 @pytest.mark.parametrize("offences", [1, 2, 5])
 def test_ttl_grows_monotonically(offences):
     assert ban_ttl(offences + 1, S) >= ban_ttl(offences, S)
