@@ -75,9 +75,8 @@ class FeatureStage(BatchStage):
         aggregator = self.aggregators.get(partition)
         if aggregator is None:
             return
-        add, late = aggregator.add, aggregator.late
-        for offset, d in items:  # a _DecisionView read from the topic, or a Decision fed in process
-            add(d.ip, d.user_id, d.request_type, d.verdict, d.ts_event, offset)
+        late = aggregator.late
+        aggregator.add_all(items)  # a _DecisionView read from the topic, or a Decision fed in process
         if aggregator.late > late:
             ANALYTICS_LATE_EVENTS.inc(aggregator.late - late)
             logger.warning(

@@ -7,12 +7,21 @@ only windows not yet closed, so memory is bounded by open windows, not by the le
 """
 
 import math
+from typing import Any, Iterable, NamedTuple
 
 from schemas.flags import IpPartial
 
 __all__ = ["IpWindow", "WindowAggregator"]
 
 _NO_TIME = 0.0  # "nothing closed yet": event times are seconds since the epoch, never below 0
+
+
+class _Decided(NamedTuple):
+    ip: str
+    user_id: str
+    request_type: str
+    verdict: str
+    ts_event: float
 
 
 class IpWindow:
@@ -71,30 +80,46 @@ class WindowAggregator:
         self.closed_index = max(self.closed_index, math.floor(closed_until / self.window))
 
     def add(self, ip: str, user: str, request_type: str, verdict: str, ts: float, offset: int) -> None:
-        index = math.floor(ts / self.window)
-        if index < self.closed_index:
-            self.late += 1
-            return
-        ips = self.windows.get(index)
-        if ips is None:
-            ips = self.windows[index] = {}
-            self.first_offsets[index] = offset
-        acc = ips.get(ip)
-        if acc is None:
-            acc = ips[ip] = IpWindow(ts, set())
-        acc.requests += 1
-        acc.users.add(user)
-        acc.types[request_type] = acc.types.get(request_type, 0) + 1
-        if verdict == "throttle":
-            acc.throttled += 1
-        elif verdict == "block":
-            acc.blocked += 1
-        if ts < acc.first:
-            acc.first = ts
-        elif ts > acc.last:
-            acc.last = ts
-        if ts > self.max_ts:
-            self.max_ts = ts
+        """Fold one decided request (see :meth:`add_all`)."""
+        self.add_all(((offset, _Decided(ip, user, request_type, verdict, ts)),))
+
+    def add_all(self, items: Iterable[tuple[int, Any]]) -> None:
+        """Fold ``(offset, decision)`` pairs: anything with ``ip``, ``user_id``, ``request_type``,
+        ``verdict`` and ``ts_event``. One loop over locals: it runs once per decision of the stream."""
+        window, closed, windows, firsts = self.window, self.closed_index, self.windows, self.first_offsets
+        floor, max_ts, late = math.floor, self.max_ts, 0
+        current, ips = None, None
+        for offset, d in items:
+            ts = d.ts_event
+            index = floor(ts / window)
+            if index != current:
+                if index < closed:
+                    late += 1
+                    continue
+                current, ips = index, windows.get(index)
+                if ips is None:
+                    ips = windows[index] = {}
+                    firsts[index] = offset
+            ip = d.ip
+            acc = ips.get(ip)
+            if acc is None:
+                acc = ips[ip] = IpWindow(ts, set())
+            acc.requests += 1
+            acc.users.add(d.user_id)
+            types, kind = acc.types, d.request_type
+            types[kind] = types.get(kind, 0) + 1
+            verdict = d.verdict
+            if verdict == "throttle":
+                acc.throttled += 1
+            elif verdict == "block":
+                acc.blocked += 1
+            if ts < acc.first:
+                acc.first = ts
+            elif ts > acc.last:
+                acc.last = ts
+            if ts > max_ts:
+                max_ts = ts
+        self.max_ts, self.late = max_ts, self.late + late
 
     def close(self, watermark: float | None = None) -> list[tuple[float, dict[str, IpWindow]]]:
         """Pop the windows that end at or before ``watermark`` (default: max event time - grace), oldest first."""
