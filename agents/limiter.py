@@ -11,12 +11,13 @@ counter once to the changelog, then delivery, offsets and RocksDB, completing in
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable
+from typing import Callable
 
 import msgspec
 from aiokafka import TopicPartition
 
 from agents.intake import EventDecoder, Rejection, dead_letter_value
+from agents.limiter_feeds import DecisionFeeds
 from agents.policy import decide, decide_fixed
 from agents.rules import Blocklist, LimitBook
 from agents.state_codec import STATE_CODEC
@@ -25,7 +26,6 @@ from streams.batch_consumer import BatchConsumer
 from streams.changelog import restore
 from streams.flushing import Flusher
 from streams.kafka_io import make_consumer
-from streams.output import Ends
 from streams.output import make_outputs
 from streams.rocks_state import RocksPartitionStore
 from streams.settings import Settings
@@ -36,7 +36,7 @@ __all__ = ["Limiter"]
 logger = logging.getLogger(__name__)
 
 
-class Limiter(BatchConsumer):
+class Limiter(DecisionFeeds, BatchConsumer):
     """Decides every request event of the partitions this process is assigned.
 
     Consumers of the decisions topic in the same process can be :meth:`attach`-ed: each completed
@@ -58,23 +58,13 @@ class Limiter(BatchConsumer):
         self._encode = msgspec.json.Encoder().encode
         self._since_flush = 0
         self._last_flush = 0.0
-        #: In-process consumers of the decisions (:meth:`attach`), how many to wait for, and the
-        #: decisions of each partition since the last flush (None: nobody to feed).
-        self.feeds: list = []
-        self.expected_feeds = 0
-        self.decided: dict[int, list] | None = None
+        self.init_feeds()
         #: Opens the store of a partition (tests substitute an in-memory one).
         self.open_store: Callable[[int], PartitionStore] = (
             lambda partition: RocksPartitionStore(settings.state_dir, partition, STATE_CODEC))
         self.outputs = make_outputs(settings)
         self.flusher = Flusher(self.outputs, settings.changelog_topic, settings.requests_topic)
         self.restorer = None
-
-    def attach(self, consumer) -> None:
-        """Feed ``consumer`` (a fed ``streams.folding.FoldingConsumer`` of the decisions topic) in process:
-        the partitions this limiter owns, and the decisions of each flush once it is complete."""
-        self.feeds.append(consumer)
-        self.decided = {}
 
     async def start(self) -> None:
         """Connect; the subscription waits for :meth:`run` (and the attached consumers)."""
@@ -91,8 +81,7 @@ class Limiter(BatchConsumer):
 
     async def assigned(self, partitions: list[int]) -> None:
         await self._acquire(partitions)
-        for consumer in self.feeds:
-            await consumer.fed_assigned(partitions)
+        await self.feeds_assigned(partitions)
 
     async def _acquire(self, partitions: list[int]) -> None:
         await self.flusher.settle()
@@ -114,8 +103,7 @@ class Limiter(BatchConsumer):
     async def revoked(self, partitions: list[int]) -> None:
         await self._flush()
         await self.flusher.settle()
-        for consumer in self.feeds:
-            await consumer.fed_revoked(partitions)
+        await self.feeds_revoked(partitions)
         await self._release(partitions)
 
     async def _release(self, partitions: list[int]) -> None:
@@ -128,10 +116,8 @@ class Limiter(BatchConsumer):
 
     async def run(self) -> None:
         """Subscribe once every attached consumer is ready, then consume, decide and flush until :meth:`stop`."""
-        while len(self.feeds) < self.expected_feeds or not all(c.ready.is_set() for c in self.feeds):
-            if self.stopping:
-                return
-            await asyncio.sleep(0.05)
+        if not await self.feeds_ready():
+            return
         self.subscribe()
         await super().run()
 
@@ -251,28 +237,10 @@ class Limiter(BatchConsumer):
         if not self.positions or self.consumer is None:
             return
         positions, self.positions = {p: o for p, o in self.positions.items() if p in self.stores}, {}
-        await self.flusher.start(positions, self.stores, self.consumer, self._feeding())  # settles the previous first
+        await self.flusher.start(positions, self.stores, self.consumer, self.feeding())  # settles the previous first
         self._since_flush, self._last_flush = 0, time.monotonic()
         self.stats["flushes"] = self.flusher.completed
         metrics.COUNTERS.set(sum(map(len, self.stores.values())))
-
-    def _feeding(self) -> Callable[[Ends], Awaitable[None]] | None:
-        """The completion of a flush for the attached consumers: the decisions it delivered, per partition,
-        at the offsets ending where the delivery (the transaction) ended; past the commit marker next."""
-        if self.decided is None:
-            return None
-        decided, self.decided = self.decided, {}
-        topic, feeds = self.settings.decisions_topic, self.feeds
-        marker = 1 if self.settings.processing_guarantee == "exactly_once" else 0
-
-        async def done(ends: Ends) -> None:
-            for partition, values in decided.items():
-                end = ends.get((topic, partition))
-                if end is not None and values:
-                    for consumer in feeds:
-                        await consumer.feed(partition, end - len(values), values, end + marker)
-
-        return done
 
     async def close(self) -> None:
         """Final flush, then close stores and clients (also on cancellation)."""
