@@ -41,7 +41,7 @@ class FoldingConsumer(InProcessFeed, BatchConsumer):
         super().__init__(settings)
         self.fed, self.clock = fed, clock
         self.positions: dict[int, int] = {}  # next offset folded, per held partition
-        self.stats = {"records": 0, "fed": 0, "bad": 0}
+        self.stats = {"records": 0, "fed": 0, "bad": 0, "not_held": 0}
         self._fed = {}  # fed: the state of each partition (streams.in_process)
         self._progress = asyncio.Event()
         self._last_commit = clock()

@@ -24,8 +24,9 @@ __all__ = ["FOLDED", "InProcessFeed"]
 
 logger = logging.getLogger(__name__)
 
-FOLDED = Counter("ratewarden_folded_records_total", "Records folded into history or analytics state, by source",
-                 ["topic", "source"])
+FOLDED = Counter("ratewarden_folded_records_total",
+                 "Records folded into history or analytics state, by source (topic, fed); not_held: fed for a "
+                 "partition no longer held here, left to its next owner", ["topic", "source"])
 #: Fed values folded per step (a flush can hand over tens of thousands): small, so that the limiter
 #: sharing the loop decides a fetched batch between two steps, not only after the whole flush.
 _SLICE = 1_000
@@ -78,7 +79,11 @@ class InProcessFeed:
         ``after`` is the next offset of the topic after them (past a transaction's commit marker)."""
         async with self.lock:
             state = self._fed.get(partition)
-            if state is None:
+            if state is None:  # given up, or closing: the partition's next owner reads these from the topic
+                self.stats["not_held"] += len(values)
+                FOLDED.labels(self.topic, "not_held").inc(len(values))
+                logger.info("%s partition %d is not held here: %d fed records left to its next owner, who reads "
+                            "them from the topic", self.topic, partition, len(values))
                 return
             state.pending.append((base, values, after))
             if state.target is None:

@@ -1,0 +1,37 @@
+"""A feed for a partition this process does not hold (given up, or closing) is not folded, and is
+counted and logged: its next owner reads those records from the topic (no broker needed)."""
+
+import asyncio
+import logging
+
+from streams.folding import FoldingConsumer
+from streams.in_process import FOLDED, _Fed
+from streams.settings import Settings
+
+
+class Recorder(FoldingConsumer):
+    topic = "decisions"
+
+    def __init__(self) -> None:
+        super().__init__(Settings(), fed=True)
+        self.folded: list[tuple[int, list]] = []
+
+    async def fold(self, partition, items, end) -> None:
+        self.folded.append((partition, list(items)))
+
+
+def test_a_feed_for_a_partition_not_held_is_counted_logged_and_not_folded(caplog):
+    consumer = Recorder()
+    consumer._fed[0] = _Fed(position=10)  # partition 0 held and live; partition 1 not held
+    before = FOLDED.labels("decisions", "not_held")._value.get()
+
+    async def scenario() -> None:
+        await consumer.feed(1, 5, ["a", "b", "c"], 8)
+        await consumer.feed(0, 10, ["d"], 11)
+
+    with caplog.at_level(logging.INFO, logger="streams.in_process"):
+        asyncio.run(scenario())
+    assert consumer.folded == [(0, [(10, "d")])]
+    assert consumer.stats["not_held"] == 3 and consumer.stats["fed"] == 1
+    assert FOLDED.labels("decisions", "not_held")._value.get() - before == 3
+    assert "partition 1 is not held here: 3 fed records" in caplog.text
