@@ -1,18 +1,22 @@
 """Per-user request history of one decisions partition, kept in RocksDB (the worker side of the history).
 
-The history is a pure function of the ``decisions`` topic. Every decision of partition ``p`` is one
-RocksDB entry, key ``user_id NUL ts request_id`` (``ts`` as a big-endian double: keys sort by user,
-then event time), value ``(request_type, ip, verdict, reason)``; writing one costs a put, no read
-(but one seek per user, for its newest entry, the first time it is written after opening).
-A decision delivered twice (at least once) writes the same key again. Reads walk a user's keys from
-the newest and stop at ``history_max_count`` entries or ``history_max_age`` seconds before the
-partition's watermark (the highest event time seen), so the bounds hold exactly for readers; on disk
-a user is trimmed to them whenever ``history_max_count`` entries were added since its last trim, and
-every user by :meth:`HistoryStore.sweep`, which the history service runs whenever the partition's event
-time has moved on by a quarter of ``history_max_age`` (:meth:`HistoryStore.sweep_due`). Without
-that, users who stop before reaching ``history_max_count`` new entries (most of them) were never
-trimmed until a wall-clock sweep, and the directory grew with every request (docs/benchmarks.md,
-"History state on disk"). RocksDB's own info log is capped too (:func:`history_options`).
+The history is a pure function of the ``decisions`` topic. Each :meth:`HistoryStore.apply` writes one
+value per user it touches, a *run*: the user's decisions of that call, a msgpack list of ``(ts,
+request_id, request_type, ip, verdict, reason)`` sorted by ``(ts, request_id)``, under the key of its
+newest entry, ``user_id NUL ts request_id`` (``ts`` a big-endian double: keys sort by user, then event
+time). A run whose key exists (a decision delivered twice, at least once: never above the watermark,
+the highest event time seen) is merged into it. Runs may overlap in time (late events) but no entry is
+above its run's key, so a read walks the user's runs from the newest key, stops at a key older than
+``history_max_age`` seconds before the watermark or than the ``history_max_count``-th newest entry read,
+and counts a decision found in two runs once: the bounds hold exactly for readers. On disk a user is
+trimmed once ``history_max_count`` entries were added since its last trim: if its runs since hold that
+many newer than all before, by deleting the runs up to its newest entry at that trim (in the write
+batch, no read); else, once a quarter more were added, by such a walk. Every user is
+trimmed by :meth:`HistoryStore.sweep` whenever event time has moved a quarter of ``history_max_age``
+past the last (:meth:`HistoryStore.sweep_due`), so users who stop before ``history_max_count`` new
+entries do not grow the directory (docs/benchmarks.md, "History state on disk"). RocksDB's info log is
+capped too (:func:`history_options`). A copy in the former layout (a key per decision, no ``format``
+key) is wiped on open, to be rebuilt from the topic.
 
 The store also records ``position``, the next decisions offset not yet applied, in the same write
 batch as the entries. So a local copy is always a prefix of the log: whichever worker owns the
@@ -20,14 +24,16 @@ partition next resumes from that position (or, without a local copy, from the fi
 than the retention), and gets the same history.
 """
 
+import heapq
 import logging
+import operator
 import shutil
 import struct
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import msgspec
-from rocksdict import Rdict, ReadOptions, WriteBatch
+from rocksdict import Rdict, RdictIter, ReadOptions, WriteBatch
 
 from streams.kafka_io import partition_for  # noqa: F401 - re-exported: history routing uses it
 from streams.rocks_state import rocks_options
@@ -39,13 +45,17 @@ logger = logging.getLogger(__name__)
 #: Meta keys start with NUL, which never occurs in a user id (ids are printable and non-empty).
 _POSITION_KEY = b"\x00position"
 _WATERMARK_KEY = b"\x00watermark"
+_FORMAT_KEY, _FORMAT = b"\x00format", b"2"  # 2: runs (none: a key per decision)
 _OFFSET = struct.Struct("<q")
 _FLOAT = struct.Struct("<d")
 _TS = struct.Struct(">d")  # order-preserving for the non-negative event times the intake admits
 _NEWEST = b"\xff" * 9  # after every ts and request id of a user's prefix
-#: A user's trim cycle (:meth:`HistoryStore.apply`): entries added since its last trim, the oldest of
-#: them, the newest key known, whether each was newer than every entry before it.
-_COUNT, _OLDEST_ADDED, _NEWEST_KEY, _IN_ORDER = range(4)
+_Entry = tuple[float, str, str, str, str, str]  # an entry of a run: the fields of a HistoryEntry
+_REQUEST_ID = operator.itemgetter(1)
+#: A user's trim cycle (:meth:`HistoryStore.apply`): entries added since its last trim, those of them in
+#: runs newer than all before (so distinct), the key of its newest entry at its last trim and now
+#: (``b""``: none).
+_COUNT, _FRESH, _START, _LATEST = range(4)
 
 
 class Decided(msgspec.Struct):
@@ -80,8 +90,9 @@ def history_options():
     return options
 
 
-def _prefix(user_id: str) -> bytes:
-    return user_id.encode() + b"\x00"
+def _unique(entries: list) -> list:
+    """Sorted entries without repeated ``(ts, request_id)``."""
+    return [e for i, e in enumerate(entries) if not i or e[:2] != entries[i - 1][:2]]
 
 
 class HistoryStore:
@@ -92,13 +103,18 @@ class HistoryStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = Rdict(str(path), options=history_options())
         self._encode = msgspec.msgpack.Encoder().encode
-        self._decode = msgspec.msgpack.Decoder(tuple[str, str, str, str]).decode
+        self._decode = msgspec.msgpack.Decoder(list[_Entry]).decode
         self._added: dict[str, list] = {}  # per user: its trim cycle (see _COUNT)
         raw = self._db.get(_POSITION_KEY)
         self.position: int | None = None if raw is None else _OFFSET.unpack(raw)[0]
         raw = self._db.get(_WATERMARK_KEY)
         self.watermark = 0.0 if raw is None else _FLOAT.unpack(raw)[0]
         self.swept_at = self.watermark  # event time of the last sweep
+        if self._db.get(_FORMAT_KEY) is None:  # new, or in the former layout
+            if self.position is not None:
+                logger.info("history %s: the local copy is in the old layout (a key per decision), "
+                            "rebuilding it from the decisions topic", path)
+            self.wipe()
 
     def sweep_due(self) -> bool:
         """Event time has moved a quarter of ``max_age`` past the last sweep: entries that much older
@@ -106,81 +122,118 @@ class HistoryStore:
         return self.watermark - self.swept_at >= self.max_age / 4
 
     def apply(self, decisions: Iterable[Decided], position: int) -> int:
-        """Write decisions (``Decided`` or ``Decision``) and the position in one write batch; how many.
-
-        A user who reached ``max_count`` entries since the last trim is trimmed: in the same batch when
-        every one of them was newer than the user's newest entry before (the common case: the oldest of
-        them is then the oldest to keep), else by a walk over the user's newest entries (:meth:`_trim`).
-        """
-        batch = WriteBatch(raw_mode=True)
-        encode, pack, put, watermark = self._encode, _TS.pack, batch.put, self.watermark
-        cycles, max_count = self._added, self.max_count
-        walk: list[str] = []
-        n = 0
+        """Write decisions (``Decided`` or ``Decision``), a run per user, and the position in one write
+        batch; how many. Trims the users due (see the module docstring)."""
+        runs: dict[str, list] = {}
         for d in decisions:
-            n += 1
-            user, ts = d.user_id, d.ts_event
-            prefix = (user + "\x00").encode()
-            key = prefix + pack(ts) + d.request_id.encode()
-            put(key, encode((d.request_type, d.ip, d.verdict, d.reason)))
-            cycle = cycles.get(user)
-            if cycle is None:  # first seen since the store opened (or swept): its newest entry on disk
-                newest = self._newest_on_disk(prefix)
-                cycle = cycles[user] = [0, key, key, newest is None or key > newest]
-            elif key > cycle[_NEWEST_KEY]:
-                cycle[_NEWEST_KEY] = key
+            entry = (d.ts_event, d.request_id, d.request_type, d.ip, d.verdict, d.reason)
+            if (run := runs.get(d.user_id)) is None:
+                runs[d.user_id] = [entry]
             else:
-                cycle[_IN_ORDER] = False
-            count = cycle[_COUNT] = cycle[_COUNT] + 1
-            if count == 1:
-                cycle[_OLDEST_ADDED] = key
-            if count == max_count:
-                if cycle[_IN_ORDER]:
-                    batch.delete_range(prefix, cycle[_OLDEST_ADDED])
-                    cycle[_COUNT] = 0
-                else:
-                    walk.append(user)
+                run.append(entry)
+        batch = WriteBatch(raw_mode=True)
+        pack, put, encode, cycles, max_count, walk = _TS.pack, batch.put, self._encode, self._added, self.max_count, []
+        known = watermark = self.watermark
+        n = 0
+        for user, run in runs.items():
+            n += (added := len(run))
+            if added > 1:
+                run.sort()  # linear when already in order (the common case)
+                if len(set(map(_REQUEST_ID, run))) < added:  # a decision twice in one call
+                    run = _unique(run)
+                    added = len(run)
+            ts = run[-1][0]
+            prefix = (user + "\x00").encode()
+            key = prefix + pack(ts) + run[-1][1].encode()
+            if ts <= known and (old := self._db.get(key)) is not None:  # (a key above the watermark is new)
+                run = _unique(sorted(self._decode(old) + run))
+            put(key, encode(run[-max_count:] if len(run) > max_count else run))  # older: never read
             if ts > watermark:
                 watermark = ts
-        batch.put(_POSITION_KEY, _OFFSET.pack(position))
-        batch.put(_WATERMARK_KEY, _FLOAT.pack(watermark))
+            if (cycle := cycles.get(user)) is None:  # first seen since opened (or swept): look it up
+                cycle = cycles[user] = [0, 0, newest := self._newest(prefix), newest]
+            oldest = key if len(run) == 1 else prefix + pack(run[0][0]) + run[0][1].encode()
+            if oldest > cycle[_LATEST]:  # newer than all before: distinct from them
+                cycle[_FRESH] += added
+                cycle[_LATEST] = key
+            elif key > cycle[_LATEST]:
+                cycle[_LATEST] = key
+            cycle[_COUNT] += added
+            if cycle[_FRESH] >= max_count:  # max_count entries above all keys up to its last trim's newest
+                if cycle[_START]:  # so those runs are out of bounds
+                    batch.delete_range(prefix, cycle[_START])
+                    batch.delete(cycle[_START])
+                cycles[user] = [0, 0, cycle[_LATEST], cycle[_LATEST]]
+            elif cycle[_COUNT] >= max_count + max_count // 4:
+                walk.append(user)
+        put(_POSITION_KEY, _OFFSET.pack(position))
+        put(_WATERMARK_KEY, _FLOAT.pack(watermark))
         self._db.write(batch)
         self.position, self.watermark = position, watermark
-        for user_id in walk:
-            self._trim(user_id)
+        if walk:
+            batch = WriteBatch(raw_mode=True)
+            for user in walk:
+                prefix = (user + "\x00").encode()
+                it = self._db.iter()
+                it.seek_for_prev(prefix + _NEWEST)
+                rows = self._cut(batch, it, prefix)[0]
+                newest = prefix + pack(rows[0][0]) + rows[0][1].encode() if rows else b""
+                cycles[user] = [0, 0, newest, newest]
+            self._db.write(batch)
         return n
 
-    def _newest_on_disk(self, prefix: bytes) -> bytes | None:
+    def _newest(self, prefix: bytes) -> bytes:
+        """The key of the user's newest run on disk (of its newest entry), or ``b""``."""
         it = self._db.iter()
         it.seek_for_prev(prefix + _NEWEST)
-        return it.key() if it.valid() and it.key().startswith(prefix) else None
+        return it.key() if it.valid() and it.key().startswith(prefix) else b""
 
-    def _newest(self, prefix: bytes) -> Iterator[tuple[float, bytes]]:
-        """``(ts, key)`` of a user's entries within the bounds, newest first."""
-        horizon, start = self.watermark - self.max_age, len(prefix)
-        it = self._db.iter()
-        it.seek_for_prev(prefix + _NEWEST)
-        for _ in range(self.max_count):
-            if not it.valid() or not (key := it.key()).startswith(prefix):
-                return
+    def _walk(self, it: RdictIter, prefix: bytes) -> tuple[list[_Entry], list[tuple[bytes, list[_Entry]]]]:
+        """A user's entries within the bounds, newest first, and the runs read ``(key, entries)``, from
+        the run ``it`` is on (the user's newest) backwards; leaves ``it`` on the first run not read."""
+        horizon, start, max_count, decode = self.watermark - self.max_age, len(prefix), self.max_count, self._decode
+        found: dict[tuple[float, str], _Entry] = {}
+        runs: list[tuple[bytes, list[_Entry]]] = []
+        cutoff, counted = None, 0
+        while it.valid() and (key := it.key()).startswith(prefix):
             ts = _TS.unpack_from(key, start)[0]
             if ts < horizon:
-                return
-            yield ts, key
+                break  # every entry here and in older runs is older than the horizon
+            if len(found) >= max_count:
+                if counted != len(found):
+                    cutoff, counted = heapq.nlargest(max_count, found)[-1], len(found)
+                if (ts, key[start + 8 :].decode()) <= cutoff:
+                    break  # nothing here or older is among the newest max_count
+            runs.append((key, entries := decode(it.value())))
+            for e in entries:
+                if e[0] >= horizon:
+                    found.setdefault(e[:2], e)
             it.prev()
+        return sorted(found.values(), reverse=True)[:max_count], runs
 
-    def _trim(self, user_id: str) -> None:
-        """Delete a user's entries beyond the bounds (walking its newest ``max_count``)."""
-        prefix = _prefix(user_id)
-        newest = oldest = None
-        for _, oldest in self._newest(prefix):
-            newest = newest or oldest
-        if oldest is None:
-            self._db.delete_range(prefix, prefix + _NEWEST)
-            self._added.pop(user_id, None)
-        else:
-            self._db.delete_range(prefix, oldest)
-            self._added[user_id] = [0, None, newest, True]  # the next trim can be decided while writing
+    def _cut(self, batch: WriteBatch, it: RdictIter, prefix: bytes, count: bool = False) -> tuple[list[_Entry], int]:
+        """Trim (into ``batch``) the user whose newest run ``it`` is on to the bounds: the entries kept,
+        newest first, and those deleted (counting the runs older than all read only if ``count``). A run
+        keeping any entry keeps its newest, so its key."""
+        rows, runs = self._walk(it, prefix)
+        cutoff, deleted = rows[-1][:2] if rows else None, 0
+        for key, entries in runs:  # each sorted, without repeats (as every run written)
+            if rows and entries[0][:2] >= cutoff:
+                continue
+            kept = [e for e in entries if e[:2] >= cutoff] if rows else []
+            if kept:
+                batch.put(key, self._encode(kept))
+            else:
+                batch.delete(key)
+            deleted += len(entries) - len(kept)
+        if not count and it.valid() and (key := it.key()).startswith(prefix):  # all older: out of bounds
+            batch.delete_range(prefix, key)
+            batch.delete(key)
+        while count and it.valid() and (key := it.key()).startswith(prefix):
+            batch.delete(key)
+            deleted += len(self._decode(it.value()))
+            it.prev()
+        return rows, deleted
 
     def skip_to(self, position: int) -> None:
         """Move the position without entries (records before it are out of retention)."""
@@ -193,43 +246,35 @@ class HistoryStore:
         ``before`` is an event time, so a page never splits requests of one time: it ends above them
         (or, when more than ``limit`` requests share one time, holds them all).
         """
-        prefix = _prefix(user_id)
-        rows: list[tuple[float, bytes]] = []
+        prefix = user_id.encode() + b"\x00"
+        it = self._db.iter()
+        it.seek_for_prev(prefix + _NEWEST)
+        rows: list[_Entry] = []
         more = False
-        for ts, key in self._newest(prefix):
+        for entry in self._walk(it, prefix)[0]:
+            ts = entry[0]
             if before is not None and ts >= before:
                 continue
             if len(rows) >= limit and ts != rows[-1][0]:
                 more = True
                 break
-            rows.append((ts, key))
+            rows.append(entry)
         if len(rows) > limit:  # the page ended inside a group of equal times
             tied = next(i for i, row in enumerate(rows) if row[0] == rows[-1][0])
             if tied:
                 rows, more = rows[:tied], True
-        start, decode, get = len(prefix) + 8, self._decode, self._db.get
-        entries = [HistoryEntry(ts, key[start:].decode(), *decode(get(key))) for ts, key in rows]
-        return entries, (rows[-1][0] if more else None)
+        return [HistoryEntry(*row) for row in rows], (rows[-1][0] if more else None)
 
     def sweep(self) -> int:
         """Trim every user to the bounds (also users no longer active); the entries deleted."""
-        horizon = self.watermark - self.max_age
         batch = WriteBatch(raw_mode=True)
-        deleted, user, kept = 0, None, 0
+        deleted = 0
         scan = ReadOptions()
         scan.fill_cache(False)  # a full scan would fill RocksDB's block cache (32 MiB per store, in RSS)
         it = self._db.iter(scan)
         it.seek_to_last()
         while it.valid() and not (key := it.key()).startswith(b"\x00"):
-            prefix = key[: key.index(b"\x00") + 1]
-            if prefix != user:
-                user, kept = prefix, 0
-            if kept >= self.max_count or _TS.unpack_from(key, len(prefix))[0] < horizon:
-                batch.delete(key)
-                deleted += 1
-            else:
-                kept += 1
-            it.prev()
+            deleted += self._cut(batch, it, key[: key.index(b"\x00") + 1], count=True)[1]
         if deleted:
             self._db.write(batch)
         self._added.clear()
@@ -237,11 +282,12 @@ class HistoryStore:
         return deleted
 
     def wipe(self) -> None:
-        """Forget the local copy (the topic was recreated): rebuild from the log."""
+        """Forget the local copy (the topic was recreated, or it is in the former layout): rebuild from the log."""
         self._db.close()
         Rdict.destroy(str(self.path), history_options())
         shutil.rmtree(self.path, ignore_errors=True)
         self._db = Rdict(str(self.path), options=history_options())
+        self._db.put(_FORMAT_KEY, _FORMAT)
         self.position, self.watermark = None, 0.0
         self.swept_at = 0.0
         self._added.clear()

@@ -4,6 +4,8 @@ a quarter of ``history_max_age`` on, and the RocksDB directory stops growing wit
 
 from pathlib import Path
 
+import msgspec
+
 from streams.history import Decided, HistoryStore
 
 T0 = 1_732_900_000.0
@@ -15,10 +17,12 @@ def dir_bytes(path: Path) -> int:
 
 
 def live_entries(store: HistoryStore) -> int:
+    """The entries on disk, counted inside the runs (one value per user and apply)."""
     it, n = store._db.iter(), 0
     it.seek_to_first()
     while it.valid():
-        n += not it.key().startswith(b"\x00")
+        if not it.key().startswith(b"\x00"):  # not a meta key
+            n += len(msgspec.msgpack.decode(it.value()))
         it.next()
     return n
 

@@ -1,8 +1,10 @@
-"""Per-user trims of the request history: decided while writing when a user's entries come in order,
-by a walk otherwise; either way reads see exactly the newest ``max_count`` and disk stays bounded."""
+"""Per-user trims of the request history: decided while writing when a user's runs come in order (or
+nearly), by a walk otherwise; either way reads see exactly the newest ``max_count`` and disk stays
+bounded."""
 
 import random
 
+import msgspec
 import pytest
 
 from streams.history import Decided, HistoryStore
@@ -10,14 +12,15 @@ from streams.history import Decided, HistoryStore
 T0 = 1_732_900_000.0
 
 
-def on_disk(store: HistoryStore, user: str) -> list[bytes]:
+def on_disk(store: HistoryStore, user: str) -> list[tuple[float, str]]:
+    """The user's ``(ts, request_id)`` entries on disk, counted inside its runs (a repeat counts twice)."""
     prefix = user.encode() + b"\x00"
-    it, keys = store._db.iter(), []
+    it, entries = store._db.iter(), []
     it.seek(prefix)
     while it.valid() and it.key().startswith(prefix):
-        keys.append(it.key())
+        entries += [(e[0], e[1]) for e in msgspec.msgpack.decode(it.value())]
         it.next()
-    return keys
+    return entries
 
 
 @pytest.mark.parametrize("late_share", [0.0, 0.05, 0.5])
@@ -45,16 +48,38 @@ def test_reads_see_the_newest_entries_and_disk_stays_bounded(tmp_path, late_shar
     store.close()
 
 
-def test_in_order_users_are_trimmed_without_a_walk(tmp_path, monkeypatch):
+@pytest.mark.parametrize("order", ["in order", "shuffled in each apply", "late"])
+def test_a_trim_cuts_a_user_to_the_bounds(tmp_path, monkeypatch, order):
+    """A user is trimmed once max_count entries were added since its last trim: while writing, if its runs
+    since hold max_count entries newer than all before (the runs up to its newest entry at the last trim
+    are deleted), else, once a quarter more were added, by a walk, which leaves exactly the newest
+    max_count. Either way a user holds at most two trim cycles of entries (each under max_count and a
+    quarter, plus one apply's), and a sweep leaves exactly the bounds."""
+    rng = random.Random(3)
     store = HistoryStore(tmp_path / "h", max_count=10, max_age=1e9)
     store.apply([Decided("r0000", "u", "ip", "read", "allow", "ok", T0)], 1)
     store.close()
     store = HistoryStore(tmp_path / "h", max_count=10, max_age=1e9)  # reopened: its newest entry is looked up
     walks = []
-    original = store._trim
-    monkeypatch.setattr(store, "_trim", lambda user: (walks.append(user), original(user)))
-    for i in range(1, 100, 5):
-        store.apply([Decided(f"r{j:04d}", "u", "ip", "read", "allow", "ok", T0 + j) for j in range(i, i + 5)], i + 5)
-    assert walks == []
-    assert len(on_disk(store, "u")) <= 2 * 10 and [e.request_id for e in store.page("u", 3)[0]] == ["r0100", "r0099", "r0098"]
+    original = store._cut
+    monkeypatch.setattr(store, "_cut", lambda *args, **kw: walks.append(args[2]) or original(*args, **kw))
+    sent, position = [(T0, "r0000")], 1
+    for i in range(1, 400, 4):
+        times = [T0 + j - (rng.uniform(0, 30) if order == "late" and rng.random() < 0.3 else 0.0) for j in range(i, i + 4)]
+        if order == "shuffled in each apply":
+            rng.shuffle(times)
+        batch = [Decided(f"r{i + k:04d}", "u", "ip", "read", "allow", "ok", ts) for k, ts in enumerate(times)]
+        sent += [(d.ts_event, d.request_id) for d in batch]
+        position += len(batch)
+        walked = len(walks)
+        store.apply(batch, position)
+        newest = sorted(sent, reverse=True)[:10]
+        entries = on_disk(store, "u")
+        assert [(e.ts, e.request_id) for e in store.page("u", 100)[0]] == newest
+        assert set(newest) <= set(entries) and len(entries) < 2 * (10 + 10 // 4 + 4)
+        if len(walks) > walked:
+            assert sorted(entries, reverse=True) == newest  # a walk leaves exactly the bounds
+    assert (walks == []) == (order != "late") and (order == "in order") == (sent == sorted(sent)), walks
+    store.sweep()
+    assert sorted(on_disk(store, "u"), reverse=True) == sorted(sent, reverse=True)[:10]
     store.close()
