@@ -36,6 +36,9 @@ class FoldingConsumer(InProcessFeed, BatchConsumer):
     track_position = False
     #: :meth:`fold` is given the values alone, not ``(offset, value)`` pairs.
     values_only = False
+    #: Fed values folded per step (a flush can hand over tens of thousands): small enough that the
+    #: limiter sharing the loop decides a fetched batch between two steps, not only after the whole flush.
+    fed_slice = 1_000
 
     def __init__(self, settings: Settings, fed: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(settings)

@@ -124,19 +124,20 @@ class HistoryStore:
     def apply(self, decisions: Iterable[Decided], position: int) -> int:
         """Write decisions (``Decided`` or ``Decision``), a run per user, and the position in one write
         batch; how many. Trims the users due (see the module docstring)."""
-        runs: dict[str, list] = {}
+        groups: dict[str, list] = {}
+        get = groups.get
         for d in decisions:
-            entry = (d.ts_event, d.request_id, d.request_type, d.ip, d.verdict, d.reason)
-            if (run := runs.get(d.user_id)) is None:
-                runs[d.user_id] = [entry]
+            if (group := get(user := d.user_id)) is None:
+                groups[user] = [d]
             else:
-                run.append(entry)
+                group.append(d)
         batch = WriteBatch(raw_mode=True)
         pack, put, encode, cycles, max_count, walk = _TS.pack, batch.put, self._encode, self._added, self.max_count, []
         known = watermark = self.watermark
         n = 0
-        for user, run in runs.items():
-            n += (added := len(run))
+        for user, group in groups.items():
+            n += (added := len(group))
+            run = [(d.ts_event, d.request_id, d.request_type, d.ip, d.verdict, d.reason) for d in group]
             if added > 1:
                 run.sort()  # linear when already in order (the common case)
                 if len(set(map(_REQUEST_ID, run))) < added:  # a decision twice in one call

@@ -27,9 +27,6 @@ logger = logging.getLogger(__name__)
 FOLDED = Counter("ratewarden_folded_records_total",
                  "Records folded into history or analytics state, by source (topic, fed); not_held: fed for a "
                  "partition no longer held here, left to its next owner", ["topic", "source"])
-#: Fed values folded per step (a flush can hand over tens of thousands): small, so that the limiter
-#: sharing the loop decides a fetched batch between two steps, not only after the whole flush.
-_SLICE = 1_000
 
 
 class _Fed:
@@ -108,11 +105,11 @@ class InProcessFeed:
 
     async def _fold_fed(self, partition: int, state: _Fed, values: list, after: int) -> None:
         """Fold fed values from ``state.position`` on, a slice at a time (the loop serves others between)."""
-        first, n = state.position, len(values)
-        for i in range(0, n, _SLICE):
-            last = i + _SLICE >= n
-            end = after if last else first + i + _SLICE
-            part = values[i:i + _SLICE] if n > _SLICE else values
+        first, n, step = state.position, len(values), self.fed_slice
+        for i in range(0, n, step):
+            last = i + step >= n
+            end = after if last else first + i + step
+            part = values[i:i + step] if n > step else values
             await self.fold(partition, part if self.values_only else enumerate(part, first + i), end)
             state.position = self.positions[partition] = end
             if not last:
