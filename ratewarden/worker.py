@@ -155,4 +155,7 @@ def run_worker(settings: Settings | None = None, loglevel: str = "info") -> None
     ensure_topics(settings)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel)
+    # At WARN and above Faust's start-up spinner sets the root logger to DEBUG for good, so every
+    # debug call of aiokafka on the hot path builds a record that is then filtered out (~2% of a worker).
+    worker.spinner = None
     worker.execute_from_commandline()
