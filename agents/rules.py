@@ -89,26 +89,32 @@ class Blocklist:
     """Blocked IPs and users, each active from ``start`` for ``ttl`` seconds of event time."""
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[str, str], BlocklistEntry] = {}
+        self._by_kind: dict[str, dict[str, BlocklistEntry]] = {"ip": {}, "user": {}}
+        self._ips, self._users = self._by_kind["ip"], self._by_kind["user"]
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(map(len, self._by_kind.values()))
 
     def entries(self) -> list[BlocklistEntry]:
-        return list(self._entries.values())
+        return [entry for entries in self._by_kind.values() for entry in entries.values()]
 
     def put(self, kind: str, subject: str, entry: BlocklistEntry | None) -> None:
+        entries = self._by_kind.setdefault(kind, {})  # another kind is kept (and listed), never matched
         if entry is None:
-            self._entries.pop((kind, subject), None)
+            entries.pop(subject, None)
         else:
-            self._entries[(kind, subject)] = entry
+            entries[subject] = entry
 
     def reason(self, user_id: str, ip: str, ts: float) -> str | None:
-        """``ip_blocked`` / ``user_blocked`` when an entry is active at event time ``ts``, else None."""
-        if not self._entries:
-            return None
-        for kind, subject, reason in (("ip", ip, "ip_blocked"), ("user", user_id, "user_blocked")):
-            entry = self._entries.get((kind, subject))
-            if entry is not None and entry.start <= ts and (entry.ttl is None or ts < entry.start + entry.ttl):
-                return reason
+        """``ip_blocked`` / ``user_blocked`` when an entry is active at event time ``ts``, else None.
+
+        Runs once per event: two lookups by subject (no key tuple), none while nothing is blocked."""
+        if self._ips and (entry := self._ips.get(ip)) is not None and _active(entry, ts):
+            return "ip_blocked"
+        if self._users and (entry := self._users.get(user_id)) is not None and _active(entry, ts):
+            return "user_blocked"
         return None
+
+
+def _active(entry: BlocklistEntry, ts: float) -> bool:
+    return entry.start <= ts and (entry.ttl is None or ts < entry.start + entry.ttl)
