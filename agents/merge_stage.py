@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 class MergeStage(BatchStage):
     """Stage 2: ``ip-features`` -> complete windows -> detectors -> ``ip-flags`` and ``abuse-reports``."""
 
+    #: Partials arrive in bursts when windows close (once a minute per source): no need to poll for them.
+    fetch_max_wait_ms = 200
+
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(settings, clock=clock)
         s = settings

@@ -51,6 +51,10 @@ class BatchConsumer:
     group: str | None
     #: How long one fetch waits for records when there are none.
     fetch_timeout_ms = 100
+    #: How long the broker holds a fetch for records to arrive (None: ``settings.fetch_max_wait_ms``,
+    #: a few ms for the hot path). An idle consumer sends a fetch each time it runs out: a sparse
+    #: topic whose latency does not matter waits longer, sparing the process and the broker.
+    fetch_max_wait_ms: int | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -63,7 +67,9 @@ class BatchConsumer:
 
     def new_consumer(self) -> AIOKafkaConsumer:
         """read_committed: under exactly-once, records of aborted transactions never count."""
-        return make_consumer(self.settings, group_id=self.group, isolation_level="read_committed")
+        wait = self.settings.fetch_max_wait_ms if self.fetch_max_wait_ms is None else self.fetch_max_wait_ms
+        return make_consumer(self.settings, group_id=self.group, isolation_level="read_committed",
+                             fetch_max_wait_ms=wait)
 
     async def start(self, subscribe: bool = True) -> None:
         """Connect and (unless told not to yet) subscribe; partitions then come through :meth:`assigned`."""
