@@ -79,7 +79,8 @@ class LimiterSettings(Section):
     flush_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between state flushes")
     flush_events: int = Field(default=50_000, ge=1, description="events between state flushes")
     fetch_max_records: int = Field(default=1_000, ge=1, description="records per fetched batch: smaller batches, shorter waits")
-    fetch_max_wait_ms: int = Field(default=5, ge=0, le=1_000)
+    fetch_max_wait_ms: int = Field(default=5, ge=0, le=1_000, description="how long the broker holds a fetch of "
+                                   "the hot-path consumers (limiter, history, analytics stage 1); stage 2 waits 200 ms")
 
 
 class HistorySettings(Section):
