@@ -95,6 +95,11 @@ def _unique(entries: list) -> list:
     return [e for i, e in enumerate(entries) if not i or e[:2] != entries[i - 1][:2]]
 
 
+def _prefix(user_id: str) -> bytes:
+    """The start of every key of a user's runs."""
+    return user_id.encode() + b"\x00"
+
+
 class HistoryStore:
     """The history of one decisions partition in RocksDB (see the module docstring for the layout)."""
 
@@ -144,7 +149,7 @@ class HistoryStore:
                     run = _unique(run)
                     added = len(run)
             ts = run[-1][0]
-            prefix = (user + "\x00").encode()
+            prefix = _prefix(user)
             key = prefix + pack(ts) + run[-1][1].encode()
             if ts <= known and (old := self._db.get(key)) is not None:  # (a key above the watermark is new)
                 run = _unique(sorted(self._decode(old) + run))
@@ -174,10 +179,8 @@ class HistoryStore:
         if walk:
             batch = WriteBatch(raw_mode=True)
             for user in walk:
-                prefix = (user + "\x00").encode()
-                it = self._db.iter()
-                it.seek_for_prev(prefix + _NEWEST)
-                rows = self._cut(batch, it, prefix)[0]
+                prefix = _prefix(user)
+                rows = self._cut(batch, self._at_newest(prefix), prefix)[0]
                 newest = prefix + pack(rows[0][0]) + rows[0][1].encode() if rows else b""
                 cycles[user] = [0, 0, newest, newest]
             self._db.write(batch)
@@ -185,9 +188,14 @@ class HistoryStore:
 
     def _newest(self, prefix: bytes) -> bytes:
         """The key of the user's newest run on disk (of its newest entry), or ``b""``."""
+        it = self._at_newest(prefix)
+        return it.key() if it.valid() and it.key().startswith(prefix) else b""
+
+    def _at_newest(self, prefix: bytes) -> RdictIter:
+        """An iterator on the user's newest run (or, if it has none, on whatever sorts before it)."""
         it = self._db.iter()
         it.seek_for_prev(prefix + _NEWEST)
-        return it.key() if it.valid() and it.key().startswith(prefix) else b""
+        return it
 
     def _walk(self, it: RdictIter, prefix: bytes) -> tuple[list[_Entry], list[tuple[bytes, list[_Entry]]]]:
         """A user's entries within the bounds, newest first, and the runs read ``(key, entries)``, from
@@ -247,9 +255,8 @@ class HistoryStore:
         ``before`` is an event time, so a page never splits requests of one time: it ends above them
         (or, when more than ``limit`` requests share one time, holds them all).
         """
-        prefix = user_id.encode() + b"\x00"
-        it = self._db.iter()
-        it.seek_for_prev(prefix + _NEWEST)
+        prefix = _prefix(user_id)
+        it = self._at_newest(prefix)
         rows: list[_Entry] = []
         more = False
         for entry in self._walk(it, prefix)[0]:
