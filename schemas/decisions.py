@@ -10,7 +10,9 @@ THROTTLE: Verdict = "throttle"
 BLOCK: Verdict = "block"
 
 
-class Decision(msgspec.Struct, frozen=True):
+#: ``gc=False``: only strings, numbers and booleans inside, so never part of a reference cycle; untracked,
+#: the many held at once (batches, in-process feeds) cost the garbage collector nothing.
+class Decision(msgspec.Struct, frozen=True, gc=False):
     """What the limiter decided for one request, and the numbers behind it.
 
     ``shadow`` is true when the governing limit runs in shadow mode: the verdict is then ``allow``

@@ -131,18 +131,18 @@ class HistoryStore:
         batch; how many. Trims the users due (see the module docstring)."""
         groups: dict[str, list] = {}
         get = groups.get
-        for d in decisions:
-            if (group := get(user := d.user_id)) is None:
-                groups[user] = [d]
+        for d in decisions:  # once per decision: the entry is built while grouping
+            entry = (d.ts_event, d.request_id, d.request_type, d.ip, d.verdict, d.reason)
+            if (run := get(user := d.user_id)) is None:
+                groups[user] = [entry]
             else:
-                group.append(d)
+                run.append(entry)
         batch = WriteBatch(raw_mode=True)
         pack, put, encode, cycles, max_count, walk = _TS.pack, batch.put, self._encode, self._added, self.max_count, []
         known = watermark = self.watermark
         n = 0
-        for user, group in groups.items():
-            n += (added := len(group))
-            run = [(d.ts_event, d.request_id, d.request_type, d.ip, d.verdict, d.reason) for d in group]
+        for user, run in groups.items():
+            n += (added := len(run))
             if added > 1:
                 run.sort()  # linear when already in order (the common case)
                 if len(set(map(_REQUEST_ID, run))) < added:  # a decision twice in one call
