@@ -172,10 +172,10 @@ class Limiter(DecisionFeeds, BatchConsumer):
             try:
                 rules = rules_for(event.user_id, event.request_type)
                 block = blocked_reason(event.user_id, event.ip, event.ts)
-                if block is None and len(rules) == 1 and rules[0].algorithm == "fixed":  # the common case
+                if len(rules) == 1 and rules[0].algorithm == "fixed":  # the common case
                     rule = rules[0]
                     before = get(rule.key)
-                    decision, after = decide_fixed(event, rule, before, now)
+                    decision, after = decide_fixed(event, rule, before, now, block)
                     if after is not before:
                         set_(rule.key, after)
                 else:

@@ -2,7 +2,7 @@
 
 Nothing here reads a clock, a topic or a store, so replays and tests are deterministic. The hot path
 (``agents.limiter``) only looks up the inputs, calls :func:`decide` (or, for one fixed-window rule
-and no block, :func:`decide_fixed`) and stores what it returns.
+blocked or not, :func:`decide_fixed`) and stores what it returns.
 
 Semantics, in one place (each algorithm's own are in its module under ``agents.strategies``):
 

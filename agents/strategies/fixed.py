@@ -7,7 +7,7 @@ import math
 
 from agents.strategies.base import EPS, Check, Rule, ceil_ms
 from agents.strategies.window import Counter, WindowStrategy
-from schemas.decisions import ALLOW, THROTTLE, Decision
+from schemas.decisions import ALLOW, BLOCK, THROTTLE, Decision
 from schemas.events import RequestEvent
 
 __all__ = ["STRATEGY", "FixedWindow", "decide_fixed"]
@@ -31,10 +31,12 @@ class FixedWindow(WindowStrategy):
 STRATEGY = FixedWindow()
 
 
-def decide_fixed(event: RequestEvent, rule: Rule, counter: Counter | None, decided_at: float) -> tuple[Decision, Counter]:
-    """``agents.policy.decide(event, [rule], [counter], None, decided_at)`` for the common case, one
-    fixed-window rule and no blocklist entry, without the general case's lists (a property test holds
-    the two equal).
+def decide_fixed(
+    event: RequestEvent, rule: Rule, counter: Counter | None, decided_at: float, blocked: str | None = None
+) -> tuple[Decision, Counter]:
+    """``agents.policy.decide(event, [rule], [counter], blocked, decided_at)`` for the common case, one
+    fixed-window rule, without the general case's lists (a property test holds the two equal).
+    ``blocked``: the blocklist's reason, if any (a banned address can be a tenth of a stream).
 
     Returns the decision and the counter to store; the counter is ``counter`` itself when unchanged.
     """
@@ -47,6 +49,11 @@ def decide_fixed(event: RequestEvent, rule: Rule, counter: Counter | None, decid
     count = counter.count
     start = counter.index * window
     end = start + window
+    if blocked is not None:  # not counted
+        remaining = limit - count
+        decision = Decision(event.request_id, event.user_id, event.ip, event.request_type, BLOCK, blocked, limit,
+                            count, remaining if remaining > 0 else 0, start, end, 0.0, False, ts, decided_at)
+        return decision, counter
     if count + 1 <= limit + EPS:
         remaining = limit - count - 1
         decision = Decision(event.request_id, event.user_id, event.ip, event.request_type, ALLOW, "within_limit",

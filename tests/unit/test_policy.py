@@ -166,14 +166,15 @@ _counters = st.one_of(
     scope=st.sampled_from(["user", "type"]),
     counter=_counters,
     ts=st.floats(500_000.0, 70_000_000.0, allow_nan=False),
+    blocked=st.sampled_from([None, "ip_blocklisted", "user_blocklisted"]),
 )
-def test_fixed_fast_path_equals_the_general_decision(limit, window, shadow, scope, counter, ts):
-    """The hot path's ``decide_fixed`` is ``decide`` with one fixed rule and no block: same decision,
+def test_fixed_fast_path_equals_the_general_decision(limit, window, shadow, scope, counter, ts, blocked):
+    """The hot path's ``decide_fixed`` is ``decide`` with one fixed rule, blocked or not: same decision,
     same counter to store, and the same object back when nothing changed."""
     rule = Rule("u1", limit, window, "fixed", shadow, scope)
     request = event(ts)
-    expected, (expected_counter,) = decide(request, [rule], [counter], None, decided_at=ts + 0.25)
-    got, got_counter = decide_fixed(request, rule, counter, decided_at=ts + 0.25)
+    expected, (expected_counter,) = decide(request, [rule], [counter], blocked, decided_at=ts + 0.25)
+    got, got_counter = decide_fixed(request, rule, counter, ts + 0.25, blocked)
     assert got == expected
     assert got_counter == expected_counter
     assert (got_counter is counter) == (expected_counter is counter)
