@@ -1,7 +1,7 @@
 """The decision, as a pure function: states, rules, blocklist, shadow and event time -> Decision.
 
 Nothing here reads a clock, a topic or a store, so replays and tests are deterministic. The hot path
-(``agents.limiter``) only looks up the inputs, calls :func:`decide` (or, for one fixed-window rule
+(``agents.limiter``) only looks up the inputs, calls :func:`decide` (or, for one fixed-window rule,
 blocked or not, :func:`decide_fixed`) and stores what it returns.
 
 Semantics, in one place (each algorithm's own are in its module under ``agents.strategies``):

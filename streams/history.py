@@ -81,10 +81,19 @@ class HistoryEntry(msgspec.Struct, frozen=True):
     reason: str
 
 
+#: Memtable size of a history store. The limiter's state options keep 512 KiB (its live data is small);
+#: the history is written a run per user per fed slice (~0.7 MiB per 10,000 decisions), so at 512 KiB
+#: writes kept switching memtables and waiting for flushes and L0 compactions: a decision cost 0.63 us
+#: to store, 0.27 us of it Python. At 4 MiB: 0.47 us (1.6 million decisions in 10,000-decision slices,
+#: mean per decision). Memory: two memtables per assigned partition.
+HISTORY_WRITE_BUFFER = 4 * 1024 * 1024
+
+
 def history_options():
-    """The state options plus a capped RocksDB info log (``LOG``: ~0.8 MiB per million entries, unbounded
-    by default): at most two files of 1 MiB."""
+    """The state options with :data:`HISTORY_WRITE_BUFFER` memtables, plus a capped RocksDB info log
+    (``LOG``: ~0.8 MiB per million entries, unbounded by default): at most two files of 1 MiB."""
     options = rocks_options()
+    options.set_write_buffer_size(HISTORY_WRITE_BUFFER)
     options.set_max_log_file_size(1024 * 1024)
     options.set_keep_log_file_num(2)
     return options
