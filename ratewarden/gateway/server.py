@@ -27,7 +27,7 @@ def uvicorn_config(settings: Settings, host: str, port: int, tls_cert: str | Non
     return uvicorn.Config(
         create_app(settings), host=host, port=port, ssl_certfile=tls_cert, ssl_keyfile=tls_key,
         proxy_headers=False, server_header=False, access_log=False, log_level=log_level,
-        lifespan="on", timeout_graceful_shutdown=5,
+        lifespan="on", timeout_graceful_shutdown=5, loop="uvloop", http="httptools",
     )
 
 

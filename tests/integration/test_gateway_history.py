@@ -65,8 +65,10 @@ def test_history_is_complete_and_ordered_across_two_workers_and_partition_moves(
             burst(service, 4)                      # both workers decide
             assert stack.stop_worker("w1") == 0    # everything moves to worker 2
             burst(service, 4)
-
-            assert all(len(urls) >= 2 for urls in owners_seen.values()), owners_seen  # every partition moved
+            wait = time.monotonic() + 60           # until worker 2's ownership of every partition is announced
+            while not all(len(urls) >= 2 for urls in owners_seen.values()):
+                assert time.monotonic() < wait, f"not every partition moved: {owners_seen}"
+                burst(service, 1)
             for user in USERS:
                 history = read_all(analyst, user)
                 expected = list(reversed(sent[user]))
