@@ -31,7 +31,7 @@ def make_producer(settings: Settings, **overrides) -> AIOKafkaProducer:
         bootstrap_servers=resolve_bootstrap(settings),
         acks="all",
         enable_idempotence=True,
-        linger_ms=2,
+        linger_ms=0,  # a decision is waited for: no linger (under load, batches fill while a request is in flight)
         max_batch_size=512 * 1024,
         max_request_size=4 * 1024 * 1024,
         request_timeout_ms=30_000,

@@ -91,7 +91,7 @@ class Gateway:
         s = self.settings
         counts = await asyncio.to_thread(ensure_topics, s)
         self.partitions = counts[s.requests_topic]
-        self.producer = make_producer(s, linger_ms=1)
+        self.producer = make_producer(s)
         await self.producer.start()
         for table in self.tables.values():
             await table.start(counts[table.topic])
