@@ -54,21 +54,25 @@ def test_history_is_complete_and_ordered_across_two_workers_and_partition_moves(
             for partition, owner in stack.gateway.gateway.history.owners.items():
                 owners_seen[partition].add(owner.url)
 
+        def burst_until(service, done, failure) -> None:
+            """Send a request per user at a time until ``done()`` (at most 60 s; ``failure()`` says why not)."""
+            wait = time.monotonic() + 60
+            while not done():
+                assert time.monotonic() < wait, failure()
+                burst(service, 1)
+
         with stack.client("service") as service, stack.client("analyst") as analyst:
             burst(service, 4)                      # worker 1 decides and keeps every partition
             stack.start_worker("w2")               # its own disk, like another machine: it rebuilds from the topic
             owners = stack.gateway.gateway.history.owners
-            wait = time.monotonic() + 60
-            while len({o.url for o in owners.values()}) < 2:
-                assert time.monotonic() < wait, "the second worker never took partitions"
-                burst(service, 1)
+            burst_until(service, lambda: len({o.url for o in owners.values()}) >= 2,
+                        lambda: "the second worker never took partitions")
             burst(service, 4)                      # both workers decide
             assert stack.stop_worker("w1") == 0    # everything moves to worker 2
             burst(service, 4)
-            wait = time.monotonic() + 60           # until worker 2's ownership of every partition is announced
-            while not all(len(urls) >= 2 for urls in owners_seen.values()):
-                assert time.monotonic() < wait, f"not every partition moved: {owners_seen}"
-                burst(service, 1)
+            # until worker 2's ownership of every partition is announced
+            burst_until(service, lambda: all(len(urls) >= 2 for urls in owners_seen.values()),
+                        lambda: f"not every partition moved: {owners_seen}")
             kept = stack.settings.history_max_count  # the waits above send as long as they wait: maybe more
             for user in USERS:
                 history = read_all(analyst, user)
