@@ -8,6 +8,7 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -139,6 +140,13 @@ class Gateway:
             self.waiter.forget(event.request_id)
             WAITING.dec()
         return Outcome(event, decision)
+
+    async def decide_many(self, requests: Sequence[tuple[str, str, str]]) -> list[Outcome]:
+        """Publish many ``(user_id, ip, request_type)`` requests at once; their outcomes in the same order.
+
+        One wait for all of them: an outcome whose decision did not come within the timeout has None.
+        """
+        return list(await asyncio.gather(*(self.decide(u, ip, t) for u, ip, t in requests)))
 
     async def _publish(self, event: RequestEvent, future: asyncio.Future) -> Decision:
         partition = partition_for(event.user_id, self.partitions)  # what the limiter and the history use
