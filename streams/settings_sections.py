@@ -60,6 +60,8 @@ class TopicSettings(Section):
     ip_flags_topic: str = "ip-flags"
     abuse_reports_topic: str = "abuse-reports"
     ban_offences_topic: str = Field(default="ban-offences", description="compacted: the last automatic ban per IP")
+    replies_topic: str = Field(default="replies", description="decisions routed back to gateways (docs/gateway.md)")
+    replies_partitions: int = Field(default=16, ge=1, le=1024, description="reply partitions: gateways pick one each")
 
     @property
     def changelog_topic(self) -> str:
@@ -149,6 +151,11 @@ class GatewaySettings(Section):
     gateway_fail_mode: Literal["open", "closed"] = Field(default="open", description="no decision in time: allow or 503")
     gateway_history_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds to get a history read")
     gateway_max_body_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
+    gateway_batch_max_items: int = Field(default=1_000, ge=1, le=10_000, description="requests per POST /requests/batch")
+    gateway_batch_max_body_bytes: int = Field(default=262_144, ge=256, le=16_777_216,
+                                              description="body bound of POST /requests/batch")
+    gateway_reply_partition: int | None = Field(default=None, ge=0,
+                                                description="this gateway's reply partition; unset: one chosen at random")
     gateway_trusted_proxies: str = Field(default="", description="comma-separated IPs/CIDRs trusted for X-Forwarded-For")
     gateway_auth_max_failures: int = Field(default=20, ge=0, description="wrong keys per window before an address gets 429; 0: off")
     gateway_auth_failure_window: float = Field(default=60.0, gt=0, le=86_400, description="seconds failures are counted and refused")
