@@ -19,6 +19,7 @@ from aiokafka import TopicPartition
 from agents.intake import EventDecoder, Rejection, dead_letter_value
 from agents.limiter_feeds import DecisionFeeds
 from agents.policy import decide, decide_fixed
+from agents.reply_routes import ReplyRoutes
 from agents.rules import Blocklist, LimitBook
 from agents.state_codec import STATE_CODEC
 from streams import metrics
@@ -58,6 +59,8 @@ class Limiter(DecisionFeeds, BatchConsumer):
         self._encode = msgspec.json.Encoder().encode
         self._since_flush = 0
         self._last_flush = 0.0
+        #: Routed replies (``schemas.replies``); the worker sets the replies topic's real partition count.
+        self.replies = ReplyRoutes(settings.replies_topic, settings.replies_partitions)
         self.init_feeds()
         #: Opens the store of a partition (tests substitute an in-memory one).
         self.open_store: Callable[[int], PartitionStore] = (
@@ -158,7 +161,7 @@ class Limiter(DecisionFeeds, BatchConsumer):
         get, set_ = store.get, store.set
         decode, encode, now = self.decoder.decode, self._encode, self.clock()
         rules_for, blocked_reason = self.limits.rules_for, self.blocklist.reason
-        topic = self.settings.decisions_topic
+        topic, replies_topic, reply_to = self.settings.decisions_topic, self.replies.topic, self.replies.partition
         sender = self.outputs.sender(partition)
         batch = sender.batch(topic, partition)
         allowed = throttled = blocked = 0
@@ -199,6 +202,8 @@ class Limiter(DecisionFeeds, BatchConsumer):
             if batch.append(key=key_bytes, value=value, timestamp=None) is None:
                 await sender.add(topic, partition, key_bytes, value)
                 batch = sender.batch(topic, partition)
+            if record.headers and (reply := reply_to(record.headers)) is not None:  # a waiting client
+                await sender.add(replies_topic, reply, key_bytes, value)
         store.watermark = watermark
         self.positions[partition] = records[-1].offset + 1
         self._since_flush += len(records)

@@ -52,9 +52,9 @@ class RequestPublisher:
     def publish(self, event: RequestEvent) -> None:
         self._producer.send(self.topic, key=event.user_id.encode(), value=self._encode(event))
 
-    def publish_raw(self, key: bytes | None, value: bytes | None) -> None:
-        """Send bytes as they are (for tests and tools that forward foreign payloads)."""
-        self._producer.send(self.topic, key=key, value=value)
+    def publish_raw(self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Send bytes as they are (for tests and tools that forward foreign payloads), with record headers if given."""
+        self._producer.send(self.topic, key=key, value=value, headers=headers)
 
     def publish_many(self, events: Iterable[RequestEvent]) -> int:
         n = 0

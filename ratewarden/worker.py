@@ -63,6 +63,7 @@ class LimiterService(Service):
         for table in self.tables:
             await table.start(partitions[table.topic])
             await table.catch_up()
+        self.limiter.replies.partitions = partitions[self.settings.replies_topic]
         await self.limiter.start()
         logger.info("limiter started: %d limits, %d blocklist entries", len(self.limits), len(self.blocklist))
 

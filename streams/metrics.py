@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["LAG", "EVENTS_IN", "DECISIONS", "DEAD_LETTERS", "FLUSHES", "FLUSH_SECONDS", "COUNTERS", "ASSIGNED", "RESTORED",
+__all__ = ["LAG", "EVENTS_IN", "DECISIONS", "DEAD_LETTERS", "FLUSHES", "FLUSH_SECONDS", "COUNTERS", "ASSIGNED", "RESTORED", "REPLIES_REFUSED",
            "ANALYTICS_BAD_RECORDS", "ANALYTICS_FORCED", "ANALYTICS_LATE_EVENTS", "ANALYTICS_LATE_PARTIALS"]
 
 EVENTS_IN = Counter("ratewarden_events_in_total", "Request events consumed by the limiter")
@@ -13,6 +13,9 @@ FLUSH_SECONDS = Histogram("ratewarden_flush_seconds", "Duration of one state flu
 COUNTERS = Gauge("ratewarden_window_counters", "Live window counters held by this worker")
 ASSIGNED = Gauge("ratewarden_assigned_partitions", "Input partitions assigned to this worker")
 RESTORED = Counter("ratewarden_restored_records_total", "Changelog records applied while restoring state")
+REPLIES_REFUSED = Counter(
+    "ratewarden_replies_refused_total", "Requests whose reply stamp was refused (decided, but no routed reply)"
+)
 LAG = Gauge("ratewarden_consumer_lag", "Request events not yet consumed, per assigned partition", ["partition"])
 ANALYTICS_FORCED = Counter(
     "ratewarden_analytics_forced_windows_total", "Analytics windows closed before every source closed them (idle sources)"

@@ -19,6 +19,8 @@ __all__ = ["TopicSpec", "TopicsError", "topic_specs", "ensure_topics", "require_
 logger = logging.getLogger(__name__)
 
 COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+#: A routed reply is read within the gateway's decision timeout or never: an hour is plenty.
+REPLIES = {"retention.ms": "3600000"}
 
 
 class TopicSpec:
@@ -41,6 +43,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.ip_features_topic, n),  # abuse analytics, keyed by IP (docs/analytics.md)
         TopicSpec(settings.ip_flags_topic, n),
         TopicSpec(settings.abuse_reports_topic, 1),
+        TopicSpec(settings.replies_topic, settings.replies_partitions, REPLIES),  # decisions routed to gateways
     ]
 
 

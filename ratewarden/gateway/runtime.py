@@ -97,7 +97,7 @@ class Gateway:
         for table in self.tables.values():
             await table.start(counts[table.topic])
             await table.catch_up()
-        await self.waiter.start(counts[s.decisions_topic])
+        await self.waiter.start(counts[s.replies_topic])
         await self.history.start(counts[s.decisions_topic])
         self._tasks = [asyncio.ensure_future(t.run()) for t in self.tables.values()]
         self._tasks.append(asyncio.ensure_future(self.waiter.run()))
@@ -144,15 +144,58 @@ class Gateway:
     async def decide_many(self, requests: Sequence[tuple[str, str, str]]) -> list[Outcome]:
         """Publish many ``(user_id, ip, request_type)`` requests at once; their outcomes in the same order.
 
-        One wait for all of them: an outcome whose decision did not come within the timeout has None.
+        One record batch per requests partition and one wait for all: an outcome whose decision did
+        not come within the timeout (or whose batch Kafka refused) has None.
         """
-        return list(await asyncio.gather(*(self.decide(u, ip, t) for u, ip, t in requests)))
+        events = [RequestEvent(uuid.uuid4().hex, user_id, ip, request_type, self.clock())
+                  for user_id, ip, request_type in requests]
+        futures = [self.waiter.expect(event.request_id) for event in events]
+        started = time.perf_counter()
+        WAITING.inc(len(events))
+        try:
+            async with asyncio.timeout(self.settings.gateway_decision_timeout):
+                await self._publish_many(events, futures)
+                await asyncio.wait(futures)
+        except (asyncio.TimeoutError, TimeoutError):
+            pass
+        except KafkaError as exc:
+            logger.warning("%d requests not published: %r", len(events), exc)
+        finally:
+            for event in events:
+                self.waiter.forget(event.request_id)
+            WAITING.dec(len(events))
+        decisions = [f.result() if f.done() and not f.cancelled() and f.exception() is None else None for f in futures]
+        missing = decisions.count(None)
+        if missing:
+            TIMEOUTS.inc(missing)
+        if missing < len(decisions):
+            DECISION_WAIT.observe(time.perf_counter() - started)
+        return [Outcome(event, decision) for event, decision in zip(events, decisions)]
+
+    async def _publish_many(self, events: list[RequestEvent], futures: list[asyncio.Future]) -> None:
+        by_partition: dict[int, list[int]] = {}
+        for i, event in enumerate(events):
+            by_partition.setdefault(partition_for(event.user_id, self.partitions), []).append(i)
+        topic, stamp, encode = self.settings.requests_topic, self.waiter.stamp, self._encode
+        for partition, indexes in by_partition.items():
+            batch, first = self.producer.create_batch(), 0
+            for n, i in enumerate(indexes):
+                event = events[i]
+                if batch.append(key=event.user_id.encode(), value=encode(event), timestamp=None, headers=stamp) is None:
+                    await self._send_batch(batch, topic, partition, [futures[j] for j in indexes[first:n]])
+                    batch, first = self.producer.create_batch(), n
+                    batch.append(key=event.user_id.encode(), value=encode(event), timestamp=None, headers=stamp)
+            await self._send_batch(batch, topic, partition, [futures[j] for j in indexes[first:]])
+
+    async def _send_batch(self, batch, topic: str, partition: int, futures: list[asyncio.Future]) -> None:
+        delivery = await self.producer.send_batch(batch, topic, partition=partition)
+        for future in futures:
+            delivery.add_done_callback(functools.partial(_forward_failure, future))
 
     async def _publish(self, event: RequestEvent, future: asyncio.Future) -> Decision:
         partition = partition_for(event.user_id, self.partitions)  # what the limiter and the history use
-        delivery = await self.producer.send(
-            self.settings.requests_topic, self._encode(event), key=event.user_id.encode(), partition=partition
-        )
+        delivery = await self.producer.send(self.settings.requests_topic, self._encode(event),
+                                            key=event.user_id.encode(), partition=partition, headers=self.waiter.stamp)
         delivery.add_done_callback(functools.partial(_forward_failure, future))
         return await future
 

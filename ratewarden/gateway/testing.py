@@ -14,7 +14,16 @@ from schemas.users import ROLES
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-__all__ = ["GatewayStack"]
+__all__ = ["GatewayStack", "wait_until"]
+
+
+def wait_until(probe, timeout: float = 60.0, what: str = "condition", interval: float = 0.1):
+    """``probe()``'s first true result, polled every ``interval`` s; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not (result := probe()):
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
+        time.sleep(interval)
+    return result
 
 
 class GatewayStack:

@@ -1,48 +1,66 @@
-"""Matching decisions to the HTTP requests waiting for them.
+"""Matching decisions to the HTTP requests waiting for them: this gateway's reply partition.
 
-One consumer, outside any consumer group, reads every partition of ``decisions`` from the end it
-found at start-up (resolved before the first request is published, so no decision can slip past).
-Each decision resolves the future of its ``request_id`` if this gateway is waiting for it; all
-others (other gateways' requests, duplicates, answers that came too late) are dropped. Only the
-``request_id`` is decoded for those.
+Every request the gateway publishes is stamped with the replies topic and one partition of it
+(``schemas.replies``); the limiter writes the decision there too. One consumer, outside any
+consumer group, reads only that partition, from the end it found at start-up (resolved before the
+first request is published, so no reply can slip past). Each reply resolves the future of its
+``request_id``; replies nobody waits for (answers that came too late, or another gateway's, when two
+share a partition) are counted as dropped. A gateway's cost therefore follows its own traffic,
+not the whole decisions stream.
 """
 
 import asyncio
 import logging
+import os
 
 import msgspec
 from aiokafka import TopicPartition
 
 from schemas.decisions import Decision
+from schemas.replies import reply_headers
 from streams.kafka_io import make_consumer
 from streams.settings import Settings
 
-__all__ = ["DecisionWaiter"]
+__all__ = ["DecisionWaiter", "choose_reply_partition"]
 
 logger = logging.getLogger(__name__)
 
 
-class _RequestId(msgspec.Struct):
-    request_id: str
+def choose_reply_partition(configured: int | None, partitions: int, pid: int | None = None) -> int:
+    """The configured partition, else one from the process id (sibling processes get neighbouring ones).
+
+    Two gateways on one partition still get every answer right: each reads the other's replies too.
+    """
+    if configured is not None:
+        if configured >= partitions:
+            raise ValueError(f"RATEWARDEN_GATEWAY_REPLY_PARTITION={configured}: the replies topic has "
+                             f"{partitions} partitions (0..{partitions - 1})")
+        return configured
+    return (os.getpid() if pid is None else pid) % partitions
 
 
 class DecisionWaiter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.consumer = None
+        self.partition: int | None = None
+        self.stamp: list[tuple[str, bytes]] = []  # the reply headers of every request this gateway publishes
         self.pending: dict[str, asyncio.Future] = {}
         self.stats = {"matched": 0, "dropped": 0, "bad": 0}
-        self._peek = msgspec.json.Decoder(_RequestId).decode
         self._decode = msgspec.json.Decoder(Decision).decode
 
     async def start(self, partitions: int) -> None:
-        self.consumer = make_consumer(self.settings, group_id=None, max_poll_records=10_000)
+        """Read this gateway's partition of the replies topic (``partitions``: its partition count)."""
+        topic = self.settings.replies_topic
+        self.partition = choose_reply_partition(self.settings.gateway_reply_partition, partitions)
+        self.stamp = reply_headers(topic, self.partition)
+        self.consumer = make_consumer(self.settings, group_id=None, max_poll_records=10_000, fetch_max_wait_ms=5)
         await self.consumer.start()
-        tps = [TopicPartition(self.settings.decisions_topic, p) for p in range(partitions)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self.consumer.position(tp)  # resolve "the end" now, before any request is published
+        tp = TopicPartition(topic, self.partition)
+        self.consumer.assign([tp])
+        await self.consumer.seek_to_end(tp)
+        await self.consumer.position(tp)  # resolve "the end" now, before any request is published
+        logger.info("waiting for decisions on %s[%d]", topic, self.partition)
 
     def expect(self, request_id: str) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -54,14 +72,18 @@ class DecisionWaiter:
 
     def resolve(self, value: bytes) -> None:
         try:
-            future = self.pending.pop(self._peek(value).request_id, None)
-            if future is None:
-                self.stats["dropped"] += 1
-            elif not future.done():
-                future.set_result(self._decode(value))
-                self.stats["matched"] += 1
+            decision = self._decode(value)
         except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
             self.stats["bad"] += 1
+            logger.warning("an undecodable reply on %s[%s] (%d so far)", self.settings.replies_topic, self.partition,
+                           self.stats["bad"])
+            return
+        future = self.pending.pop(decision.request_id, None)
+        if future is None:
+            self.stats["dropped"] += 1
+        elif not future.done():
+            future.set_result(decision)
+            self.stats["matched"] += 1
 
     async def run(self) -> None:
         while True:

@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 
 __all__ = ["FakeBroker", "FakeConsumer", "FakeProducer", "Record"]
 
-Record = namedtuple("Record", "key value offset topic partition")
+Record = namedtuple("Record", "key value offset topic partition headers", defaults=((),))
 Metadata = namedtuple("Metadata", "offset")
 
 

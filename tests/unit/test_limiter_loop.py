@@ -9,10 +9,11 @@ from agents.limiter import Limiter
 from agents.rules import Blocklist, LimitBook
 from agents.state_codec import STATE_CODEC
 from schemas.limits import RateLimit
+from schemas.replies import reply_headers
 from streams.settings import Settings
 from streams.state import MemoryPartitionStore
 
-Record = namedtuple("Record", "key value offset topic partition")
+Record = namedtuple("Record", "key value offset topic partition headers", defaults=((),))
 
 
 class CollectingBatch:
@@ -25,16 +26,28 @@ class CollectingBatch:
 
 
 class CollectingSender:
-    """Stands in for the Kafka batch sender: records what would be produced, per topic."""
+    """Stands in for the Kafka batch sender: records what would be produced, per topic (and per partition)."""
 
     def __init__(self) -> None:
         self.by_topic: dict[str, list] = {}
+        self.partitions: dict[str, list] = {}
 
     def batch(self, topic, partition):
         return CollectingBatch(self.by_topic.setdefault(topic, []))
 
     async def add(self, topic, partition, key, value):
         self.by_topic.setdefault(topic, []).append((key, value))
+        self.partitions.setdefault(topic, []).append(partition)
+
+
+def event_records(settings, users, stamps=None):
+    encode = msgspec.json.encode
+    return [
+        Record(user.encode(), encode({"request_id": f"r{i}", "user_id": user, "ip": "203.0.113.7",
+                                      "request_type": "read", "ts": 1_732_900_000.0 + i}), i, "requests", 0,
+               (stamps or {}).get(i, ()))
+        for i, user in enumerate(users)
+    ]
 
 
 def test_an_event_the_policy_cannot_decide_is_dead_lettered_and_the_batch_goes_on(tmp_path):
@@ -46,13 +59,7 @@ def test_an_event_the_policy_cannot_decide_is_dead_lettered_and_the_batch_goes_o
     sender = CollectingSender()
     limiter.outputs.sender = lambda partition: sender
     limiter.stores[0] = MemoryPartitionStore(0, STATE_CODEC)
-    encode = msgspec.json.encode
-    records = [
-        Record(user.encode(), encode({"request_id": f"r{i}", "user_id": user, "ip": "203.0.113.7",
-                                      "request_type": "read", "ts": 1_732_900_000.0 + i}), i, "requests", 0)
-        for i, user in enumerate(["alice", "broken", "bob"])
-    ]
-    asyncio.run(limiter.process(0, records))
+    asyncio.run(limiter.process(0, event_records(settings, ["alice", "broken", "bob"])))
     decided = [msgspec.json.decode(v)["request_id"] for _, v in sender.by_topic[settings.decisions_topic]]
     letters = [msgspec.json.decode(v) for _, v in sender.by_topic[settings.dead_letter_topic]]
     assert decided == ["r0", "r2"]
@@ -73,4 +80,23 @@ def test_records_of_a_flush_still_completing_are_not_counted_twice(tmp_path):
     assert [r.offset for r in limiter._unseen(0, records)] == [3, 4]
     limiter.positions[0] = 4  # counted since, not flushed: the newer position wins
     assert [r.offset for r in limiter._unseen(0, records)] == [4]
+    limiter.stores[0].close()
+
+
+def test_a_stamped_request_gets_its_decision_also_on_its_reply_partition(tmp_path):
+    settings = Settings(var_dir=tmp_path, kafka_bootstrap_servers="unused:9092")
+    limiter = Limiter(settings, LimitBook(100, 60.0), Blocklist(), clock=lambda: 1_732_900_100.0)
+    limiter.replies.partitions = 8
+    sender = CollectingSender()
+    limiter.outputs.sender = lambda partition: sender
+    limiter.stores[0] = MemoryPartitionStore(0, STATE_CODEC)
+    stamps = {1: reply_headers(settings.replies_topic, 5), 2: reply_headers(settings.limits_topic, 0),
+              3: reply_headers(settings.replies_topic, 8)}
+    asyncio.run(limiter.process(0, event_records(settings, ["a", "b", "c", "d"], stamps)))
+    decisions = sender.by_topic[settings.decisions_topic]
+    assert [msgspec.json.decode(v)["request_id"] for _, v in decisions] == ["r0", "r1", "r2", "r3"]
+    assert sender.by_topic[settings.replies_topic] == [decisions[1]]  # the same key and value
+    assert sender.partitions[settings.replies_topic] == [5]
+    assert settings.limits_topic not in sender.by_topic
+    assert (limiter.replies.routed, limiter.replies.refused) == (1, 2)
     limiter.stores[0].close()

@@ -1,0 +1,47 @@
+"""Routed replies: where a request's decision must also be written, carried in the request's record headers.
+
+The Kafka request-reply pattern (as Spring's ``ReplyingKafkaTemplate`` and Faust's ``ask()`` use it):
+a client that waits for its answer stamps each request event with two headers,
+
+- ``ratewarden-reply-topic``: the replies topic's name (UTF-8), and
+- ``ratewarden-reply-partition``: the partition it reads, as ASCII decimal digits (``b"7"``),
+
+and reads only that partition of that topic. The limiter writes the decision to ``decisions`` as
+for every request and, for a stamped request, the same record (key ``user_id``, value the JSON
+``Decision``) to the reply partition, in the same producer batch (the same transaction under
+exactly-once). The correlation id is the event's ``request_id``, found in the decision. The limiter
+accepts only the configured replies topic and an existing partition of it; any other stamp gets no
+reply (counted and logged), never an error, and the decision is still written to ``decisions``.
+"""
+
+__all__ = ["REPLY_PARTITION_HEADER", "REPLY_TOPIC_HEADER", "reply_headers", "reply_partition"]
+
+REPLY_TOPIC_HEADER = "ratewarden-reply-topic"
+REPLY_PARTITION_HEADER = "ratewarden-reply-partition"
+
+
+def reply_headers(topic: str, partition: int) -> list[tuple[str, bytes]]:
+    """The headers that route a request's decision to ``partition`` of ``topic``."""
+    return [(REPLY_TOPIC_HEADER, topic.encode()), (REPLY_PARTITION_HEADER, str(partition).encode())]
+
+
+def reply_partition(headers, topic: str, partitions: int) -> int | str | None:
+    """The reply partition ``headers`` ask for: an int; None when they ask for no reply; else why not (str).
+
+    Only ``topic`` is accepted, and only partitions ``0 .. partitions - 1``.
+    """
+    asked_topic = asked_partition = None
+    for name, value in headers:
+        if name == REPLY_TOPIC_HEADER:
+            asked_topic = value
+        elif name == REPLY_PARTITION_HEADER:
+            asked_partition = value
+    if asked_topic is None and asked_partition is None:
+        return None
+    if asked_topic is None or asked_partition is None:
+        return "a reply needs both headers, " + REPLY_TOPIC_HEADER + " and " + REPLY_PARTITION_HEADER
+    if asked_topic != topic.encode():
+        return f"reply topic {asked_topic[:64]!r} is not the replies topic {topic!r}"
+    if not (asked_partition.isdigit() and len(asked_partition) <= 6 and int(asked_partition) < partitions):
+        return f"reply partition {asked_partition[:16]!r} is not one of 0..{partitions - 1}"
+    return int(asked_partition)
