@@ -149,12 +149,11 @@ local users, batch, pool_size, seed = {users}, {batch}, {pool}, {seed}
 local path = {_lua_str(target.path)}
 local headers = {{ {headers} }}
 local not_decided = {{ {patterns} }}
-local threads, pool = {{}}, {{}}
-local id = 0
+local threads, pool, started = {{}}, {{}}, 0
 
-function setup(thread)
-  id = id + 1
-  thread:set("id", id)
+function setup(thread)  -- in wrk's main Lua state: number the threads, keep them for done()
+  started = started + 1
+  thread:set("thread_no", started)
   table.insert(threads, thread)
 end
 
@@ -167,8 +166,8 @@ local function body(count)
 end
 
 function init(args)
-  math.randomseed(seed * 1000 + (id or 0))
-  decided, ok2xx, s429, other, undecided = 0, 0, 0, 0, 0
+  math.randomseed(seed * 1000 + (thread_no or 0))
+  ok2xx, s429, other, undecided = 0, 0, 0, 0
   if batch == 0 then
     for n = 1, users do
       local b = {_lua_str(head)} .. item(n) .. {_lua_str(tail)}
@@ -718,8 +717,9 @@ def main(argv: list[str] | None = None) -> int:
         if "ours" in args.systems:
             target, kafka = start_ours(args, tmp, stack, console)
             targets.append(target)
-            facts.append(("ours", f"ratewarden gateway + 1 worker ({' '.join(args.gateway_arg) or 'default options'}); "
-                                  f"Kafka: {kafka}"))
+            facts.append(("ours", kafka if args.gateway_url else
+                          f"ratewarden gateway + 1 worker (gateway options: {' '.join(args.gateway_arg) or 'defaults'}); "
+                          f"Kafka: {kafka}"))
         if "peer" in args.systems:
             target, what = start_peer(args, tmp, stack, console)
             targets.append(target)
@@ -758,7 +758,8 @@ def _run_all(args, targets: list[Target], stack: Stack, tmp: Path, console: Cons
                 f"{run.decisions_per_s:,.0f} decisions/s" + (f" (offered {run.offered:,.0f}/s)" if run.offered else "")
                 + f", p50 {_num(run.p50_ms, '.2f')} ms, p99 {_num(run.p99_ms, '.2f')} ms, "
                 f"CPU {_num(run.cpu_ms_per_decision, '.3f')} ms/decision, errors {run.errors}, undecided "
-                f"{run.undecided}" + (f", {run.note}" if run.note else ""))
+                f"{run.undecided}" + (f", {run.throttled} throttled (429)" if run.throttled else "")
+                + (f", {run.note}" if run.note else ""))
             progress.advance(overall)
 
         for round_no in range(args.rounds):
@@ -821,7 +822,7 @@ def _write_markdown(path: Path, section: str, command: str, facts, runs: list[Ru
                                         if args.load == "wrk" else "") +
               f"; {args.users:,} users (one at random per call), limit {args.limit:,} per minute"
               + (f"; batches of {args.batch}" if args.batch else "")
-              + f"; {args.rounds} rounds of {args.seconds:g} s (+{args.warmup:g} s warm-up each), order alternating",
+              + f"; {args.rounds} round(s) of {args.seconds:g} s (+{args.warmup:g} s warm-up each), order alternating",
               "", _md_table(SUMMARY_HEADERS, summarize(runs)), "", "Every run:", "",
               _md_table(RUN_HEADERS, run_rows(runs)), ""]
     old = path.read_text() if path.exists() else ""
