@@ -35,7 +35,9 @@ users (``u1`` .. ``uN``, one chosen at random per request):
 - ``--load own``: this process's asyncio HTTP/1.1 client (raw sockets, uvloop), closed loop at C
   connections; with ``--rate R`` open loop instead: request i is due at t0 + i/R, sent by the first
   free of C connections, and its latency counts from its *due* time (a late send is not hidden: no
-  coordinated omission).
+  coordinated omission). The note "send lag p99" says how late the client itself sent: this Python
+  client keeps a schedule of a few thousand calls/s on a 2-core machine, not the peer's half peak;
+  a large lag means the p99 measures the client too.
 - ``--half-peak``: after the wrk runs of a round, each system is paced by the own client at half of
   the rate wrk measured for it at the largest C in that round (``--paced-connections`` connections,
   default 64); p50/p99 from the due time (issue 10: at half of the peak, p99 <= 25 ms).
