@@ -4,7 +4,6 @@ Kept apart from the HTTP layer so the routes stay thin and a test can drive it d
 """
 
 import asyncio
-import functools
 import logging
 import time
 import uuid
@@ -20,10 +19,10 @@ from ratewarden.gateway.auth import UserBook
 from ratewarden.gateway.history import HistoryRouter
 from ratewarden.gateway.metrics import DECISION_WAIT, TIMEOUTS, WAITING
 from ratewarden.gateway.net import ClientIp
+from ratewarden.gateway.outbox import Outbox
 from ratewarden.gateway.waiter import DecisionWaiter
 from schemas.decisions import Decision
 from schemas.events import RequestEvent
-from streams.history import partition_for
 from streams.kafka_io import make_producer
 from streams.settings import Settings
 from agents.control_tables import blocklist_table, limits_table
@@ -61,11 +60,6 @@ class Clock:
         return now
 
 
-def _forward_failure(future: asyncio.Future, delivery: asyncio.Future) -> None:
-    if not future.done() and not delivery.cancelled() and delivery.exception() is not None:
-        future.set_exception(delivery.exception())
-
-
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -84,6 +78,7 @@ class Gateway:
         }
         self.partitions = settings.partitions
         self.producer = None
+        self.outbox: Outbox | None = None
         self.failure: BaseException | None = None
         self._tasks: list[asyncio.Future] = []
         self._encode = msgspec.json.Encoder().encode
@@ -98,6 +93,7 @@ class Gateway:
             await table.start(counts[table.topic])
             await table.catch_up()
         await self.waiter.start(counts[s.replies_topic])
+        self.outbox = Outbox(self.producer, s.requests_topic, self.partitions, self.waiter.stamp)
         await self.history.start(counts[s.decisions_topic])
         self._tasks = [asyncio.ensure_future(t.run()) for t in self.tables.values()]
         self._tasks.append(asyncio.ensure_future(self.waiter.run()))
@@ -115,6 +111,8 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.history.stop()
+        if self.outbox is not None:
+            await self.outbox.stop()
         await self.waiter.stop()
         for table in self.tables.values():
             await table.stop()
@@ -123,43 +121,25 @@ class Gateway:
 
     async def decide(self, user_id: str, ip: str, request_type: str) -> Outcome:
         """Publish one request event and wait for its decision (None after the timeout)."""
-        event = RequestEvent(uuid.uuid4().hex, user_id, ip, request_type, self.clock())
-        future = self.waiter.expect(event.request_id)
-        started = time.perf_counter()
-        WAITING.inc()
-        try:
-            decision = await asyncio.wait_for(self._publish(event, future), self.settings.gateway_decision_timeout)
-            DECISION_WAIT.observe(time.perf_counter() - started)
-        except (asyncio.TimeoutError, TimeoutError):
-            TIMEOUTS.inc()
-            decision = None
-        except KafkaError as exc:
-            logger.warning("request %s not published: %r", event.request_id, exc)
-            decision = None
-        finally:
-            self.waiter.forget(event.request_id)
-            WAITING.dec()
-        return Outcome(event, decision)
+        return (await self.decide_many(((user_id, ip, request_type),)))[0]
 
     async def decide_many(self, requests: Sequence[tuple[str, str, str]]) -> list[Outcome]:
-        """Publish many ``(user_id, ip, request_type)`` requests at once; their outcomes in the same order.
+        """Publish ``(user_id, ip, request_type)`` requests; their outcomes in the same order, after one wait.
 
-        One record batch per requests partition and one wait for all: an outcome whose decision did
-        not come within the timeout (or whose batch Kafka refused) has None.
+        An outcome whose decision did not come within the timeout (or that Kafka refused) has None.
         """
-        events = [RequestEvent(uuid.uuid4().hex, user_id, ip, request_type, self.clock())
+        clock, expect, put = self.clock, self.waiter.expect, self.outbox.put
+        events = [RequestEvent(uuid.uuid4().hex, user_id, ip, request_type, clock())
                   for user_id, ip, request_type in requests]
-        futures = [self.waiter.expect(event.request_id) for event in events]
+        futures = []
+        for event in events:
+            future = expect(event.request_id)
+            put(event, future)
+            futures.append(future)
         started = time.perf_counter()
         WAITING.inc(len(events))
         try:
-            async with asyncio.timeout(self.settings.gateway_decision_timeout):
-                await self._publish_many(events, futures)
-                await asyncio.wait(futures)
-        except (asyncio.TimeoutError, TimeoutError):
-            pass
-        except KafkaError as exc:
-            logger.warning("%d requests not published: %r", len(events), exc)
+            await asyncio.wait(futures, timeout=self.settings.gateway_decision_timeout)
         finally:
             for event in events:
                 self.waiter.forget(event.request_id)
@@ -171,33 +151,6 @@ class Gateway:
         if missing < len(decisions):
             DECISION_WAIT.observe(time.perf_counter() - started)
         return [Outcome(event, decision) for event, decision in zip(events, decisions)]
-
-    async def _publish_many(self, events: list[RequestEvent], futures: list[asyncio.Future]) -> None:
-        by_partition: dict[int, list[int]] = {}
-        for i, event in enumerate(events):
-            by_partition.setdefault(partition_for(event.user_id, self.partitions), []).append(i)
-        topic, stamp, encode = self.settings.requests_topic, self.waiter.stamp, self._encode
-        for partition, indexes in by_partition.items():
-            batch, first = self.producer.create_batch(), 0
-            for n, i in enumerate(indexes):
-                event = events[i]
-                if batch.append(key=event.user_id.encode(), value=encode(event), timestamp=None, headers=stamp) is None:
-                    await self._send_batch(batch, topic, partition, [futures[j] for j in indexes[first:n]])
-                    batch, first = self.producer.create_batch(), n
-                    batch.append(key=event.user_id.encode(), value=encode(event), timestamp=None, headers=stamp)
-            await self._send_batch(batch, topic, partition, [futures[j] for j in indexes[first:]])
-
-    async def _send_batch(self, batch, topic: str, partition: int, futures: list[asyncio.Future]) -> None:
-        delivery = await self.producer.send_batch(batch, topic, partition=partition)
-        for future in futures:
-            delivery.add_done_callback(functools.partial(_forward_failure, future))
-
-    async def _publish(self, event: RequestEvent, future: asyncio.Future) -> Decision:
-        partition = partition_for(event.user_id, self.partitions)  # what the limiter and the history use
-        delivery = await self.producer.send(self.settings.requests_topic, self._encode(event),
-                                            key=event.user_id.encode(), partition=partition, headers=self.waiter.stamp)
-        delivery.add_done_callback(functools.partial(_forward_failure, future))
-        return await future
 
     async def write(self, table: str, key: str, value: bytes | None) -> None:
         """Write one record to a compacted control topic and wait until this gateway's table has it."""
