@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/gateway_bench.py [--rounds 3] [--seconds 10] [--concurrency 1 32] [--users 1000]
         [--limit 1000000000] [--load wrk|own] [--rate R] [--half-peak] [--batch N]
-        [--background-rate 50000] [--systems ours peer] [--markdown FILE [--section TITLE]]
+        [--background-rate 50000] [--systems ours peer] [--quiet-wait S] [--markdown FILE [--section TITLE]]
 
 What runs (everything on this machine, loopback only, stopped by PID at the end, on errors and on
 Ctrl-C/SIGTERM):
@@ -50,7 +50,9 @@ users (``u1`` .. ``uN``, one chosen at random per request):
   decision with and without (issue 10: at most 20% fewer, CPU flat).
 
 CPU per decision: CPU seconds of the gateway process and its children (ours) or of the ratelimit
-service + Redis (peer) over the measured interval, divided by the decisions. Printed: every run, then
+service + Redis (peer) over the measured interval, divided by the decisions. "others' CPU": the
+share of a core that processes the benchmark did not start used meanwhile (a shared machine's noise;
+``--quiet-wait SECONDS`` waits before each run for it to fall under 15%). Printed: every run, then
 per mode, concurrency and system the median and spread (min–max) over rounds of decisions/s, p50 and
 p99, with ours ÷ peer. ``--markdown FILE`` writes that as the ``## --section`` of FILE (replaced if
 present, else appended). A benchmark, not a test: it prints figures and asserts nothing.
@@ -67,7 +69,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -84,7 +85,8 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench.procstats import tree_cpu_seconds  # noqa: E402
+from bench.peers.envoy_ratelimit import free_port  # noqa: E402
+from bench.procstats import system_busy_seconds, tree_cpu_seconds, wait_quiet  # noqa: E402
 
 __all__ = ["main", "build_parser", "parse_wrk", "wrk_script", "Target", "summarize", "replace_section"]
 
@@ -416,10 +418,17 @@ class Run:
     cpu_ms_per_decision: float | None
     offered: float | None = None
     note: str = ""
+    others_cpu: float | None = None  # % of a core used by processes the benchmark did not start
 
 
 def _cpu(pids: list[int]) -> float:
     return sum(tree_cpu_seconds(pid) for pid in pids)
+
+
+def _our_cpu() -> float:
+    """CPU seconds of this process tree: live descendants plus children already reaped (wrk, the pacer)."""
+    times = os.times()
+    return tree_cpu_seconds(os.getpid()) + times.children_user + times.children_system
 
 
 def run_wrk(target: Target, script: Path, connections: int, seconds: float, timeout: str = "5s") -> dict:
@@ -432,9 +441,13 @@ def run_wrk(target: Target, script: Path, connections: int, seconds: float, time
 
 
 def measure(target: Target, mode: str, connections: int, args, tmp: Path, round_no: int,
-            rate: float | None = None) -> Run:
+            rate: float | None = None, say=print) -> Run:
+    if args.quiet_wait > 0 and (share := wait_quiet(args.quiet_wait)) >= 15.0:
+        say(f"[yellow]round {round_no + 1} {mode} c={connections} {target.name}: other processes still use "
+            f"{share:.0f}% CPU[/yellow]")
     batch = args.batch or 0
     scale = batch or 1
+    busy, ours, start_wall = system_busy_seconds(), _our_cpu(), time.perf_counter()
     if mode in ("wrk", "background"):
         script = tmp / f"{target.name}-{batch}.lua"
         if not script.exists():
@@ -449,12 +462,15 @@ def measure(target: Target, mode: str, connections: int, args, tmp: Path, round_
         share = min(1.0, args.seconds / max(1e-9, time.perf_counter() - start))
         before = _cpu(target.pids) - (_cpu(target.pids) - start_cpu) * share
     spent = _cpu(target.pids) - before
+    wall = time.perf_counter() - start_wall
+    others = 100.0 * ((system_busy_seconds() - busy) - (_our_cpu() - ours)) / wall if wall > 0 else None
     decisions = raw["decided_calls"] * scale - raw["undecided"]
     seconds = raw["seconds"] or args.seconds
     return Run(round_no, target.name, mode, connections, decisions / seconds, raw["p50_ms"], raw["p99_ms"],
                raw["errors"], raw["undecided"], raw["throttled_calls"],
                1000 * spent / decisions if decisions > 0 and target.pids else None, rate,
-               f"send lag p99 {raw['send_lag_p99_ms']:.1f} ms" if raw.get("send_lag_p99_ms") is not None else "")
+               f"send lag p99 {raw['send_lag_p99_ms']:.1f} ms" if raw.get("send_lag_p99_ms") is not None else "",
+               None if others is None else max(0.0, others))  # sampling noise can dip below 0
 
 
 # ------------------------------------------------------------------------------------------- summary
@@ -480,7 +496,7 @@ def _spread(values, fmt: str = ",.0f") -> str:
 SUMMARY_HEADERS = ["mode", "connections", "system", "decisions/s median (min–max)", "ours ÷ peer", "p50 ms",
                    "p99 ms", "CPU ms/decision", "errors / undecided", "runs"]
 RUN_HEADERS = ["round", "mode", "connections", "system", "offered/s", "decisions/s", "p50 ms", "p99 ms",
-               "CPU ms/decision", "errors", "undecided", "429s", "note"]
+               "CPU ms/decision", "errors", "undecided", "429s", "others' CPU %", "note"]
 
 
 def summarize(runs: list[Run]) -> list[list[str]]:
@@ -513,7 +529,7 @@ def summarize(runs: list[Run]) -> list[list[str]]:
 def run_rows(runs: list[Run]) -> list[list[str]]:
     return [[str(r.round + 1), r.mode, str(r.connections), r.system, _num(r.offered), _num(r.decisions_per_s),
              _num(r.p50_ms, ".2f"), _num(r.p99_ms, ".2f"), _num(r.cpu_ms_per_decision, ".3f"), str(r.errors),
-             str(r.undecided), _num(r.throttled), r.note] for r in runs]
+             str(r.undecided), _num(r.throttled), _num(r.others_cpu), r.note] for r in runs]
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -550,12 +566,6 @@ def wait_ready(url: str, key: str, timeout: float = 120.0) -> None:
                 pass
             time.sleep(0.5)
     raise RuntimeError("the gateway never answered with a real decision")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Stack:
@@ -680,6 +690,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "--gateway-arg=2)")
     parser.add_argument("--gateway-url", help="measure this running gateway (with --key) instead of starting one")
     parser.add_argument("--key", help="a service key of --gateway-url")
+    parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
+                        help="before each measured run, wait up to SECONDS for processes the benchmark did not "
+                             "start to use < 15%% CPU for 3 s (for shared machines)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--markdown", type=Path, help="write the results into this Markdown file as --section")
     parser.add_argument("--section", default="Gateway side by side with envoyproxy/ratelimit (issue 10)")
@@ -761,7 +774,7 @@ def _run_all(args, targets: list[Target], stack: Stack, tmp: Path, console: Cons
                 + f", p50 {_num(run.p50_ms, '.2f')} ms, p99 {_num(run.p99_ms, '.2f')} ms, "
                 f"CPU {_num(run.cpu_ms_per_decision, '.3f')} ms/decision, errors {run.errors}, undecided "
                 f"{run.undecided}" + (f", {run.throttled} throttled (429)" if run.throttled else "")
-                + (f", {run.note}" if run.note else ""))
+                + f", others' CPU {_num(run.others_cpu)}%" + (f", {run.note}" if run.note else ""))
             progress.advance(overall)
 
         for round_no in range(args.rounds):
@@ -770,7 +783,7 @@ def _run_all(args, targets: list[Target], stack: Stack, tmp: Path, console: Cons
             for connections in args.concurrency:
                 for target in order:
                     progress.update(overall, description=f"round {round_no + 1}: {mode} c={connections} {target.name}")
-                    run = measure(target, mode, connections, args, tmp, round_no, args.rate)
+                    run = measure(target, mode, connections, args, tmp, round_no, args.rate, progress.console.print)
                     record(run)
                     if connections == top:
                         peaks[target.name] = run.decisions_per_s / (args.batch or 1)
@@ -780,7 +793,7 @@ def _run_all(args, targets: list[Target], stack: Stack, tmp: Path, console: Cons
                         continue
                     rate = peaks[target.name] / 2
                     progress.update(overall, description=f"round {round_no + 1}: {target.name} paced at {rate:,.0f}/s")
-                    run = measure(target, "paced", args.paced_connections, args, tmp, round_no, rate)
+                    run = measure(target, "paced", args.paced_connections, args, tmp, round_no, rate, progress.console.print)
                     run.mode, run.offered = "half-peak", rate * (args.batch or 1)
                     record(run)
             if args.background_rate:
@@ -789,7 +802,7 @@ def _run_all(args, targets: list[Target], stack: Stack, tmp: Path, console: Cons
                                                      f"{args.background_rate:,.0f} events/s beside it")
                 pacer = start_background(args, stack, tmp, args.warmup + args.seconds + 4, round_no)
                 time.sleep(2.0)
-                run = measure(target, "background", top, args, tmp, round_no)
+                run = measure(target, "background", top, args, tmp, round_no, None, progress.console.print)
                 pacer.wait(timeout=120)
                 stack.processes.remove(pacer)
                 try:
