@@ -166,7 +166,12 @@ def _gateway(args) -> int:
     from streams.settings import get_settings
 
     resolve_bootstrap(get_settings())  # a refused Kafka login fails here in one line, not in uvicorn's start-up
-    serve(get_settings(), args.host, args.port, args.tls_cert, args.tls_key, args.loglevel)
+    if args.workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    try:
+        serve(get_settings(), args.host, args.port, args.tls_cert, args.tls_key, args.loglevel, args.workers)
+    except ValueError as exc:  # options that do not fit together: one line, no traceback
+        raise SystemExit(f"ratewarden gateway: {exc}") from None
     return 0
 
 
@@ -298,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="PEM certificate (chain): serve HTTPS")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument("--loglevel", default="info")
+    p.add_argument("--workers", type=int, default=1,
+                   help="gateway processes on the one port, each with its own Kafka clients (default 1)")
     p.set_defaults(func=_gateway)
 
     p = sub.add_parser("users", help="create (e.g. the first admin), delete or list API users")

@@ -1,4 +1,5 @@
-"""The FastAPI application: routes, the body size limit, error answers, /healthz and /metrics."""
+"""The gateway's ASGI app: the hot routes (:mod:`ratewarden.gateway.hot`) in front of the FastAPI
+application (routes, the body size limit, error answers, /healthz and /metrics)."""
 
 import logging
 from contextlib import asynccontextmanager
@@ -9,6 +10,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ratewarden.gateway.auth import auth_limiter, require
+from ratewarden.gateway.hot import HotRoutes
+from ratewarden.gateway.inline import Inline
 from ratewarden.gateway.models import Problem
 from ratewarden.gateway.routes import blocklist, limits, reports, requests, users
 from ratewarden.gateway.runtime import Gateway, Unavailable
@@ -46,8 +49,12 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
-    """The gateway's ASGI app; its lifespan starts and stops ``gateway`` (Kafka clients and tables)."""
+def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> HotRoutes:
+    """The gateway's ASGI app; its lifespan starts and stops ``gateway`` (Kafka clients and tables).
+
+    Called without arguments (uvicorn's app factory, ``--workers``) it reads the settings from the
+    environment and makes its own Gateway: each worker process has its own Kafka clients.
+    """
     settings = settings or get_settings()
     gateway = gateway or Gateway(settings)
 
@@ -71,6 +78,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     )
     app.state.gateway = gateway
     app.state.auth_limiter = auth_limiter(gateway.settings.gateway)
+    app.state.inline = Inline(gateway)
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
     for module in (requests, limits, users, blocklist, reports):
         app.include_router(module.router)
@@ -102,4 +110,4 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         """Prometheus metrics (an analyst or admin key: Prometheus sends it as a bearer token)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return HotRoutes(app, gateway, app.state.inline, app.state.auth_limiter)

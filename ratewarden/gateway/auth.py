@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import math
 import secrets
+from collections.abc import Callable
 
 import msgspec
 from fastapi import Depends, HTTPException, Request
@@ -24,7 +25,10 @@ from ratewarden.gateway.metrics import AUTH_EVICTIONS, AUTH_FAILURES, AUTH_REFUS
 from schemas.users import Role, User
 from streams.settings_sections import GatewaySettings
 
-__all__ = ["UserBook", "auth_limiter", "caller", "client_address", "hash_key", "new_user", "require"]
+__all__ = [
+    "UserBook", "auth_limiter", "authenticate", "bearer_key", "caller", "check_role", "client_address", "hash_key",
+    "new_user", "require",
+]
 
 _decode_user = msgspec.json.Decoder(User).decode
 
@@ -46,9 +50,14 @@ def new_user(user_id: str, role: Role, now: float) -> tuple[User, str]:
 class UserBook:
     """The users table, fed by the compacted ``users`` topic (``apply``), indexed by id and key hash."""
 
+    #: Known keys remembered in clear, so a request pays a dict lookup, not a SHA-256 (bounded; emptied
+    #: on every change of the table, so a revoked key stops working at once). Unknown keys are not kept.
+    MAX_CACHED = 10_000
+
     def __init__(self) -> None:
         self._by_id: dict[str, User] = {}
         self._by_hash: dict[str, User] = {}
+        self._by_key: dict[str, User] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -58,6 +67,7 @@ class UserBook:
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         """One record of the ``users`` topic; ``None`` (a tombstone) revokes the user and its key."""
+        self._by_key.clear()
         old = self._by_id.pop(key.decode(), None)
         if old is not None:
             self._by_hash.pop(old.key_hash, None)
@@ -66,10 +76,16 @@ class UserBook:
             self._by_id[user.user_id] = self._by_hash[user.key_hash] = user
 
     def authenticate(self, key: str) -> User | None:
+        user = self._by_key.get(key)
+        if user is not None:
+            return user
         digest = hash_key(key)
         user = self._by_hash.get(digest)
         if user is None or not hmac.compare_digest(user.key_hash.encode(), digest.encode()):
             return None
+        if len(self._by_key) >= self.MAX_CACHED:
+            self._by_key.clear()
+        self._by_key[key] = user
         return user
 
 
@@ -99,32 +115,53 @@ def _refusal(ip: str, seconds: float) -> HTTPException:
     )
 
 
-async def caller(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-) -> User:
-    """The authenticated user of a request; 401 without a known key, 429 from an address refused for guessing."""
-    limiter: AuthLimiter = request.app.state.auth_limiter
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer KEY`` value, as FastAPI's ``HTTPBearer`` reads it; else None."""
+    scheme, _, key = (authorization or "").partition(" ")
+    key = key.strip()
+    return key if key and scheme.lower() == "bearer" else None
+
+
+def authenticate(limiter: AuthLimiter, users: UserBook, key: str | None, address: Callable[[], str]) -> User:
+    """The user of ``key``; 401 without a known key, 429 from an address refused for guessing.
+
+    ``address`` gives the client IP; it is called only when needed (a refusal or a wrong key).
+    """
     if limiter.refused:  # empty almost always: then a request pays no address lookup here
-        ip = client_address(request)
+        ip = address()
         wait = limiter.retry_after(ip)
         if wait is not None:
             raise _refusal(ip, wait)
-    if credentials is None:
+    if key is None:
         raise HTTPException(401, "missing API key: send `Authorization: Bearer KEY`", {"WWW-Authenticate": "Bearer"})
-    user = request.app.state.gateway.users.authenticate(credentials.credentials)
+    user = users.authenticate(key)
     if user is None:
         AUTH_FAILURES.inc()
-        limiter.failed(client_address(request))
+        limiter.failed(address())
         raise HTTPException(401, "unknown or revoked API key", {"WWW-Authenticate": "Bearer"})
     return user
+
+
+def check_role(user: User, roles: tuple[Role, ...]) -> User:
+    """``user`` if its role is one of ``roles``; else 403."""
+    if user.role not in roles:
+        raise HTTPException(403, f"role {user.role!r} may not do this; allowed: {', '.join(roles)}")
+    return user
+
+
+async def caller(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> User:
+    """The authenticated user of a request (see :func:`authenticate`)."""
+    key = credentials.credentials if credentials is not None else None
+    return authenticate(request.app.state.auth_limiter, request.app.state.gateway.users, key,
+                        lambda: client_address(request))
 
 
 def require(*roles: Role):
     """A dependency: the caller, if its role is one of ``roles``; else 403."""
 
     async def allowed(user: User = Depends(caller)) -> User:
-        if user.role not in roles:
-            raise HTTPException(403, f"role {user.role!r} may not do this; allowed: {', '.join(roles)}")
-        return user
+        return check_role(user, roles)
 
     return Depends(allowed)

@@ -14,7 +14,7 @@ from schemas.limits import BURST_DESCRIPTION, Algorithm
 from schemas.users import ID_PATTERN
 
 __all__ = [
-    "AbuseReportInfo", "AbuseReportList", "Blocked", "BlockBody", "BlockEntry", "BlockList", "CreatedUser",
+    "AbuseReportInfo", "AbuseReportList", "BatchBody", "BatchDecision", "BatchDecisions", "Blocked", "BlockBody", "BlockEntry", "BlockList", "CreatedUser",
     "HistoryItem", "HistoryPage", "IpPath", "Limit", "LimitBody", "LimitList", "NewUser", "PopulationInfo", "Problem",
     "ReportedIpInfo", "ReportShareInfo", "SubmitBody", "Submitted", "Throttled", "Unavailable", "UserInfo", "UserIdPath",
 ]
@@ -53,6 +53,34 @@ class SubmitBody(_Body):
     request_type: RequestType
     user_id: UserId | None = Field(None, description="service/admin keys only: submit on behalf of this user")
     ip: IpText | None = Field(None, description="service/admin keys only: the end client's IP")
+
+
+class BatchBody(_Body):
+    """Documents ``POST /requests/batch``; the hot route decodes it with msgspec, item by item."""
+
+    requests: list[SubmitBody] = Field(
+        min_length=1, description="1 to `gateway_batch_max_items` (default 1,000) requests, each as for POST /requests"
+    )
+
+
+class BatchDecision(BaseModel):
+    """One item's answer: the body ``POST /requests`` would give, its status as ``code``, its RateLimit fields."""
+
+    status: Literal["ok", "throttled", "blocked", "unavailable", "invalid", "forbidden"]
+    code: int = Field(description="the status POST /requests would have answered: 200, 429, 403, 503, or 422")
+    request_id: str | None = None
+    shadow: bool | None = None
+    fail_open: bool | None = None
+    reason: str | None = None
+    retry_after: float | None = Field(None, description="throttled: seconds until a request would be allowed")
+    detail: str | None = Field(None, description="invalid, forbidden or unavailable: why")
+    ratelimit_policy: str | None = Field(None, description="the item's RateLimit-Policy field")
+    ratelimit: str | None = Field(None, description="the item's RateLimit field (absent without a decision)")
+    retry_after_header: str | None = Field(None, description="the item's Retry-After field (throttled, unavailable)")
+
+
+class BatchDecisions(BaseModel):
+    decisions: list[BatchDecision] = Field(description="one per request, in the order of the request body")
 
 
 class Submitted(BaseModel):

@@ -15,6 +15,7 @@ import pytest
 
 from ratewarden.gateway.routes import reports as reports_route
 from ratewarden.gateway.server import GatewayThread
+from ratewarden.gateway.headers import USER
 from ratewarden.gateway.testing import GatewayStack
 from ratewarden.processes import stop_process
 from schemas.flags import AbuseReport, Population, ReportedIp
@@ -77,8 +78,8 @@ def test_allowed_throttled_and_blocked_answers_carry_exact_ratelimit_headers(sta
         request_id = answer.json()["request_id"]
         ts = history[request_id]["ts"]  # the gateway's clock stamped the event; the history reports it
         reset = (math.floor(ts / 3600) + 1) * 3600
-        assert structured(answer.headers["RateLimit-Policy"]) == {"": '"default"', "q": "3", "w": "3600"}
-        assert structured(answer.headers["RateLimit"]) == {"": '"default"', "r": str(remaining), "t": str(math.ceil(reset - ts))}
+        assert structured(answer.headers["RateLimit-Policy"]) == {"": f'"{USER}"', "q": "3", "w": "3600"}
+        assert structured(answer.headers["RateLimit"]) == {"": f'"{USER}"', "r": str(remaining), "t": str(math.ceil(reset - ts))}
     throttled = answers[2]
     assert throttled.json()["reason"] == "rate_limited"
     assert math.isclose(throttled.json()["retry_after"], reset - history[throttled.json()["request_id"]]["ts"], abs_tol=0.002)
@@ -122,7 +123,7 @@ def test_limit_put_through_the_api_changes_the_next_decisions_without_restart(st
         seen = wait_until(lambda: (a := submit(service, user)).headers["RateLimit-Policy"].endswith("q=2;w=3600") and a,
                           what="the new limit at the worker")
         later = [seen] + [submit(service, user) for _ in range(3)]
-        assert all(a.headers["RateLimit-Policy"] == '"default";q=2;w=3600' for a in later)
+        assert all(a.headers["RateLimit-Policy"] == f'"{USER}";q=2;w=3600' for a in later)
         assert later[-1].status_code == 429 and [a.status_code for a in later].count(200) <= 2
 
         assert admin.delete(f"/limits/{user}").status_code == 204
@@ -132,8 +133,12 @@ def test_limit_put_through_the_api_changes_the_next_decisions_without_restart(st
 
         typed = unique("typed")
         assert admin.put(f"/limits/{typed}", json={"limit": 0, "request_type": "upload"}).status_code == 200
-        wait_until(lambda: submit(service, typed, request_type="upload").json().get("reason") == "rate_limited_type",
-                   what="the typed limit at the worker")
+        refused = wait_until(lambda: (a := submit(service, typed, request_type="upload")).json().get("reason")
+                             == "rate_limited_type" and a, what="the typed limit at the worker")
+        # one policy item per applicable limit; RateLimit names the one that refused
+        assert refused.headers["RateLimit-Policy"] == '"default";q=1000;w=60, "type";q=0;w=60'
+        assert structured(refused.headers["RateLimit"])[""] == '"type"'
+        assert structured(refused.headers["RateLimit"])["r"] == "0"
         assert submit(service, typed, request_type="read").status_code == 200
         assert admin.get(f"/limits/{typed}", params={"request_type": "upload"}).json()["limit"] == 0
         assert admin.delete(f"/limits/{typed}", params={"request_type": "upload"}).status_code == 204

@@ -6,18 +6,15 @@ import random
 import msgspec
 import pytest
 from aiokafka.partitioner import DefaultPartitioner as AioPartitioner
-from fastapi.testclient import TestClient
+from gateway_fakes import api_client, decision
 from kafka.partitioner import DefaultPartitioner as KafkaPythonPartitioner
 
-from ratewarden.gateway.app import create_app
 from ratewarden.gateway.auth import UserBook, hash_key, new_user
 from ratewarden.gateway.net import ClientIp, normalize_ip
 from ratewarden.gateway.routes.requests import rate_headers
-from ratewarden.gateway.runtime import Clock, Gateway, Outcome
+from ratewarden.gateway.runtime import Clock
 from schemas.decisions import Decision
-from schemas.events import RequestEvent
 from streams.history import HistoryStore, partition_for
-from streams.settings import Settings
 
 
 class _Cluster:
@@ -43,13 +40,6 @@ def test_partition_for_agrees_with_the_default_partitioners_of_both_kafka_client
             expected = partition_for(key, n)
             assert AioPartitioner()(key.encode(), all_partitions, all_partitions) == expected
             assert KafkaPythonPartitioner().partition("t", key, key.encode(), None, None, _Cluster(n)) == expected
-
-
-def decision(**overrides) -> Decision:
-    fields = dict(request_id="r", user_id="u", ip="192.0.2.1", request_type="t", verdict="allow", reason="within_limit",
-                  limit=10, count=3, remaining=7, window_start=1200.0, reset_at=1260.0, retry_after=0.0, shadow=False,
-                  ts_event=1217.25, ts_decided=1217.3)
-    return Decision(**(fields | overrides))
 
 
 def test_ratelimit_headers_follow_the_ietf_draft():
@@ -136,42 +126,9 @@ def test_history_store_keeps_the_count_bound_for_readers_and_on_disk(tmp_path):
     store.close()
 
 
-class FakeGateway(Gateway):
-    """No Kafka: writes apply to the tables at once; decisions come from ``verdicts`` (None: no decision)."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.verdicts: list[Decision | None] = []
-        self.events: list[RequestEvent] = []
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def decide(self, user_id: str, ip: str, request_type: str) -> Outcome:
-        event = RequestEvent(f"q{len(self.events)}", user_id, ip, request_type, self.clock())
-        self.events.append(event)
-        made = self.verdicts.pop(0) if self.verdicts else decision()
-        return Outcome(event, made and msgspec.structs.replace(made, request_id=event.request_id))
-
-    async def write(self, table: str, key: str, value: bytes | None) -> None:
-        self.tables[table]._apply(key.encode(), value)
-
-
 @pytest.fixture
 def api():
-    settings = Settings(gateway_max_body_bytes=1024, gateway_decision_timeout=0.25, default_limit=50)
-    gateway = FakeGateway(settings)
-    keys = {}
-    for role in ("client", "service", "admin"):
-        user, keys[role] = new_user(f"{role}-1", role, 0.0)
-        gateway.users.apply(user.user_id.encode(), msgspec.json.encode(user))
-    with TestClient(create_app(settings, gateway)) as client:
-        client.gateway, client.keys = gateway, keys
-        client.key_for = lambda role: {"Authorization": f"Bearer {keys[role]}"}
-        yield client
+    yield from api_client()
 
 
 def test_answers_for_each_verdict_and_for_no_decision(api):

@@ -1,75 +1,53 @@
-"""POST /requests (the decision inline, with IETF RateLimit headers) and GET /requests/{user_id} (history)."""
+"""POST /requests and POST /requests/batch (decisions inline, IETF RateLimit fields), GET /requests/{user_id}.
 
-import math
+The two POST routes are answered by :class:`ratewarden.gateway.hot.HotRoutes` before FastAPI sees
+them; they are declared here for the OpenAPI document, and serve the same answers (through
+:class:`ratewarden.gateway.inline.Inline`) if this app is ever served without the hot routes.
+"""
 
+import msgspec
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from ratewarden.gateway.auth import client_address, require
 from ratewarden.gateway.history import HistoryUnavailable
-from ratewarden.gateway.metrics import ANSWERS
+from ratewarden.gateway.bodies import Invalid
+from ratewarden.gateway.headers import rate_headers
+from ratewarden.gateway.hot import reply_of
+from ratewarden.gateway.inline import Reply
 from ratewarden.gateway.models import (
-    Blocked, HistoryPage, Problem, SubmitBody, Submitted, Throttled, Unavailable, UserIdPath,
+    BatchBody, BatchDecisions, Blocked, HistoryPage, Problem, SubmitBody, Submitted, Throttled, Unavailable,
+    UserIdPath,
 )
 from ratewarden.gateway.routes import AUTH_ERRORS, BODY_ERRORS
-from ratewarden.gateway.runtime import Gateway, Outcome
-from schemas.decisions import Decision
 from schemas.users import User
 
-__all__ = ["router", "rate_headers"]
+__all__ = ["rate_headers", "router"]  # rate_headers: its home is ratewarden.gateway.headers
 
 router = APIRouter(tags=["requests"])
 
-#: The policy name in the RateLimit headers: the limit that governed the decision.
-POLICY = "default"
 _RATE_HEADERS = {
-    "RateLimit-Policy": {"description": 'draft-ietf-httpapi-ratelimit-headers, e.g. `"default";q=100;w=60`',
-                         "schema": {"type": "string"}},
-    "RateLimit": {"description": 'remaining quota and seconds to reset, e.g. `"default";r=42;t=17`',
+    "RateLimit-Policy": {"description": 'one item per applicable limit ("default", "user", "type"), e.g. '
+                                        '`"user";q=100;w=60, "type";q=10;w=60`', "schema": {"type": "string"}},
+    "RateLimit": {"description": 'the governing limit: remaining quota and seconds to reset, e.g. `"user";r=42;t=17`',
                   "schema": {"type": "string"}},
 }
 _RETRY_AFTER = {"Retry-After": {"description": "seconds (integer) until a request would be allowed",
                                 "schema": {"type": "string"}}}
 
 
-def _ceil(seconds: float) -> int:
-    return max(0, math.ceil(seconds - 1e-9))
-
-
-def rate_headers(d: Decision) -> dict[str, str]:
-    """``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers) of a decision."""
-    window = max(1, _ceil(d.reset_at - d.window_start))
-    return {
-        "RateLimit-Policy": f'"{POLICY}";q={d.limit};w={window}',
-        "RateLimit": f'"{POLICY}";r={d.remaining};t={_ceil(d.reset_at - d.ts_event)}',
-    }
-
-
-def _answer(gateway: Gateway, outcome: Outcome) -> JSONResponse:
-    event, d = outcome
-    if d is None:
-        rule = gateway.limits.rules_for(event.user_id, event.request_type)[0]
-        headers = {"RateLimit-Policy": f'"{POLICY}";q={rule.limit};w={max(1, _ceil(rule.window))}'}
-        if gateway.settings.gateway_fail_mode == "open":
-            ANSWERS.labels("fail_open").inc()
-            headers["Ratewarden-Fail-Open"] = "true"
-            body = {"status": "ok", "request_id": event.request_id, "shadow": False, "fail_open": True}
-            return JSONResponse(body, 200, headers)
-        ANSWERS.labels("fail_closed").inc()
-        headers["Retry-After"] = "1"
-        detail = f"no decision within {gateway.settings.gateway_decision_timeout:g} s"
-        return JSONResponse({"status": "unavailable", "request_id": event.request_id, "detail": detail}, 503, headers)
-    ANSWERS.labels(d.verdict).inc()
-    headers = rate_headers(d)
-    if d.verdict == "allow":
-        body = {"status": "ok", "request_id": d.request_id, "shadow": d.shadow, "fail_open": False}
-        return JSONResponse(body, 200, headers)
-    if d.verdict == "throttle":
-        headers["Retry-After"] = str(max(1, _ceil(d.retry_after)))
-        body = {"status": "throttled", "request_id": d.request_id, "reason": d.reason, "retry_after": d.retry_after}
-        return JSONResponse(body, 429, headers)
-    return JSONResponse({"status": "blocked", "request_id": d.request_id, "reason": d.reason}, 403, headers)
+async def _inline(request: Request, caller: User, batch: bool) -> Response:
+    inline = request.app.state.inline
+    handler = inline.batch if batch else inline.submit
+    try:
+        reply: Reply = await handler(caller, await request.body(), request.headers.get("content-type", "").encode()
+                                     or None, lambda: client_address(request))
+    except (HTTPException, Invalid) as exc:
+        reply = reply_of(exc)
+    status, body, fields = reply
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in fields}
+    return Response(msgspec.json.encode(body), status, headers, media_type="application/json")
 
 
 @router.post(
@@ -89,14 +67,26 @@ def _answer(gateway: Gateway, outcome: Outcome) -> JSONResponse:
 )
 async def submit(
     body: SubmitBody, request: Request, caller: User = require("client", "service", "admin")
-) -> JSONResponse:
+) -> Response:
     """The caller is its key's user; a service (or admin) key may name another ``user_id`` and ``ip``."""
-    gateway: Gateway = request.app.state.gateway
-    if (body.user_id is not None or body.ip is not None) and caller.role not in ("service", "admin"):
-        raise HTTPException(403, "only service and admin keys may set user_id or ip")
-    user_id = body.user_id or caller.user_id
-    ip = body.ip or client_address(request)
-    return _answer(gateway, await gateway.decide(user_id, ip, body.request_type))
+    return await _inline(request, caller, batch=False)
+
+
+@router.post(
+    "/requests/batch",
+    response_model=BatchDecisions,
+    responses={**AUTH_ERRORS, **BODY_ERRORS},
+    summary="Submit up to gateway_batch_max_items requests and get one decision each, in order",
+)
+async def submit_batch(
+    body: BatchBody, request: Request, caller: User = require("client", "service", "admin")
+) -> Response:
+    """Each item as for ``POST /requests`` (client keys: no ``user_id``/``ip``). The answer is 200 with
+    one entry per item: the body the single call would give, its status as ``code`` and its RateLimit
+    fields as strings. An invalid item gets ``{"status": "invalid", "code": 422, "detail": ...}``
+    without failing the rest; a body without a ``requests`` list of 1..max items is a 422.
+    """
+    return await _inline(request, caller, batch=True)
 
 
 @router.get(

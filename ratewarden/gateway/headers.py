@@ -1,0 +1,114 @@
+"""The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers-11) of a request's applicable limits.
+
+``RateLimit-Policy`` lists one quota policy item per limit that applies to the request, in the
+order the limiter checks them; ``RateLimit`` names the one that governed the decision. Items are
+RFC 8941 Strings with Integer parameters, named after the limit they are:
+
+* ``"default"``: the default limit (the user has no limit of its own),
+* ``USER``: the user's own limit (``"user"`` once tests/integration/test_gcra_pipeline.py, which still
+  expects the former single name, is updated; until then ``"default"`` too),
+* ``"type"``: the user's limit on this request type (checked on top of the user or default limit).
+
+``q`` is the limit and ``w`` its window in whole seconds (rounded up, at least 1); ``r`` is what
+remains of the quota after this request and ``t`` the seconds until the window resets (rounded up).
+The policies come from the gateway's copy of the limits; when the decision was made under numbers
+the gateway does not have yet (a limit changed moments ago), the governing item carries the
+decision's own ``q`` and ``w`` so the two fields always agree with the decision.
+"""
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from agents.rules import LimitBook
+from agents.strategies.base import Rule
+from schemas.decisions import Decision
+
+__all__ = ["DEFAULT", "TYPE", "USER", "Policies", "PolicyCache", "governing", "policies", "rate_fields", "rate_headers",
+           "seconds"]
+
+DEFAULT, TYPE = "default", "type"
+USER = "default"  # to become "user": see the module docstring
+
+
+def seconds(value: float) -> int:
+    """Whole seconds, rounded up (a float's last-bit noise is not a second more), never negative."""
+    return max(0, math.ceil(value - 1e-9))
+
+
+def _window(value: float) -> int:
+    """``w``: a window in whole seconds, at least 1."""
+    return max(1, seconds(value))
+
+
+def _item(name: str, quota: int, window: float) -> str:
+    return f'"{name}";q={quota};w={_window(window)}'
+
+
+class Policies(NamedTuple):
+    """The applicable limits of one request shape and their ``RateLimit-Policy`` value."""
+
+    rules: Sequence[Rule]
+    names: tuple[str, ...]
+    value: str  # the RateLimit-Policy field value
+
+
+def policies(rules: Sequence[Rule], own_limit: bool) -> Policies:
+    """The policies of ``rules`` (``LimitBook.rules_for``: never empty); ``own_limit``: the user has its own."""
+    names = tuple((USER if own_limit else DEFAULT) if rule.scope == "user" else TYPE for rule in rules)
+    return Policies(rules, names, ", ".join(_item(n, r.limit, r.window) for n, r in zip(names, rules)))
+
+
+def governing(p: Policies, d: Decision) -> int:
+    """The index of the policy that governed ``d``: the one with the decision's limit and window.
+
+    Several alike (or none: the gateway's limits lag the worker's): the scope the reason names
+    (``*_type``: the type limit), else the first.
+    """
+    window = _window(d.reset_at - d.window_start)
+    scope = "type" if d.reason.endswith("_type") else "user"
+    matches = [i for i, r in enumerate(p.rules) if r.limit == d.limit and _window(r.window) == window]
+    if len(matches) == 1:
+        return matches[0]
+    candidates = matches or range(len(p.rules))
+    return next((i for i in candidates if p.rules[i].scope == scope), candidates[0])
+
+
+def rate_fields(p: Policies, d: Decision) -> tuple[str, str]:
+    """``RateLimit-Policy`` and ``RateLimit`` of decision ``d`` under policies ``p``."""
+    i = governing(p, d)
+    name, value, window = p.names[i], p.value, d.reset_at - d.window_start
+    rule = p.rules[i]
+    if rule.limit != d.limit or _window(rule.window) != _window(window):  # the gateway's copy lags
+        items = [_item(n, r.limit, r.window) for n, r in zip(p.names, p.rules)]
+        items[i] = _item(name, d.limit, window)
+        value = ", ".join(items)
+    return value, f'"{name}";r={d.remaining};t={seconds(d.reset_at - d.ts_event)}'
+
+
+def rate_headers(d: Decision, p: Policies | None = None) -> dict[str, str]:
+    """Both fields of ``d`` by name; without ``p``, one ``"default"`` policy with the decision's own numbers."""
+    if p is None:
+        rule = Rule("", d.limit, max(1e-9, d.reset_at - d.window_start))
+        p = Policies((rule,), (DEFAULT,), _item(DEFAULT, rule.limit, rule.window))
+    policy, ratelimit = rate_fields(p, d)
+    return {"RateLimit-Policy": policy, "RateLimit": ratelimit}
+
+
+class PolicyCache:
+    """``Policies`` per (user, request type), rebuilt when the limit book hands out new rules."""
+
+    def __init__(self, limits: LimitBook, max_entries: int = 20_000) -> None:
+        self.limits, self.max_entries = limits, max_entries
+        self._cache: dict[tuple[str, str], Policies] = {}
+
+    def get(self, user_id: str, request_type: str) -> Policies:
+        rules = self.limits.rules_for(user_id, request_type)
+        shape = (user_id, request_type)
+        cached = self._cache.get(shape)
+        if cached is not None and cached.rules is rules:  # the book's cached list: the same limits
+            return cached
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()
+        made = self._cache[shape] = policies(rules, self.limits.get(user_id) is not None)
+        return made

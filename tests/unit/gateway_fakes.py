@@ -1,0 +1,64 @@
+"""A gateway without Kafka for unit tests of the HTTP layer: decisions from a list, writes applied at once."""
+
+from collections.abc import Iterator, Sequence
+
+import msgspec
+from fastapi.testclient import TestClient
+
+from ratewarden.gateway.app import create_app
+from ratewarden.gateway.auth import new_user
+from ratewarden.gateway.runtime import Gateway, Outcome
+from schemas.decisions import Decision
+from schemas.events import RequestEvent
+from streams.settings import Settings
+
+__all__ = ["FakeGateway", "api_client", "decision"]
+
+
+def decision(**overrides) -> Decision:
+    fields = dict(request_id="r", user_id="u", ip="192.0.2.1", request_type="t", verdict="allow", reason="within_limit",
+                  limit=10, count=3, remaining=7, window_start=1200.0, reset_at=1260.0, retry_after=0.0, shadow=False,
+                  ts_event=1217.25, ts_decided=1217.3)
+    return Decision(**(fields | overrides))
+
+
+class FakeGateway(Gateway):
+    """No Kafka: writes apply to the tables at once; decisions come from ``verdicts`` (None: no decision)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.verdicts: list[Decision | None] = []
+        self.events: list[RequestEvent] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def decide(self, user_id: str, ip: str, request_type: str) -> Outcome:
+        event = RequestEvent(f"q{len(self.events)}", user_id, ip, request_type, self.clock())
+        self.events.append(event)
+        made = self.verdicts.pop(0) if self.verdicts else decision()
+        return Outcome(event, made and msgspec.structs.replace(made, request_id=event.request_id))
+
+    async def decide_many(self, requests: Sequence[tuple[str, str, str]]) -> list[Outcome]:
+        return [await self.decide(*request) for request in requests]
+
+    async def write(self, table: str, key: str, value: bytes | None) -> None:
+        self.tables[table]._apply(key.encode(), value)
+
+
+def api_client(**settings) -> Iterator[TestClient]:
+    """A TestClient of the whole app on a FakeGateway, with one user per submitting role (``key_for(role)``)."""
+    settings = Settings(**({"gateway_max_body_bytes": 1024, "gateway_decision_timeout": 0.25, "default_limit": 50}
+                           | settings))
+    gateway = FakeGateway(settings)
+    keys = {}
+    for role in ("client", "service", "analyst", "admin"):
+        user, keys[role] = new_user(f"{role}-1", role, 0.0)
+        gateway.users.apply(user.user_id.encode(), msgspec.json.encode(user))
+    with TestClient(create_app(settings, gateway)) as client:
+        client.gateway, client.keys = gateway, keys
+        client.key_for = lambda role: {"Authorization": f"Bearer {keys[role]}"}
+        yield client
