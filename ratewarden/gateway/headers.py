@@ -51,12 +51,14 @@ class Policies(NamedTuple):
     rules: Sequence[Rule]
     names: tuple[str, ...]
     value: str  # the RateLimit-Policy field value
+    shapes: tuple[tuple[int, int], ...]  # (q, w) per rule, what a decision is matched by
 
 
 def policies(rules: Sequence[Rule], own_limit: bool) -> Policies:
     """The policies of ``rules`` (``LimitBook.rules_for``: never empty); ``own_limit``: the user has its own."""
     names = tuple((USER if own_limit else DEFAULT) if rule.scope == "user" else TYPE for rule in rules)
-    return Policies(rules, names, ", ".join(_item(n, r.limit, r.window) for n, r in zip(names, rules)))
+    value = ", ".join(_item(n, r.limit, r.window) for n, r in zip(names, rules))
+    return Policies(rules, names, value, tuple((r.limit, _window(r.window)) for r in rules))
 
 
 def governing(p: Policies, d: Decision) -> int:
@@ -65,11 +67,13 @@ def governing(p: Policies, d: Decision) -> int:
     Several alike (or none: the gateway's limits lag the worker's): the scope the reason names
     (``*_type``: the type limit), else the first.
     """
-    window = _window(d.reset_at - d.window_start)
-    scope = "type" if d.reason.endswith("_type") else "user"
-    matches = [i for i, r in enumerate(p.rules) if r.limit == d.limit and _window(r.window) == window]
+    shape = (d.limit, _window(d.reset_at - d.window_start))
+    if len(p.shapes) == 1 and p.shapes[0] == shape:  # the common case: one limit, and it decided
+        return 0
+    matches = [i for i, s in enumerate(p.shapes) if s == shape]
     if len(matches) == 1:
         return matches[0]
+    scope = "type" if d.reason.endswith("_type") else "user"
     candidates = matches or range(len(p.rules))
     return next((i for i in candidates if p.rules[i].scope == scope), candidates[0])
 
@@ -78,8 +82,7 @@ def rate_fields(p: Policies, d: Decision) -> tuple[str, str]:
     """``RateLimit-Policy`` and ``RateLimit`` of decision ``d`` under policies ``p``."""
     i = governing(p, d)
     name, value, window = p.names[i], p.value, d.reset_at - d.window_start
-    rule = p.rules[i]
-    if rule.limit != d.limit or _window(rule.window) != _window(window):  # the gateway's copy lags
+    if p.shapes[i] != (d.limit, _window(window)):  # the gateway's copy lags
         items = [_item(n, r.limit, r.window) for n, r in zip(p.names, p.rules)]
         items[i] = _item(name, d.limit, window)
         value = ", ".join(items)
@@ -89,8 +92,7 @@ def rate_fields(p: Policies, d: Decision) -> tuple[str, str]:
 def rate_headers(d: Decision, p: Policies | None = None) -> dict[str, str]:
     """Both fields of ``d`` by name; without ``p``, one ``"default"`` policy with the decision's own numbers."""
     if p is None:
-        rule = Rule("", d.limit, max(1e-9, d.reset_at - d.window_start))
-        p = Policies((rule,), (DEFAULT,), _item(DEFAULT, rule.limit, rule.window))
+        p = policies([Rule("", d.limit, d.reset_at - d.window_start)], own_limit=False)
     policy, ratelimit = rate_fields(p, d)
     return {"RateLimit-Policy": policy, "RateLimit": ratelimit}
 

@@ -8,11 +8,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 from fastapi import HTTPException
 
 from ratewarden.gateway.answers import Answers
-from ratewarden.gateway.bodies import Invalid, Submit, batch_decoder, decode, is_json
+from ratewarden.gateway.bodies import Invalid, Submit, batch_decoder, checked, is_json
 from ratewarden.gateway.headers import PolicyCache
 from ratewarden.gateway.runtime import Gateway
 from schemas.users import User
@@ -61,23 +60,20 @@ class Inline:
     async def submit(self, caller: User, body: bytes, content_type: bytes | None,
                      address: Callable[[], str]) -> Reply:
         """``POST /requests``: one decision."""
-        request = self._request(caller, decode(_json_bytes(body, content_type)), address)
+        request = self._request(caller, checked(_json_bytes(body, content_type)), address)
         answer = self.answers(await self.gateway.decide(*request))
         return answer.code, answer.body, answer.headers()
 
     async def batch(self, caller: User, body: bytes, content_type: bytes | None,
                     address: Callable[[], str]) -> Reply:
         """``POST /requests/batch``: one entry per item, in order; a bad item gets its own error entry."""
-        try:
-            items = self._batch(_json_bytes(body, content_type)).requests
-        except msgspec.DecodeError as exc:
-            raise Invalid.of(exc) from None
+        items = self._batch(_json_bytes(body, content_type))
         entries: list[dict[str, Any] | None] = [None] * len(items)
         valid: list[int] = []
         requests: list[tuple[str, str, str]] = []
-        for i, raw in enumerate(items):
+        for i, item in enumerate(items):
             try:
-                requests.append(self._request(caller, decode(raw), address))
+                requests.append(self._request(caller, checked(item), address))
                 valid.append(i)
             except Invalid as exc:
                 entries[i] = {"status": "invalid", "code": 422, "detail": exc.line()}

@@ -7,7 +7,7 @@ the peer is one of the configured trusted proxies (``RATEWARDEN_GATEWAY_TRUSTED_
 With ``workers`` > 1, uvicorn's supervisor runs that many processes on one listening socket bound
 here (it restarts a worker that dies, and stops them all on SIGINT/SIGTERM). Each worker builds its
 app with :func:`ratewarden.gateway.app.create_app` from the environment's settings, so each has its
-own Gateway: its own Kafka clients, tables and reply partition.
+own Gateway: its own Kafka clients, tables and reply partition (chosen from its process id).
 """
 
 import logging
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from ratewarden.gateway.app import create_app
@@ -60,16 +61,19 @@ def serve(settings: Settings, host: str, port: int, tls_cert: str | None = None,
           log_level: str = "info", workers: int = 1) -> None:
     """Run the gateway (``workers`` processes) until SIGINT/SIGTERM."""
     if workers > 1:
-        if settings.gateway_reply_partition is not None:
-            raise ValueError("with --workers each worker picks its own reply partition: "
-                             "leave RATEWARDEN_GATEWAY_REPLY_PARTITION unset")
+        if settings.gateway_reply_partition is not None:  # correct, but each reads all the others' replies
+            logger.warning("all %d workers share reply partition %d: leave RATEWARDEN_GATEWAY_REPLY_PARTITION "
+                           "unset and each picks its own", workers, settings.gateway_reply_partition)
         config = uvicorn_config(None, host, port, tls_cert, tls_key, log_level, workers)
         sock = listen(host, port)
         logger.info("gateway on %s:%d with %d worker processes", host, port, workers)
+        supervisor = Multiprocess(config, sockets=[sock])
         try:
-            Multiprocess(config, sockets=[sock]).run()
+            supervisor.run()
         finally:
             sock.close()
+        if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+            raise RuntimeError("a gateway worker did not start (see the log above)")
         return
     server = uvicorn.Server(uvicorn_config(settings, host, port, tls_cert, tls_key, log_level))
     server.run()

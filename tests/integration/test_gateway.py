@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -335,14 +336,20 @@ def test_fail_open_and_fail_closed_with_the_worker_stopped(kafka_bootstrap, tmp_
         assert answer.json()["status"] == "unavailable" and answer.headers["Retry-After"] == "1"
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-def test_https_with_a_self_signed_certificate(kafka_bootstrap, tmp_path):
+def self_signed(tmp_path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (the openssl command)."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
          "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_with_a_self_signed_certificate(kafka_bootstrap, tmp_path):
+    cert, key = self_signed(tmp_path)
     with GatewayStack(kafka_bootstrap, tmp_path, workers=0) as stack:
         with GatewayThread(stack.settings, str(cert), str(key)) as gateway:
             assert gateway.url.startswith("https://")

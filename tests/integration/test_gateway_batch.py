@@ -1,16 +1,19 @@
 """POST /requests/batch and `ratewarden gateway --workers 2`, against the real broker and a worker process."""
 
 import re
+import shutil
 import socket
+import ssl
 import uuid
 
 import httpx
 import pytest
 
-from ratewarden.gateway.server import start_gateway_process
 from ratewarden.gateway.headers import USER
+from ratewarden.gateway.server import start_gateway_process
 from ratewarden.gateway.testing import GatewayStack, wait_until
 from ratewarden.processes import stop_process
+from test_gateway import self_signed
 
 pytestmark = pytest.mark.kafka
 
@@ -54,9 +57,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_gateway_worker_processes_serve_one_port(stack, tmp_path):
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_two_gateway_worker_processes_serve_one_port_over_tls(stack, tmp_path):
     port, log = free_port(), tmp_path / "gateway.log"
-    process = start_gateway_process(stack.settings, log, "127.0.0.1", port, "--workers", "2")
+    cert, key = self_signed(tmp_path)
+    process = start_gateway_process(stack.settings, log, "127.0.0.1", port, "--workers", "2",
+                                    "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         def started() -> bool:
             assert process.poll() is None, log.read_text()
@@ -66,9 +72,10 @@ def test_two_gateway_worker_processes_serve_one_port(stack, tmp_path):
         pids = set(re.findall(r"Started server process \[(\d+)\]", log.read_text()))
         assert len(pids) == 2 and str(process.pid) not in pids
         headers = {"Authorization": f"Bearer {stack.keys['client']}"}
+        tls = ssl.create_default_context(cafile=cert)
         answers = []
-        for _ in range(20):  # a connection each: the kernel hands them to either worker
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as http:
+        for _ in range(20):  # a connection each: either worker may accept it
+            with httpx.Client(base_url=f"https://127.0.0.1:{port}", headers=headers, timeout=30, verify=tls) as http:
                 answers.append(http.post("/requests", json={"request_type": "workers"}))
                 batch = http.post("/requests/batch", json={"requests": [{"request_type": "workers"}] * 2})
                 assert [e["code"] for e in batch.json()["decisions"]] == [200, 200]
