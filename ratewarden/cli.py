@@ -169,7 +169,8 @@ def _gateway(args) -> int:
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
     try:
-        serve(get_settings(), args.host, args.port, args.tls_cert, args.tls_key, args.loglevel, args.workers)
+        serve(get_settings(), args.host, args.port, args.tls_cert, args.tls_key, args.loglevel, args.workers,
+              args.reuse_port)
     except ValueError as exc:  # options that do not fit together: one line, no traceback
         raise SystemExit(f"ratewarden gateway: {exc}") from None
     return 0
@@ -305,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loglevel", default="info")
     p.add_argument("--workers", type=int, default=1,
                    help="gateway processes on the one port, each with its own Kafka clients (default 1)")
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
     p.set_defaults(func=_gateway)
 
     p = sub.add_parser("users", help="create (e.g. the first admin), delete or list API users")

@@ -52,8 +52,7 @@ class BodyLimit:
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> HotRoutes:
     """The gateway's ASGI app; its lifespan starts and stops ``gateway`` (Kafka clients and tables).
 
-    Called without arguments (uvicorn's app factory, ``--workers``) it reads the settings from the
-    environment and makes its own Gateway: each worker process has its own Kafka clients.
+    Without arguments it reads the settings from the environment and makes its own Gateway.
     """
     settings = settings or get_settings()
     gateway = gateway or Gateway(settings)
