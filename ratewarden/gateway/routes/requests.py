@@ -75,7 +75,8 @@ async def submit(
 @router.post(
     "/requests/batch",
     response_model=BatchDecisions,
-    responses={**AUTH_ERRORS, **BODY_ERRORS},
+    responses={200: {"description": "one entry per request, in order (each with its own code)"},
+               **AUTH_ERRORS, **BODY_ERRORS},
     summary="Submit up to gateway_batch_max_items requests and get one decision each, in order",
 )
 async def submit_batch(
