@@ -3,8 +3,7 @@
     python bench/peers/envoy_ratelimit.py build          # go install into the cache (once), print the binary
     python bench/peers/envoy_ratelimit.py run [--limit N] [--port P]   # start Redis + the service until Ctrl-C
 
-Not a ratewarden dependency: ``build()`` runs ``go install`` of a pinned commit (the one in
-``../shared/notes/sync-peers.md``) with ``GOPATH=${RATEWARDEN_GOPATH:-$HOME/.cache/ratewarden/go}``,
+Not a ratewarden dependency: ``build()`` runs ``go install`` of a pinned commit (``VERSION`` below) with ``GOPATH=${RATEWARDEN_GOPATH:-$HOME/.cache/ratewarden/go}``,
 once (a stamp file next to the binary records the version); Redis and ``wrk`` come from Debian's
 packages (``ensure_packages()`` installs what ``shutil.which`` does not find, with ``apt-get``, and says
 so). ``EnvoyRateLimit`` starts ``redis-server`` (no persistence) and the service on free loopback
