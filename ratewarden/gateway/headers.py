@@ -5,8 +5,7 @@ order the limiter checks them; ``RateLimit`` names the one that governed the dec
 RFC 8941 Strings with Integer parameters, named after the limit they are:
 
 * ``"default"``: the default limit (the user has no limit of its own),
-* ``USER``: the user's own limit (``"user"`` once tests/integration/test_gcra_pipeline.py, which still
-  expects the former single name, is updated; until then ``"default"`` too),
+* ``"user"``: the user's own limit,
 * ``"type"``: the user's limit on this request type (checked on top of the user or default limit).
 
 ``q`` is the limit and ``w`` its window in whole seconds (rounded up, at least 1); ``r`` is what
@@ -27,8 +26,7 @@ from schemas.decisions import Decision
 __all__ = ["DEFAULT", "TYPE", "USER", "Policies", "PolicyCache", "governing", "policies", "rate_fields", "rate_headers",
            "seconds"]
 
-DEFAULT, TYPE = "default", "type"
-USER = "default"  # to become "user": see the module docstring
+DEFAULT, USER, TYPE = "default", "user", "type"
 
 
 def seconds(value: float) -> int:

@@ -104,7 +104,7 @@ def test_gcra_is_settable_from_the_http_api_and_the_cli(kafka_bootstrap, tmp_pat
         put = admin.put(f"/limits/{api_user}", json=body)
         assert put.status_code == 200 and put.json() | body == put.json()
         assert admin.get(f"/limits/{api_user}").json() == put.json()
-        wait_for(lambda: submit(api_user).headers["RateLimit-Policy"] == '"default";q=2;w=3600',
+        wait_for(lambda: submit(api_user).headers["RateLimit-Policy"] == '"user";q=2;w=3600',
                  what="the gcra limit at the worker")  # this probe used one of the 5
         answers = [submit(api_user) for _ in range(5)]
         assert [a.status_code for a in answers] == [200, 200, 200, 200, 429]
@@ -121,7 +121,7 @@ def test_gcra_is_settable_from_the_http_api_and_the_cli(kafka_bootstrap, tmp_pat
         assert stored == [RateLimit(user_id=cli_user, limit=3, window=30.0, algorithm="gcra", burst=2)]
         wait_for(lambda: admin.get(f"/limits/{cli_user}").status_code == 200, what="the limit at the gateway")
         assert admin.get(f"/limits/{cli_user}").json()["burst"] == 2
-        wait_for(lambda: submit(cli_user).headers["RateLimit-Policy"] == '"default";q=3;w=30',
+        wait_for(lambda: submit(cli_user).headers["RateLimit-Policy"] == '"user";q=3;w=30',
                  what="the CLI's limit at the worker")
         answers = [submit(cli_user) for _ in range(3)]
         assert [a.status_code for a in answers] == [200, 200, 429]
