@@ -36,7 +36,8 @@ def seconds(value: float) -> int:
 
 def _window(value: float) -> int:
     """``w``: a window in whole seconds, at least 1."""
-    return max(1, seconds(value))
+    whole = math.ceil(value - 1e-9)
+    return whole if whole > 1 else 1
 
 
 def _item(name: str, quota: int, window: float) -> str:

@@ -22,6 +22,7 @@ from ratewarden.gateway.metrics import DECISION_WAIT, TIMEOUTS, WAITING
 from ratewarden.gateway.net import ClientIp
 from ratewarden.gateway.outbox import Outbox
 from ratewarden.gateway.waiter import DecisionWaiter
+from ratewarden.gateway.waiting import Waiting
 from schemas.decisions import Decision
 from schemas.events import RequestEvent
 from streams.kafka_io import make_producer
@@ -71,18 +72,6 @@ class RequestIds:
         return f"{self._prefix}{next(self._count):016x}"
 
 
-def _expire(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _observe(decided: int, asked: int, started: float) -> None:
-    if decided < asked:
-        TIMEOUTS.inc(asked - decided)
-    if decided:
-        DECISION_WAIT.observe(time.perf_counter() - started)
-
-
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -118,6 +107,7 @@ class Gateway:
             await table.catch_up()
         await self.waiter.start(counts[s.replies_topic])
         self.outbox = Outbox(self.producer, s.requests_topic, self.partitions, self.waiter.stamp)
+        self.waiter.on_reply = self.outbox.one_landed
         await self.history.start(counts[s.decisions_topic])
         self._tasks = [asyncio.ensure_future(t.run()) for t in self.tables.values()]
         self._tasks.append(asyncio.ensure_future(self.waiter.run()))
@@ -144,26 +134,8 @@ class Gateway:
             await self.producer.stop()
 
     async def decide(self, user_id: str, ip: str, request_type: str) -> Outcome:
-        """Publish one request event and wait for its decision (None after the timeout).
-
-        The common case, so without :meth:`decide_many`'s set-up: one future, one timer.
-        """
-        event = RequestEvent(self.new_id(), user_id, ip, request_type, self.clock())
-        future = self.waiter.expect(event.request_id)
-        self.outbox.put(event, future)
-        timer = asyncio.get_running_loop().call_later(self.settings.gateway_decision_timeout, _expire, future)
-        started = time.perf_counter()
-        WAITING.inc()
-        try:
-            decision = await future
-        except Exception:  # noqa: BLE001 - Kafka refused the batch; the outbox logged it
-            decision = None
-        finally:
-            timer.cancel()
-            self.waiter.forget(event.request_id)
-            WAITING.dec()
-        _observe(0 if decision is None else 1, 1, started)
-        return Outcome(event, decision)
+        """Publish one request event and wait for its decision (None after the timeout)."""
+        return (await self.decide_many(((user_id, ip, request_type),)))[0]
 
     async def decide_many(self, requests: Sequence[tuple[str, str, str]]) -> list[Outcome]:
         """Publish ``(user_id, ip, request_type)`` requests; their outcomes in the same order, after one wait.
@@ -171,22 +143,30 @@ class Gateway:
         An outcome whose decision did not come within the timeout (or that Kafka refused) has None.
         """
         clock, new_id, expect, put = self.clock, self.new_id, self.waiter.expect, self.outbox.put
-        events = [RequestEvent(new_id(), user_id, ip, request_type, clock()) for user_id, ip, request_type in requests]
-        futures = []
-        for event in events:
-            future = expect(event.request_id)
-            put(event, future)
-            futures.append(future)
+        waiting = Waiting(len(requests))
+        events = []
+        for index, (user_id, ip, request_type) in enumerate(requests):
+            event = RequestEvent(new_id(), user_id, ip, request_type, clock())
+            expect(event.request_id, waiting, index)
+            put(event, waiting, index)
+            events.append(event)
+        timer = asyncio.get_running_loop().call_later(self.settings.gateway_decision_timeout, waiting.expire)
         started = time.perf_counter()
         WAITING.inc(len(events))
         try:
-            await asyncio.wait(futures, timeout=self.settings.gateway_decision_timeout)
+            await waiting.done
         finally:
+            timer.cancel()
+            forget = self.waiter.forget
             for event in events:
-                self.waiter.forget(event.request_id)
+                forget(event.request_id)
             WAITING.dec(len(events))
-        decisions = [f.result() if f.done() and not f.cancelled() and f.exception() is None else None for f in futures]
-        _observe(len(decisions) - decisions.count(None), len(decisions), started)
+        decisions = waiting.decisions
+        decided = len(decisions) - decisions.count(None)
+        if decided < len(decisions):
+            TIMEOUTS.inc(len(decisions) - decided)
+        if decided:
+            DECISION_WAIT.observe(time.perf_counter() - started)
         return [Outcome(event, decision) for event, decision in zip(events, decisions)]
 
     async def write(self, table: str, key: str, value: bytes | None) -> None:

@@ -9,13 +9,14 @@ share a partition) are counted as dropped. A gateway's cost therefore follows it
 not the whole decisions stream.
 """
 
-import asyncio
 import logging
 import os
+from collections.abc import Callable
 
 import msgspec
 from aiokafka import TopicPartition
 
+from ratewarden.gateway.waiting import Waiting
 from schemas.decisions import Decision
 from schemas.replies import reply_headers
 from streams.kafka_io import make_consumer
@@ -45,7 +46,9 @@ class DecisionWaiter:
         self.consumer = None
         self.partition: int | None = None
         self.stamp: list[tuple[str, bytes]] = []  # the reply headers of every request this gateway publishes
-        self.pending: dict[str, asyncio.Future] = {}
+        self.pending: dict[str, tuple[Waiting, int]] = {}
+        #: Called for every reply read (the outbox counts its flights with it).
+        self.on_reply: Callable[[], None] = lambda: None
         self.stats = {"matched": 0, "dropped": 0, "bad": 0}
         self._decode = msgspec.json.Decoder(Decision).decode
 
@@ -62,10 +65,9 @@ class DecisionWaiter:
         await self.consumer.position(tp)  # resolve "the end" now, before any request is published
         logger.info("waiting for decisions on %s[%d]", topic, self.partition)
 
-    def expect(self, request_id: str) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        self.pending[request_id] = future
-        return future
+    def expect(self, request_id: str, waiting: Waiting, index: int) -> None:
+        """The decision of ``request_id`` is request ``index`` of ``waiting``."""
+        self.pending[request_id] = (waiting, index)
 
     def forget(self, request_id: str) -> None:
         self.pending.pop(request_id, None)
@@ -78,11 +80,12 @@ class DecisionWaiter:
             logger.warning("an undecodable reply on %s[%s] (%d so far)", self.settings.replies_topic, self.partition,
                            self.stats["bad"])
             return
-        future = self.pending.pop(decision.request_id, None)
-        if future is None:
+        self.on_reply()
+        entry = self.pending.pop(decision.request_id, None)
+        if entry is None:
             self.stats["dropped"] += 1
-        elif not future.done():
-            future.set_result(decision)
+        else:
+            entry[0].land(entry[1], decision)
             self.stats["matched"] += 1
 
     async def run(self) -> None:

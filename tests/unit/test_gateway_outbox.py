@@ -1,11 +1,12 @@
-"""The gateway's outbox without a broker: one batch per partition per turn, at most MAX_IN_FLIGHT awaited."""
+"""The gateway's outbox and waiting callers without a broker: batches per partition, flights, refusals."""
 
 import asyncio
 
 import pytest
 
 from ratewarden.gateway import outbox as outbox_module
-from ratewarden.gateway.outbox import MAX_IN_FLIGHT, Outbox
+from ratewarden.gateway.outbox import FULL_BATCH, MAX_IN_FLIGHT, Outbox
+from ratewarden.gateway.waiting import Waiting
 from schemas.events import RequestEvent
 
 
@@ -39,54 +40,75 @@ def event(i: int) -> RequestEvent:
     return RequestEvent(f"r{i}", f"user-{i}", "192.0.2.1", "read", 1.0)
 
 
+def sent(box: Outbox) -> int:
+    return sum(n for _, n in box.producer.sent)
+
+
 async def turn() -> None:
     for _ in range(3):
         await asyncio.sleep(0)
 
 
-@pytest.mark.asyncio
-async def test_batches_wait_while_max_in_flight_are_awaited_and_go_when_one_lands():
-    producer = Producer()
-    box = Outbox(producer, "requests", 4, [("h", b"v")])
-    loop = asyncio.get_running_loop()
-    flights = []
+async def test_small_batches_wait_while_max_in_flight_and_go_when_replies_land():
+    box = Outbox(Producer(), "requests", 4, [("h", b"v")])
     for n in range(MAX_IN_FLIGHT):
-        futures = [loop.create_future() for _ in range(8)]
-        for i, future in enumerate(futures):
-            box.put(event(n * 100 + i), future)
-        flights.append(futures)
+        waiting = Waiting(8)
+        for i in range(8):
+            box.put(event(n * 100 + i), waiting, i)
         await turn()
-    assert box.in_flight == MAX_IN_FLIGHT and sum(n for _, n in producer.sent) == 8 * MAX_IN_FLIGHT
-    late = loop.create_future()
-    box.put(event(999), late)
+    assert box.in_flight == MAX_IN_FLIGHT and sent(box) == 8 * MAX_IN_FLIGHT
+    assert len({p for p, _ in box.producer.sent}) > 1, "one batch per partition"
+    box.put(event(999), Waiting(1), 0)
     await turn()
-    assert sum(n for _, n in producer.sent) == 8 * MAX_IN_FLIGHT, "held while the flights are awaited"
-    for future in flights[0]:
-        future.set_result(None)  # the first flight's decisions are back
+    assert sent(box) == 8 * MAX_IN_FLIGHT, "held while the flights are awaited"
+    for _ in range(8):
+        box.one_landed()  # the first flight's replies are back
     await turn()
-    assert sum(n for _, n in producer.sent) == 8 * MAX_IN_FLIGHT + 1
-    assert len({p for p, _ in producer.sent}) > 1, "one batch per partition"
+    assert sent(box) == 8 * MAX_IN_FLIGHT + 1 and box.in_flight == MAX_IN_FLIGHT
 
 
-@pytest.mark.asyncio
-async def test_a_flight_missing_decisions_stops_holding_after_the_hold_limit(monkeypatch):
+async def test_a_full_batch_goes_at_once_and_is_not_a_flight():
+    box = Outbox(Producer(), "requests", 4, [])
+    for n in range(MAX_IN_FLIGHT):
+        box.put(event(n), Waiting(1), 0)
+        await turn()
+    waiting = Waiting(FULL_BATCH)
+    for i in range(FULL_BATCH):
+        box.put(event(1000 + i), waiting, i)
+    await turn()
+    assert sent(box) == MAX_IN_FLIGHT + FULL_BATCH and box.in_flight == MAX_IN_FLIGHT
+
+
+async def test_a_flight_missing_replies_stops_holding_after_the_hold_limit(monkeypatch):
     monkeypatch.setattr(outbox_module, "HOLD_LIMIT", 0.01)
     box = Outbox(Producer(), "requests", 1, [])
-    loop = asyncio.get_running_loop()
-    for n in range(MAX_IN_FLIGHT):
-        box.put(event(n), loop.create_future())  # never answered
+    for n in range(MAX_IN_FLIGHT + 1):
+        box.put(event(n), Waiting(1), 0)  # never answered
         await turn()
-    box.put(event(99), loop.create_future())
-    await turn()
-    assert box.in_flight == MAX_IN_FLIGHT
+    assert sent(box) == MAX_IN_FLIGHT
     await asyncio.sleep(0.05)
-    assert len(box.producer.sent) == MAX_IN_FLIGHT + 1 and box.in_flight == 0
+    assert sent(box) == MAX_IN_FLIGHT + 1 and box.in_flight == 0
 
 
-@pytest.mark.asyncio
-async def test_a_refused_batch_fails_its_requests_futures():
+async def test_a_refused_batch_gives_its_requests_up_at_once():
     box = Outbox(Producer(refuse=True), "requests", 2, [])
-    future = asyncio.get_running_loop().create_future()
-    box.put(event(1), future)
-    with pytest.raises(ConnectionError):
-        await asyncio.wait_for(future, 1)
+    waiting = Waiting(2)
+    box.put(event(1), waiting, 0)
+    box.put(event(2), waiting, 1)
+    await asyncio.wait_for(waiting.done, 1)
+    assert waiting.decisions == [None, None]
+
+
+async def test_waiting_fills_in_request_order_and_ignores_a_second_decision():
+    waiting = Waiting(3)
+    waiting.land(2, "c")
+    waiting.land(0, "a")
+    waiting.land(0, "again")
+    assert not waiting.done.done()
+    waiting.give_up(1)
+    await asyncio.wait_for(waiting.done, 1)
+    assert waiting.decisions == ["a", None, "c"]
+    expired = Waiting(2)
+    expired.land(1, "b")
+    expired.expire()
+    assert expired.done.done() and expired.decisions == [None, "b"]
