@@ -1,10 +1,15 @@
-"""bench/gateway_bench.py's pure parts: wrk output parsing, the generated Lua script, summaries."""
+"""The gateway benchmark's pure parts (bench/gateway/): wrk output parsing, the generated Lua script, the own
+client's bodies and tally, summaries."""
 
 import json
 
 import pytest
 
-from bench.gateway_bench import OURS_NOT_DECIDED, Run, Target, _Tally, parse_wrk, summarize, wrk_script
+from bench.gateway.measure import Run
+from bench.gateway.own_client import Tally
+from bench.gateway.report import summarize
+from bench.gateway.target import OURS_NOT_DECIDED, Target
+from bench.gateway.wrk import parse_wrk, wrk_script
 
 WRK_TEXT = """Running 5s test @ http://127.0.0.1:8080/json
   1 threads and 32 connections
@@ -79,7 +84,7 @@ def test_bodies_of_the_own_client():
 
 
 def test_tally_counts_fail_open_answers_as_undecided():
-    tally = _Tally(OURS_NOT_DECIDED)
+    tally = Tally(OURS_NOT_DECIDED)
     tally.add(200, b'{"status":"ok","fail_open": true}', 0.001)
     tally.add(200, b'{"status":"ok","fail_open":false}', 0.001)
     tally.add(429, b'{"status":"throttled"}', 0.001)

@@ -1,0 +1,141 @@
+"""This process's own HTTP/1.1 load (raw asyncio sockets, uvloop): closed loop at C connections, or
+open loop paced from due times (latency counted from the due time: no coordinated omission)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+
+from bench.gateway.target import Target
+
+__all__ = ["Tally", "own_load"]
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """(status, body) of one HTTP/1.1 answer (Content-Length or chunked)."""
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("connection closed")
+    length, chunked = 0, False
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        lower = line.lower()
+        if lower.startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+        elif lower.startswith(b"transfer-encoding:") and b"chunked" in lower:
+            chunked = True
+    if not chunked:
+        return int(status_line.split()[1]), await reader.readexactly(length)
+    body = bytearray()
+    while (size := int((await reader.readline()).split(b";")[0], 16)) > 0:
+        body += await reader.readexactly(size)
+        await reader.readline()
+    await reader.readline()
+    return int(status_line.split()[1]), bytes(body)
+
+
+def _wire_requests(target: Target, users: int, batch: int, seed: int, pool: int = 256) -> list[bytes]:
+    """Whole HTTP requests as sent: one per user, or (``batch``) a pool of batch calls of random users."""
+    rng = random.Random(seed)
+    head = f"POST {target.path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in target.headers.items())
+    if batch:
+        bodies = [target.body([f"u{rng.randint(1, users)}" for _ in range(batch)]) for _ in range(pool)]
+    else:
+        bodies = [target.body([f"u{n}"]) for n in range(1, users + 1)]
+    return [f"{head}Content-Length: {len(b.encode())}\r\n\r\n".encode() + b.encode() for b in bodies]
+
+
+class Tally:
+    """The answers of a run: latencies, decisions (2xx and 429), undecided ones among them, errors."""
+
+    def __init__(self, not_decided: list[str]) -> None:
+        self.latencies: list[float] = []
+        self.decided_calls = self.undecided = self.errors = self.throttled = 0
+        self.patterns = [re.compile(p.replace("%s", r"\s").encode()) for p in not_decided]
+
+    def add(self, status: int, body: bytes, latency: float) -> None:
+        self.latencies.append(latency)
+        if 200 <= status < 300 or status == 429:
+            self.decided_calls += 1
+            self.throttled += status == 429
+            if status != 429:
+                self.undecided += sum(len(p.findall(body)) for p in self.patterns)
+        else:
+            self.errors += 1
+
+
+async def _connection(target: Target, wire: list[bytes], rng: random.Random, tally: Tally, turn) -> None:
+    """One keep-alive connection, one call at a time: ``await turn()`` waits for the next call and gives
+    (the time its latency counts from, whether it is counted), or None when the run is over."""
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    try:
+        while (next_call := await turn()) is not None:
+            start, counted = next_call
+            writer.write(rng.choice(wire))
+            status, body = await _read_answer(reader)
+            if counted:
+                tally.add(status, body, time.perf_counter() - start)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        tally.errors += 1
+    finally:
+        writer.close()
+
+
+def own_load(target: Target, users: int, batch: int, connections: int, seconds: float, warmup: float,
+             rate: float | None = None, seed: int = 7) -> dict:
+    """Closed loop at ``connections`` connections, or (``rate``) open loop paced from due times."""
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    wire = _wire_requests(target, users, batch, seed)
+    tally = Tally(target.not_decided)
+    schedule: dict = {}
+
+    async def go() -> float:
+        start = time.perf_counter() + 0.05
+        count_from, stop_at = start + warmup, start + warmup + seconds
+        if rate:
+            schedule.update(next=0, total=int(rate * (warmup + seconds)), lags=[])
+
+            async def turn():  # open loop: call i is due at start + i / rate, counted from then
+                i = schedule["next"]
+                if i >= schedule["total"]:
+                    return None
+                schedule["next"] = i + 1
+                due = start + i / rate
+                if (delay := due - time.perf_counter()) > 0:
+                    await asyncio.sleep(delay)
+                schedule["lags"].append(time.perf_counter() - due)
+                return due, due >= count_from
+        else:
+            async def turn():  # closed loop: the next call as soon as the answer is in
+                now = time.perf_counter()
+                return None if now >= stop_at else (now, now >= count_from)
+
+        await asyncio.gather(*(_connection(target, wire, random.Random(seed + i), tally, turn)
+                               for i in range(connections)))
+        return time.perf_counter() - count_from
+
+    elapsed = runner(go())
+    lat = sorted(tally.latencies)
+
+    def q(x: float) -> float | None:
+        return lat[min(len(lat) - 1, int(x * len(lat)))] * 1000 if lat else None
+
+    return {"requests": len(lat), "seconds": min(elapsed, seconds) if not rate else seconds, "p50_ms": q(0.5),
+            "p90_ms": q(0.9), "p99_ms": q(0.99), "max_ms": lat[-1] * 1000 if lat else None,
+            "decided_calls": tally.decided_calls, "undecided": tally.undecided, "throttled_calls": tally.throttled,
+            "errors": tally.errors, "source": "own", "send_lag_p99_ms": _lag_p99(schedule.get("lags"))}
+
+
+def _lag_p99(lags: list[float] | None) -> float | None:
+    """How late the paced client sent (p99 over all sends, ms): large means the client, not the server, lagged."""
+    if not lags:
+        return None
+    lags = sorted(lags)
+    return lags[min(len(lags) - 1, int(0.99 * len(lags)))] * 1000
+
