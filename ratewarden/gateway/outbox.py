@@ -49,6 +49,7 @@ class Outbox:
         self._flights: deque[list] = deque()  # [replies still expected, hold timer], oldest first
         self._encode = msgspec.json.Encoder().encode
         self._sending: set[asyncio.Task] = set()
+        self.refused = 0  # requests Kafka did not take (their callers answered without a decision)
 
     @property
     def in_flight(self) -> int:
@@ -118,20 +119,21 @@ class Outbox:
         try:
             delivery = await self.producer.send_batch(batch, self.topic, partition=partition)
         except Exception as exc:  # noqa: BLE001 - every waiting caller must learn of it
-            _give_up(self.topic, partition, items, exc)
+            self._give_up(partition, items, exc)
             return
-        delivery.add_done_callback(functools.partial(_check_delivery, self.topic, partition, items))
+        delivery.add_done_callback(functools.partial(self._check_delivery, partition, items))
+
+    def _check_delivery(self, partition: int, items: list[Item], delivery: asyncio.Future) -> None:
+        if not delivery.cancelled() and delivery.exception() is not None:
+            self._give_up(partition, items, delivery.exception())
+
+    def _give_up(self, partition: int, items: list[Item], exc: BaseException) -> None:
+        before, self.refused = self.refused, self.refused + len(items)
+        if not before or self.refused // 1_000 > before // 1_000:  # the first, then a line per 1,000 refused
+            logger.warning("%d requests not published to %s[%d] (%d so far): %r", len(items), self.topic,
+                           partition, self.refused, exc)
+        for _, waiting, index in items:
+            waiting.give_up(index)
 
     async def stop(self) -> None:
         await asyncio.gather(*self._sending, return_exceptions=True)
-
-
-def _check_delivery(topic: str, partition: int, items: list[Item], delivery: asyncio.Future) -> None:
-    if not delivery.cancelled() and delivery.exception() is not None:
-        _give_up(topic, partition, items, delivery.exception())
-
-
-def _give_up(topic: str, partition: int, items: list[Item], exc: BaseException) -> None:
-    logger.warning("%d requests not published to %s[%d]: %r", len(items), topic, partition, exc)
-    for _, waiting, index in items:
-        waiting.give_up(index)

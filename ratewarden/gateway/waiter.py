@@ -80,8 +80,9 @@ class DecisionWaiter:
             decision = self._decode(value)
         except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
             self.stats["bad"] += 1
-            logger.warning("an undecodable reply on %s[%s] (%d so far)", self.settings.replies_topic, self.partition,
-                           self.stats["bad"])
+            if self.stats["bad"] % 1_000 == 1:  # the first, then every 1,000th: junk cannot flood the log
+                logger.warning("an undecodable reply on %s[%s] (%d so far)", self.settings.replies_topic,
+                               self.partition, self.stats["bad"])
             return
         self.on_reply()
         entry = self.pending.pop(decision.request_id, None)

@@ -90,13 +90,14 @@ async def test_a_flight_missing_replies_stops_holding_after_the_hold_limit(monke
     assert sent(box) == MAX_IN_FLIGHT + 1 and box.in_flight == 0
 
 
-async def test_a_refused_batch_gives_its_requests_up_at_once():
+async def test_a_refused_batch_gives_its_requests_up_at_once_counted_and_logged(caplog):
     box = Outbox(Producer(refuse=True), "requests", 2, [])
     waiting = Waiting(2)
     box.put(event(1), waiting, 0)
     box.put(event(2), waiting, 1)
     await asyncio.wait_for(waiting.done, 1)
     assert waiting.decisions == [None, None]
+    assert box.refused == 2 and "not published to requests" in caplog.text and "broker gone" in caplog.text
 
 
 async def test_waiting_fills_in_request_order_and_ignores_a_second_decision():
