@@ -7,7 +7,7 @@ from pathlib import Path
 
 from streams.settings import Settings
 
-__all__ = ["start_cli", "start_worker", "stop_process"]
+__all__ = ["start_cli", "start_worker", "stop_process", "stop_processes"]
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,3 +46,17 @@ def stop_process(process: subprocess.Popen, timeout: float = 60.0) -> int:
             process.wait()
             raise TimeoutError(f"process {process.pid} did not stop within {timeout:g} s; killed") from None
     return process.returncode
+
+
+def stop_processes(processes, timeout: float = 60.0) -> list[int]:
+    """:func:`stop_process` each of ``processes``, all of them even when one needed SIGKILL (then TimeoutError)."""
+    codes, late = [], []
+    for process in processes:
+        try:
+            codes.append(stop_process(process, timeout))
+        except TimeoutError as exc:
+            codes.append(process.returncode)
+            late.append(str(exc))
+    if late:
+        raise TimeoutError("; ".join(late))
+    return codes

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from ratewarden.gateway.server import start_gateway_process
 from ratewarden.gateway.users import create_user
-from ratewarden.processes import start_cli, start_worker, stop_process
+from ratewarden.processes import start_cli, start_worker, stop_processes
 from ratewarden.replay import write_trace
 from schemas.decisions import Decision
 from schemas.events import RequestEvent
@@ -106,8 +106,7 @@ def test_worker_gateway_and_replay_over_sasl_ssl(secure_kafka: LocalKafka, tmp_p
                 time.sleep(0.2)
         assert answer.json()["status"] == "ok"
     finally:
-        for process in (gateway, worker):
-            stop_process(process, 30)
+        stop_processes((gateway, worker), 30)  # both, even if one has to be killed
     for log in tmp_path.glob("*.log"):
         assert PASSWORD not in log.read_text(errors="replace"), f"the SASL password leaked into {log.name}"
 
