@@ -62,10 +62,7 @@ present, else appended). A benchmark, not a test: it prints figures and asserts 
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -75,6 +72,7 @@ if __package__ in (None, ""):
 
 from rich.console import Console  # noqa: E402
 
+from bench.commands import command_line, interrupt_on_signals  # noqa: E402
 from bench.gateway.measure import run_rounds  # noqa: E402
 from bench.gateway.report import print_tables, replace_section, summarize, write_markdown  # noqa: E402
 from bench.gateway.stack import Stack, start_ours, start_peer  # noqa: E402
@@ -122,15 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum, frame):  # SIGTERM/SIGHUP -> the same clean-up path as Ctrl-C
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _command(argv: list[str]) -> str:
-    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
-    return shlex.join([python, "bench/gateway_bench.py", *argv])
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -144,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.background_rate and (args.gateway_url or "ours" not in args.systems):
         parser.error("--background-rate needs the benchmark's own broker, worker and gateway")
     console = Console() if sys.stdout.isatty() else Console(width=200)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    interrupt_on_signals()  # SIGTERM/SIGHUP -> the same clean-up path as Ctrl-C
     from bench.peers.envoy_ratelimit import ensure_packages
 
     needed = (("wrk",) if args.load == "wrk" else ()) + (("redis-server",) if "peer" in args.systems else ())
@@ -169,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = run_rounds(args, targets, stack, tmp, console)
         print_tables(console, runs)
         if args.markdown:
-            write_markdown(args.markdown, args.section, _command(argv), facts, runs, args)
+            write_markdown(args.markdown, args.section, command_line("bench/gateway_bench.py", argv), facts, runs, args)
             console.print(f"wrote the results to {args.markdown}, section '{args.section}'")
         return 0
     except KeyboardInterrupt:

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,6 +47,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.commands import command_line, interrupt_on_signals  # noqa: E402
 from bench.impls import KEYS, NOT_LIMITERS, implementations  # noqa: E402
 from bench.report import PER_RUN_HEADERS, agreement, machine, markdown, per_run_rows, rich_table, summary_rows  # noqa: E402
 from bench.procstats import wait_quiet  # noqa: E402
@@ -99,21 +98,11 @@ def _quix_python(console: Console) -> str | None:
     return done.stdout.strip().splitlines()[-1]
 
 
-def _interrupt(signum, frame):  # SIGTERM/SIGHUP -> the same clean-up path as Ctrl-C
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _command(argv: list[str]) -> str:
-    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
-    return shlex.join([python, "bench/limiter_bench.py", *argv])
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=200)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    interrupt_on_signals()  # SIGTERM/SIGHUP -> the same clean-up path as Ctrl-C
     tmp = Path(tempfile.mkdtemp(prefix="ratewarden-bench-"))
     children, broker = Children(), None
     try:
@@ -134,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         results = _run_all(args, impls, bootstrap, tmp, children, console)
         _print(console, results, impls)
         if args.markdown:
-            _write_markdown(args.markdown, _command(argv), kafka, results, impls, args)
+            _write_markdown(args.markdown, command_line("bench/limiter_bench.py", argv), kafka, results, impls, args)
             console.print(f"wrote the results to {args.markdown}, section '{args.section}'")
         return 0
     except KeyboardInterrupt:

@@ -12,18 +12,18 @@ from rich.table import Table
 
 from bench.runner import RunResult
 
-__all__ = ["HEADERS", "summary_rows", "rich_table", "markdown", "machine", "agreement"]
+__all__ = ["HEADERS", "agreement", "fmt_num", "machine", "markdown", "markdown_table", "median_of", "rich_table", "summary_rows"]
 
 HEADERS = ["implementation", "events", "decisions/s median (min–max)", "ratewarden ÷ this", "worker CPU", "peak RSS MiB",
            "offered (achieved) /s", "p50 / p95 / p99 ms", "live CPU", "dup / missing"]
 
 
-def _median(values):
+def median_of(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
 
 
-def _num(value, fmt: str = ",.0f", suffix: str = "") -> str:
+def fmt_num(value, fmt: str = ",.0f", suffix: str = "") -> str:
     return "–" if value is None else f"{value:{fmt}}{suffix}"
 
 
@@ -35,22 +35,22 @@ def summary_rows(results: list[RunResult], labels: dict[str, str]) -> list[list[
         if not runs:
             continue
         rates = [r.rate for r in runs if r.rate]
-        median = _median(rates)
+        median = median_of(rates)
         base = median if base is None else base
         spread = f" ({min(rates):,.0f}–{max(rates):,.0f})" if len(rates) > 1 else ""
-        lat = [_median([r.latency_ms.get(q) for r in runs]) for q in ("p50", "p95", "p99")]
+        lat = [median_of([r.latency_ms.get(q) for r in runs]) for q in ("p50", "p95", "p99")]
         dup = sum(r.duplicates + r.live_duplicates for r in runs)
         miss = sum(r.missing + r.live_missing for r in runs)
         rows.append([
             label,
             f"{runs[0].events:,} ×{len(runs)}",
-            _num(median) + spread,
+            fmt_num(median) + spread,
             f"{base / median:.2f}×" if base and median else "–",
-            _num(_median([r.cpu for r in runs]), ".0f", "%"),
-            _num(_median([r.rss_mib for r in runs]), ".0f"),
-            f"{_num(_median([r.offered for r in runs]))} ({_num(_median([r.achieved for r in runs]))})",
-            " / ".join(_num(v) for v in lat),
-            _num(_median([r.live_cpu for r in runs]), ".0f", "%"),
+            fmt_num(median_of([r.cpu for r in runs]), ".0f", "%"),
+            fmt_num(median_of([r.rss_mib for r in runs]), ".0f"),
+            f"{fmt_num(median_of([r.offered for r in runs]))} ({fmt_num(median_of([r.achieved for r in runs]))})",
+            " / ".join(fmt_num(v) for v in lat),
+            fmt_num(median_of([r.live_cpu for r in runs]), ".0f", "%"),
             f"{dup} / {miss}",
         ])
     return rows
@@ -67,11 +67,11 @@ def per_run_rows(results: list[RunResult]) -> list[list[str]]:
     """Every run, for the record."""
     out = []
     for r in sorted(results, key=lambda r: (r.round, r.impl)):
-        lat = " / ".join(_num(r.latency_ms.get(q)) for q in ("p50", "p95", "p99"))
-        out.append([str(r.round + 1), r.impl, f"{r.events:,}", _num(r.rate), _num(r.cpu, ".0f", "%"),
-                    _num(None if r.other_cpu is None else max(0.0, r.other_cpu), ".0f", "%"),  # noise can dip below 0
-                    _num(r.rss_mib, ".0f"), _num(r.startup_s, ".1f", " s"), f"{_num(r.offered)} ({_num(r.achieved)})",
-                    lat, " / ".join(_num(r.produce_ack_ms.get(q), ".0f") for q in ("p50", "p99")),
+        lat = " / ".join(fmt_num(r.latency_ms.get(q)) for q in ("p50", "p95", "p99"))
+        out.append([str(r.round + 1), r.impl, f"{r.events:,}", fmt_num(r.rate), fmt_num(r.cpu, ".0f", "%"),
+                    fmt_num(None if r.other_cpu is None else max(0.0, r.other_cpu), ".0f", "%"),  # noise can dip below 0
+                    fmt_num(r.rss_mib, ".0f"), fmt_num(r.startup_s, ".1f", " s"), f"{fmt_num(r.offered)} ({fmt_num(r.achieved)})",
+                    lat, " / ".join(fmt_num(r.produce_ack_ms.get(q), ".0f") for q in ("p50", "p99")),
                     f"{r.duplicates}/{r.missing}, {r.live_duplicates}/{r.live_missing}"])
     return out
 
@@ -142,7 +142,7 @@ def machine(kafka: str) -> list[tuple[str, str]]:
     ]
 
 
-def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -153,8 +153,8 @@ def markdown(command: str, facts: list[tuple[str, str]], rows: list[list[str]], 
     """A self-contained Markdown section for one benchmark invocation."""
     parts = [f"## Run of {facts[0][1]}", "", "```", command, "```", ""]
     parts += [f"- {name}: {value}" for name, value in facts]
-    parts += ["", _md_table(HEADERS, rows), "", "Settings:", ""]
+    parts += ["", markdown_table(HEADERS, rows), "", "Settings:", ""]
     parts += [f"- **{label}**: {text}" for label, text in notes.items()]
-    parts += ["", "Every run:", "", _md_table(PER_RUN_HEADERS, per_run_rows(results)), ""]
+    parts += ["", "Every run:", "", markdown_table(PER_RUN_HEADERS, per_run_rows(results)), ""]
     parts += [f"- {line}" for line in extra]
     return "\n".join(parts) + "\n"

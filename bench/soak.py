@@ -19,7 +19,6 @@ A flat RSS and state size after warm-up is the pass criterion; the figures go to
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.commands import interrupt_on_signals  # noqa: E402
 from bench.procstats import status_mib  # noqa: E402
 from ratewarden.client import RequestPublisher  # noqa: E402
 from ratewarden.processes import start_worker, stop_process  # noqa: E402
@@ -50,13 +50,8 @@ def metric(port: int, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
-def _interrupt(signum, frame):  # SIGTERM/SIGHUP -> the same clean-up as Ctrl-C: stop the worker and broker
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    interrupt_on_signals()  # SIGTERM/SIGHUP -> the same clean-up as Ctrl-C: stop the worker and broker
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--active", type=int, default=2_000)

@@ -18,7 +18,7 @@ from bench.gateway.stack import Stack, start_background
 from bench.gateway.target import Target
 from bench.gateway.wrk import run_wrk, wrk_script
 from bench.procstats import system_busy_seconds, tree_cpu_seconds, wait_quiet
-from bench.report import _num
+from bench.report import fmt_num
 
 __all__ = ["Run", "measure", "run_line", "run_rounds"]
 
@@ -92,10 +92,10 @@ def run_line(run: Run) -> str:
     """One run in one line, printed as it finishes."""
     return (f"round {run.round + 1} {run.mode} c={run.connections} {run.system}: "
             f"{run.decisions_per_s:,.0f} decisions/s" + (f" (offered {run.offered:,.0f}/s)" if run.offered else "")
-            + f", p50 {_num(run.p50_ms, '.2f')} ms, p99 {_num(run.p99_ms, '.2f')} ms, "
-            f"CPU {_num(run.cpu_ms_per_decision, '.3f')} ms/decision, errors {run.errors}, undecided "
+            + f", p50 {fmt_num(run.p50_ms, '.2f')} ms, p99 {fmt_num(run.p99_ms, '.2f')} ms, "
+            f"CPU {fmt_num(run.cpu_ms_per_decision, '.3f')} ms/decision, errors {run.errors}, undecided "
             f"{run.undecided}" + (f", {run.throttled} throttled (429)" if run.throttled else "")
-            + f", others' CPU {_num(run.others_cpu)}%" + (f", {run.note}" if run.note else ""))
+            + f", others' CPU {fmt_num(run.others_cpu)}%" + (f", {run.note}" if run.note else ""))
 
 
 def run_rounds(args, targets: list[Target], stack: Stack, tmp: Path, console: Console) -> list[Run]:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.gateway.measure import Run
-from bench.report import _md_table, _median, _num, machine
+from bench.report import markdown_table, median_of, fmt_num, machine
 
 __all__ = ["SUMMARY_HEADERS", "RUN_HEADERS", "summarize", "run_rows", "print_tables", "write_markdown",
            "replace_section"]
@@ -20,7 +20,7 @@ def _spread(values, fmt: str = ",.0f") -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "–"
-    text = _num(statistics.median(values), fmt)
+    text = fmt_num(statistics.median(values), fmt)
     return text + (f" ({min(values):{fmt}}–{max(values):{fmt}})" if len(values) > 1 else "")
 
 
@@ -40,15 +40,15 @@ def summarize(runs: list[Run]) -> list[list[str]]:
                                           k[2] != "ours"))
     for mode, connections, system in keys:
         group = groups[(mode, connections, system)]
-        rate = _median([r.decisions_per_s for r in group])
+        rate = median_of([r.decisions_per_s for r in group])
         ratio = "–"
         if system == "ours" and mode in ("wrk", "own"):
-            peer = _median([r.decisions_per_s for r in groups.get((mode, connections, "peer"), [])])
+            peer = median_of([r.decisions_per_s for r in groups.get((mode, connections, "peer"), [])])
             ratio = f"{rate / peer:.2f}×" if rate and peer else "–"
         elif system == "ours":
-            plain = _median([r.decisions_per_s for r in groups.get(("wrk", connections, "ours"), [])])
+            plain = median_of([r.decisions_per_s for r in groups.get(("wrk", connections, "ours"), [])])
             ratio = f"{rate / plain:.2f}× without" if rate and plain else "–"
-        offered = _median([r.offered for r in group])
+        offered = median_of([r.offered for r in group])
         label = mode if offered is None else f"{mode} ({offered:,.0f}/s offered)"
         rows.append([label, str(connections), system, _spread([r.decisions_per_s for r in group]), ratio,
                      _spread([r.p50_ms for r in group], ".2f"), _spread([r.p99_ms for r in group], ".2f"),
@@ -58,9 +58,9 @@ def summarize(runs: list[Run]) -> list[list[str]]:
 
 
 def run_rows(runs: list[Run]) -> list[list[str]]:
-    return [[str(r.round + 1), r.mode, str(r.connections), r.system, _num(r.offered), _num(r.decisions_per_s),
-             _num(r.p50_ms, ".2f"), _num(r.p99_ms, ".2f"), _num(r.cpu_ms_per_decision, ".3f"), str(r.errors),
-             str(r.undecided), _num(r.throttled), _num(r.others_cpu), r.note] for r in runs]
+    return [[str(r.round + 1), r.mode, str(r.connections), r.system, fmt_num(r.offered), fmt_num(r.decisions_per_s),
+             fmt_num(r.p50_ms, ".2f"), fmt_num(r.p99_ms, ".2f"), fmt_num(r.cpu_ms_per_decision, ".3f"), str(r.errors),
+             str(r.undecided), fmt_num(r.throttled), fmt_num(r.others_cpu), r.note] for r in runs]
 
 
 def replace_section(document: str, title: str, body: str) -> str:
@@ -93,8 +93,8 @@ def write_markdown(path: Path, section: str, command: str, facts, runs: list[Run
               f"; {args.users:,} users (one at random per call), limit {args.limit:,} per minute"
               + (f"; batches of {args.batch}" if args.batch else "")
               + f"; {args.rounds} round(s) of {args.seconds:g} s (+{args.warmup:g} s warm-up each), order alternating",
-              "", _md_table(SUMMARY_HEADERS, summarize(runs)), "", "Every run:", "",
-              _md_table(RUN_HEADERS, run_rows(runs)), ""]
+              "", markdown_table(SUMMARY_HEADERS, summarize(runs)), "", "Every run:", "",
+              markdown_table(RUN_HEADERS, run_rows(runs)), ""]
     old = path.read_text() if path.exists() else ""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(replace_section(old, section, "\n".join(lines)))

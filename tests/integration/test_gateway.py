@@ -1,6 +1,7 @@
 """The HTTP gateway against the real broker, a `ratewarden worker` process and the gateway on loopback."""
 
 import asyncio
+import functools
 import math
 import shutil
 import socket
@@ -17,6 +18,7 @@ import pytest
 from ratewarden.gateway.routes import reports as reports_route
 from ratewarden.gateway.server import GatewayThread
 from ratewarden.gateway.headers import USER
+from ratewarden.gateway import testing
 from ratewarden.gateway.testing import GatewayStack
 from ratewarden.processes import stop_process
 from schemas.flags import AbuseReport, Population, ReportedIp
@@ -46,14 +48,8 @@ def structured(header: str) -> dict[str, str]:
     return {"": name, **dict(p.split("=", 1) for p in params)}
 
 
-def wait_until(probe, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.05)
+#: ``probe()``'s first true result, polled every 50 ms for at most 15 s.
+wait_until = functools.partial(testing.wait_until, timeout=15.0, interval=0.05)
 
 
 def away_from_window_edge(window: float, margin: float = 5.0) -> None:

@@ -2,15 +2,15 @@
 (across a restart that restores GCRA state from the changelog), and limits set from the CLI and the
 HTTP API."""
 
+import functools
 import random
 import shutil
-import time
 import uuid
 
 import pytest
 
 from ratewarden.control import read_limits, set_limits
-from ratewarden.gateway.testing import GatewayStack
+from ratewarden.gateway.testing import GatewayStack, wait_until
 from ratewarden.processes import start_cli
 from schemas.events import RequestEvent
 from schemas.limits import RateLimit
@@ -84,12 +84,8 @@ def test_gcra_limits_from_the_rules_topic_match_an_independent_oracle_across_a_r
     assert len(later) > 200, "the second half must depend on restored arrival times"
 
 
-def wait_for(probe, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (result := probe()):
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.05)
-    return result
+#: ``probe()``'s first true result, polled every 50 ms for at most 20 s.
+wait_for = functools.partial(wait_until, timeout=20.0, interval=0.05)
 
 
 def test_gcra_is_settable_from_the_http_api_and_the_cli(kafka_bootstrap, tmp_path):
