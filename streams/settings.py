@@ -21,6 +21,7 @@ from streams.settings_sections import (
     HistorySettings,
     KafkaSettings,
     LimiterSettings,
+    RlsSettings,
     Section,
     TopicSettings,
 )
@@ -44,7 +45,7 @@ class _SectionOf(Generic[S]):
 
 class Settings(
     KafkaSettings, TopicSettings, LimiterSettings, HistorySettings, DetectorSettings, BanSettings,
-    AnalyticsSettings, GatewaySettings, BaseSettings,
+    AnalyticsSettings, GatewaySettings, RlsSettings, BaseSettings,
 ):
     """Every setting; read once per process from ``RATEWARDEN_*`` variables (:func:`get_settings`)."""
 
@@ -62,6 +63,7 @@ class Settings(
     bans = _SectionOf(BanSettings)
     analytics = _SectionOf(AnalyticsSettings)
     gateway = _SectionOf(GatewaySettings)
+    rls = _SectionOf(RlsSettings)
 
     @property
     def state_dir(self) -> Path:
@@ -70,6 +72,10 @@ class Settings(
     @property
     def limiter_group(self) -> str:
         return f"{self.app_id}-limiter"
+
+    @property
+    def rls_group(self) -> str:
+        return f"{self.app_id}-rls"
 
     @property
     def analytics_group(self) -> str:

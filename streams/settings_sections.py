@@ -17,7 +17,7 @@ from schemas.limits import Algorithm
 
 __all__ = [
     "Section", "KafkaSettings", "TopicSettings", "LimiterSettings", "HistorySettings", "DetectorSettings",
-    "BanSettings", "AnalyticsSettings", "GatewaySettings",
+    "BanSettings", "AnalyticsSettings", "GatewaySettings", "RlsSettings",
 ]
 
 
@@ -62,10 +62,16 @@ class TopicSettings(Section):
     ban_offences_topic: str = Field(default="ban-offences", description="compacted: the last automatic ban per IP")
     replies_topic: str = Field(default="replies", description="decisions routed back to gateways (docs/gateway.md)")
     replies_partitions: int = Field(default=16, ge=1, le=1024, description="reply partitions: gateways pick one each")
+    rls_hits_topic: str = Field(default="rls-hits", description="descriptor hits of rate limit service calls, keyed by counter")
+    rls_decisions_topic: str = Field(default="rls-decisions", description="every descriptor answer (audit)")
 
     @property
     def changelog_topic(self) -> str:
         return f"{self.app_id}-windows-changelog"
+
+    @property
+    def rls_changelog_topic(self) -> str:
+        return f"{self.app_id}-rls-changelog"
 
 
 class LimiterSettings(Section):
@@ -161,3 +167,20 @@ class GatewaySettings(Section):
     gateway_auth_failure_window: float = Field(default=60.0, gt=0, le=86_400, description="seconds failures are counted and refused")
     gateway_auth_exempt_cidrs: str = Field(default="", description="comma-separated IPs/CIDRs never limited for failed keys")
     gateway_auth_max_addresses: int = Field(default=100_000, ge=1, description="addresses the failed-key limiter keeps")
+
+
+class RlsSettings(Section):
+    """Envoy's rate limit service (gRPC ``ShouldRateLimit`` and ``POST /json``) served by the gateway."""
+
+    rls_enabled: bool = Field(default=True, description="this worker counts descriptor hits (the rls role)")
+    rls_grpc_port: int | None = Field(default=None, ge=0, le=65_535, description="gRPC port of the gateway; unset: none")
+    rls_grpc_host: str = "127.0.0.1"
+    rls_tls_cert_file: Path | None = Field(default=None, description="server certificate (PEM): gRPC over TLS")
+    rls_tls_key_file: Path | None = None
+    rls_client_ca_file: Path | None = Field(default=None, description="CA of client certificates: mTLS authenticates")
+    rls_decision_timeout: float = Field(default=2.0, gt=0, le=60, description="seconds to wait for every descriptor")
+    rls_fail_mode: Literal["open", "closed"] = Field(default="open", description="no answer in time: OK or OVER_LIMIT")
+    rls_max_descriptors: int = Field(default=64, ge=1, le=1_024, description="descriptors per call")
+    rls_max_entries: int = Field(default=16, ge=1, le=256, description="entries per descriptor")
+    rls_max_entry_bytes: int = Field(default=1_024, ge=16, le=65_536, description="bytes of one entry's key or value")
+    rls_max_hits_addend: int = Field(default=1_000_000, ge=1, description="hits one call may count")

@@ -44,6 +44,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.ip_flags_topic, n),
         TopicSpec(settings.abuse_reports_topic, 1),
         TopicSpec(settings.replies_topic, settings.replies_partitions, REPLIES),  # decisions routed to gateways
+        # Envoy's rate limit service: descriptor hits keyed by counter, their answers and counters (co-partitioned)
+        TopicSpec(settings.rls_hits_topic, n),
+        TopicSpec(settings.rls_decisions_topic, n),
+        TopicSpec(settings.rls_changelog_topic, n, COMPACTED),
     ]
 
 
