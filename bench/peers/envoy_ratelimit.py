@@ -1,14 +1,16 @@
 """The synchronous peer: envoyproxy/ratelimit (Go) with its counters in Redis, built and run on loopback.
 
-    python bench/peers/envoy_ratelimit.py build          # go install into the cache (once), print the binary
+    python bench/peers/envoy_ratelimit.py build          # go install service, client_cmd, ghz (once), print them
     python bench/peers/envoy_ratelimit.py run [--limit N] [--port P]   # start Redis + the service until Ctrl-C
 
-Not a ratewarden dependency: ``build()`` runs ``go install`` of a pinned commit (``VERSION`` below) with ``GOPATH=${RATEWARDEN_GOPATH:-$HOME/.cache/ratewarden/go}``,
-once (a stamp file next to the binary records the version); Redis and ``wrk`` come from Debian's
+Not a ratewarden dependency: ``build()`` (and ``build_client()``, ``build_ghz()``) run ``go install`` of
+a pinned version once (``bench/peers/go_tools.py``: ``GOPATH=${RATEWARDEN_GOPATH:-$HOME/.cache/ratewarden/go}``,
+a stamp file next to each binary); Redis and ``wrk`` come from Debian's
 packages (``ensure_packages()`` installs what ``shutil.which`` does not find, with ``apt-get``, and says
 so). ``EnvoyRateLimit`` starts ``redis-server`` (no persistence) and the service on free loopback
 ports (``HOST``, ``GRPC_HOST`` and ``DEBUG_HOST`` are all ``127.0.0.1``: it listens on all interfaces
-by default), with its rules YAML in a temporary directory::
+by default; ``grpc_target`` is its gRPC ``ShouldRateLimit``), with its rules YAML in a temporary
+directory: ``rules=`` a whole file, else one rule::
 
     domain: rw
     descriptors:
@@ -41,15 +43,14 @@ from typing import Callable
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
-__all__ = ["VERSION", "MODULE", "ensure_packages", "build", "EnvoyRateLimit", "free_port"]
+from bench.peers.go_tools import RATELIMIT_VERSION, TOOLS, build_tool, gopath  # noqa: E402
 
-MODULE = "github.com/envoyproxy/ratelimit/src/service_cmd"
-VERSION = "v1.4.1-0.20260122083618-3fb702589d36"
+__all__ = ["VERSION", "MODULE", "ensure_packages", "build", "build_client", "build_ghz", "gopath", "EnvoyRateLimit",
+           "free_port", "rules_yaml"]
+
+MODULE = TOOLS["service_cmd"].module
+VERSION = RATELIMIT_VERSION
 PACKAGES = {"redis-server": "redis-server", "wrk": "wrk"}  # command -> Debian package
-
-
-def gopath() -> Path:
-    return Path(os.environ.get("RATEWARDEN_GOPATH", Path.home() / ".cache" / "ratewarden" / "go"))
 
 
 def free_port() -> int:
@@ -77,21 +78,17 @@ def ensure_packages(say: Callable[[str], None] = print, commands: tuple[str, ...
 
 def build(say: Callable[[str], None] = print) -> Path:
     """The service binary, built by ``go install`` into the cache the first time (several minutes)."""
-    root = gopath()
-    binary = root / "bin" / "service_cmd"
-    stamp = root / "bin" / ".ratewarden-ratelimit-stamp"
-    if binary.exists() and stamp.exists() and stamp.read_text().strip() == VERSION:
-        return binary
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
-    if go is None:
-        raise RuntimeError("no `go` on PATH: install Go (https://go.dev/dl/) to build envoyproxy/ratelimit")
-    say(f"building envoyproxy/ratelimit {VERSION} with go install into {root} (first time: several minutes)")
-    env = {**os.environ, "GOPATH": str(root), "GOFLAGS": "-mod=mod"}
-    done = subprocess.run([go, "install", f"{MODULE}@{VERSION}"], capture_output=True, text=True, env=env)
-    if done.returncode != 0 or not binary.exists():
-        raise RuntimeError(f"go install {MODULE}@{VERSION} failed:\n{done.stderr[-3000:]}")
-    stamp.write_text(VERSION + "\n")
-    return binary
+    return build_tool("service_cmd", say)
+
+
+def build_client(say: Callable[[str], None] = print) -> Path:
+    """The reference's own gRPC client ``client_cmd`` (same commit as the service), built once."""
+    return build_tool("client_cmd", say)
+
+
+def build_ghz(say: Callable[[str], None] = print) -> Path:
+    """The ``ghz`` gRPC load generator, built once."""
+    return build_tool("ghz", say)
 
 
 def rules_yaml(limit: int, domain: str = "rw") -> str:
@@ -116,9 +113,16 @@ class EnvoyRateLimit:
     """Redis and envoyproxy/ratelimit on free loopback ports, rules in ``workdir``; a context manager."""
 
     def __init__(self, binary: Path, workdir: Path, limit: int = 1_000_000_000, domain: str = "rw",
-                 port: int | None = None) -> None:
+                 port: int | None = None, rules: str | None = None, grpc_port: int | None = None) -> None:
+        """``rules``: a whole rules YAML (its ``domain`` wins over ``domain``) instead of one ``user`` rule."""
+        if rules is not None:
+            import yaml
+
+            domain = str(yaml.safe_load(rules)["domain"])
         self.binary, self.workdir, self.limit, self.domain = binary, Path(workdir), limit, domain
+        self.rules = rules if rules is not None else rules_yaml(limit, domain)
         self.port = port or free_port()
+        self.grpc_port = grpc_port or free_port()
         self.redis_port = free_port()
         self.redis: subprocess.Popen | None = None
         self.service: subprocess.Popen | None = None
@@ -126,6 +130,11 @@ class EnvoyRateLimit:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        """``HOST:PORT`` of the gRPC ``ShouldRateLimit`` service (plaintext, no reflection)."""
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def pids(self) -> list[int]:
@@ -172,21 +181,23 @@ class EnvoyRateLimit:
         runtime = self.workdir / "runtime"
         config = runtime / "ratelimit" / "config"
         config.mkdir(parents=True, exist_ok=True)
-        (config / f"{self.domain}.yaml").write_text(rules_yaml(self.limit, self.domain))
+        (config / f"{self.domain}.yaml").write_text(self.rules)
         env = {
             **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")},
             "USE_STATSD": "false", "LOG_LEVEL": "warn", "REDIS_SOCKET_TYPE": "tcp",
             "REDIS_URL": f"127.0.0.1:{self.redis_port}", "RUNTIME_ROOT": str(runtime),
             "RUNTIME_SUBDIRECTORY": "ratelimit", "RUNTIME_WATCH_ROOT": "false",
             "HOST": "127.0.0.1", "PORT": str(self.port),
-            "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(free_port()),
+            "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(self.grpc_port),
             "DEBUG_HOST": "127.0.0.1", "DEBUG_PORT": str(free_port()),
         }
         log = open(self.workdir / "ratelimit.log", "ab")
         self.service = subprocess.Popen([str(self.binary)], env=env, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
         log.close()
-        body = json.dumps({"domain": self.domain, "descriptors": [{"entries": [{"key": "user", "value": "warm-up"}]}]})
+        # A key no rule has: the answer proves the rules are loaded and counts nothing a caller might check.
+        body = json.dumps({"domain": self.domain,
+                           "descriptors": [{"entries": [{"key": "ratewarden_warm_up", "value": "1"}]}]})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.service.poll() is not None:
@@ -214,7 +225,7 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build", help="install the packages and build the service (once); print the binary")
+    sub.add_parser("build", help="install the packages, build the service, client_cmd and ghz (once); print them")
     run = sub.add_parser("run", help="start Redis and the service on loopback until Ctrl-C")
     run.add_argument("--limit", type=int, default=1_000_000_000, help="requests per user per minute")
     run.add_argument("--port", type=int, default=None, help="HTTP port (default: a free one)")
@@ -224,12 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     binary = build(say)
     if args.command == "build":
         print(binary)
+        print(build_client(say))
+        print(build_ghz(say))
         return 0
     workdir = Path(tempfile.mkdtemp(prefix="envoy-ratelimit-"))
     peer = EnvoyRateLimit(binary, workdir, args.limit, port=args.port)
     try:
         peer.start()
-        print(f"envoyproxy/ratelimit at {peer.url}/json (Redis 127.0.0.1:{peer.redis_port}; PIDs {peer.pids}; "
+        print(f"envoyproxy/ratelimit at {peer.url}/json and gRPC {peer.grpc_target} "
+              f"(Redis 127.0.0.1:{peer.redis_port}; PIDs {peer.pids}; "
               f"files in {workdir}); Ctrl-C stops both", flush=True)
         signal.signal(signal.SIGTERM, _interrupt)
         while all(p.poll() is None for p in (peer.redis, peer.service)):
