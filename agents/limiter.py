@@ -8,36 +8,26 @@ docs/architecture.md). Per fetched batch and partition it decodes raw bytes, cal
 counter once to the changelog, then delivery, offsets and RocksDB, completing in the background.
 """
 
-import asyncio
 import logging
 import time
 from typing import Callable
 
 import msgspec
-from aiokafka import TopicPartition
 
-from agents.intake import EventDecoder, Rejection, dead_letter_value
+from agents.intake import EventDecoder, Rejection
 from agents.limiter_feeds import DecisionFeeds
+from agents.partition_counting import PartitionCounting
 from agents.policy import decide, decide_fixed
-from agents.reply_routes import ReplyRoutes
 from agents.rules import Blocklist, LimitBook
-from agents.state_codec import STATE_CODEC
 from streams import metrics
-from streams.batch_consumer import BatchConsumer
-from streams.changelog import restore
-from streams.flushing import Flusher
-from streams.kafka_io import make_consumer
-from streams.output import make_outputs
-from streams.rocks_state import RocksPartitionStore
 from streams.settings import Settings
-from streams.state import PartitionStore
 
 __all__ = ["Limiter"]
 
 logger = logging.getLogger(__name__)
 
 
-class Limiter(DecisionFeeds, BatchConsumer):
+class Limiter(DecisionFeeds, PartitionCounting):
     """Decides every request event of the partitions this process is assigned.
 
     Consumers of the decisions topic in the same process can be :meth:`attach`-ed: each completed
@@ -47,61 +37,18 @@ class Limiter(DecisionFeeds, BatchConsumer):
     def __init__(
         self, settings: Settings, limits: LimitBook, blocklist: Blocklist, clock: Callable[[], float] = time.time
     ) -> None:
-        super().__init__(settings)
-        self.topic, self.group = settings.requests_topic, settings.limiter_group
+        super().__init__(settings, topic=settings.requests_topic, group=settings.limiter_group,
+                         changelog_topic=settings.changelog_topic, state_dir=settings.state_dir, role="limiter")
         self.limits = limits
         self.blocklist = blocklist
         self.clock = clock
         self.decoder = EventDecoder(settings.max_event_bytes, settings.max_future_skew)
-        self.stores: dict[int, PartitionStore] = {}
-        self.positions: dict[int, int] = {}  # next input offset per partition, not yet flushed
-        self.stats = {"events": 0, "dead_letters": 0, "flushes": 0}
         self._encode = msgspec.json.Encoder().encode
-        self._since_flush = 0
-        self._last_flush = 0.0
-        #: Routed replies (``schemas.replies``); the worker sets the replies topic's real partition count.
-        self.replies = ReplyRoutes(settings.replies_topic, settings.replies_partitions)
         self.init_feeds()
-        #: Opens the store of a partition (tests substitute an in-memory one).
-        self.open_store: Callable[[int], PartitionStore] = (
-            lambda partition: RocksPartitionStore(settings.state_dir, partition, STATE_CODEC))
-        self.outputs = make_outputs(settings)
-        self.flusher = Flusher(self.outputs, settings.changelog_topic, settings.requests_topic)
-        self.restorer = None
-
-    async def start(self) -> None:
-        """Connect; the subscription waits for :meth:`run` (and the attached consumers)."""
-        self.restorer = make_consumer(self.settings, group_id=None, isolation_level="read_committed")
-        await self.outputs.start()
-        await self.restorer.start()
-        await super().start(subscribe=False)
-        self._last_flush = time.monotonic()
-
-    async def acquire(self, partitions: list[int]) -> None:
-        """Open and restore the stores of newly assigned partitions, and seek to their positions."""
-        async with self.lock:
-            await self.assigned(partitions)
 
     async def assigned(self, partitions: list[int]) -> None:
-        await self._acquire(partitions)
+        await super().assigned(partitions)
         await self.feeds_assigned(partitions)
-
-    async def _acquire(self, partitions: list[int]) -> None:
-        await self.flusher.settle()
-        await asyncio.gather(*(self.outputs.open(p) for p in partitions))
-        for partition in partitions:
-            store = self.open_store(partition)
-            await restore(store, self.restorer, self.settings.changelog_topic, self.outputs.write_marker)
-            self.stores[partition] = store
-            if store.position is not None:
-                self.consumer.seek(TopicPartition(self.settings.requests_topic, partition), store.position)
-        metrics.ASSIGNED.set(len(self.stores))
-        logger.info("assigned partitions %s", sorted(self.stores))
-
-    async def release(self, partitions: list[int]) -> None:
-        """Flush and close the stores of revoked partitions."""
-        async with self.lock:
-            await self.revoked(partitions)
 
     async def revoked(self, partitions: list[int]) -> None:
         await self._flush()
@@ -109,51 +56,11 @@ class Limiter(DecisionFeeds, BatchConsumer):
         await self.feeds_revoked(partitions)
         await self._release(partitions)
 
-    async def _release(self, partitions: list[int]) -> None:
-        for partition in partitions:
-            store = self.stores.pop(partition, None)
-            if store is not None:
-                store.close()
-            await self.outputs.close(partition)
-        metrics.ASSIGNED.set(len(self.stores))
-
     async def run(self) -> None:
         """Subscribe once every attached consumer is ready, then consume, decide and flush until :meth:`stop`."""
         if not await self.feeds_ready():
             return
-        self.subscribe()
         await super().run()
-
-    async def handle(self, batches) -> None:
-        """Decide one getmany result, and flush when it is time (holding the lock)."""
-        interval, every = self.settings.flush_interval, self.settings.flush_events
-        for tp, records in batches.items():
-            if not records:
-                continue
-            if tp.partition in self.stores:
-                records = self._unseen(tp.partition, records)
-                if records:
-                    await self.process(tp.partition, records)
-            elif tp in self.consumer.assignment():
-                # Fetched while its state is still being restored: fetch these again later.
-                self.consumer.seek(tp, records[0].offset)
-        await self.outputs.send_all()
-        if self._since_flush >= every or (time.monotonic() - self._last_flush >= interval and self.positions):
-            await self._flush()
-
-    def _unseen(self, partition: int, records):
-        """Drop records this worker already counted (a consumer rewind must never count twice)."""
-        expected = self.positions.get(partition)
-        if expected is None:
-            expected = self.flusher.handed_off.get(partition, self.stores[partition].position)
-        if expected is None or records[0].offset >= expected:
-            return records
-        fresh = [r for r in records if r.offset >= expected]
-        logger.warning(
-            "partition %d: skipped %d records below offset %d already counted",
-            partition, len(records) - len(fresh), expected,
-        )
-        return fresh
 
     async def process(self, partition: int, records) -> None:
         """Decide one fetched batch of one partition (the hot loop: locals only, one rule fast path)."""
@@ -205,9 +112,7 @@ class Limiter(DecisionFeeds, BatchConsumer):
             if record.headers and (reply := reply_to(record.headers)) is not None:  # a waiting client
                 await sender.add(replies_topic, reply, key_bytes, value)
         store.watermark = watermark
-        self.positions[partition] = records[-1].offset + 1
-        self._since_flush += len(records)
-        self.stats["events"] += len(records)
+        self.counted(partition, records)
         metrics.EVENTS_IN.inc(len(records))
         metrics.DECISIONS.labels("allow").inc(allowed)
         metrics.DECISIONS.labels("throttle").inc(throttled)
@@ -223,39 +128,3 @@ class Limiter(DecisionFeeds, BatchConsumer):
                 set_(rule.key, new)
         return decision
 
-    async def dead_letter(self, partition: int, record, rejection: Rejection, now: float) -> None:
-        value = dead_letter_value(record.value, rejection, record.topic, record.partition, record.offset, now)
-        await self.outputs.sender(partition).add(self.settings.dead_letter_topic, partition, record.key, value)
-        self.stats["dead_letters"] += 1
-        metrics.DEAD_LETTERS.labels(rejection.reason).inc()
-        logger.info("dead letter at %s[%d]@%d: %s", record.topic, record.partition, record.offset, rejection.reason)
-
-    async def flush(self) -> None:
-        """Flush and wait until it is complete (delivered, committed, on disk)."""
-        async with self.lock:
-            await self._flush()
-            await self.flusher.settle()
-            self.stats["flushes"] = self.flusher.completed
-
-    async def _flush(self) -> None:
-        """Hand the counted positions to the flush cycle (``streams.flushing``); it completes in the background."""
-        if not self.positions or self.consumer is None:
-            return
-        positions, self.positions = {p: o for p, o in self.positions.items() if p in self.stores}, {}
-        await self.flusher.start(positions, self.stores, self.consumer, self.feeding())  # settles the previous first
-        self._since_flush, self._last_flush = 0, time.monotonic()
-        self.stats["flushes"] = self.flusher.completed
-        metrics.COUNTERS.set(sum(map(len, self.stores.values())))
-
-    async def close(self) -> None:
-        """Final flush, then close stores and clients (also on cancellation)."""
-        try:
-            await self.flush()
-        finally:
-            for store in self.stores.values():
-                store.close()
-            self.stores.clear()
-            if self.restorer is not None:
-                await self.restorer.stop()
-            await super().close()
-            await self.outputs.stop()

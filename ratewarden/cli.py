@@ -45,7 +45,7 @@ def _topics(args) -> int:
     return 0
 
 
-ROLES = ("limiter", "history", "analytics")
+ROLES = ("limiter", "rls", "history", "analytics")
 
 
 def roles_env(spec: str) -> dict[str, str]:
@@ -77,8 +77,13 @@ def _worker(args) -> int:
 
 def _limits(args) -> int:
     from ratewarden import control
+    from ratewarden.rules_cli import list_rules, load_rules_file
     from schemas.limits import RateLimit
 
+    if args.action == "load":
+        return load_rules_file(args.user, args.check)
+    if args.action == "rules":
+        return list_rules()
     if args.action == "set":
         limit = RateLimit(
             user_id=args.user, limit=args.limit, window=args.window, request_type=args.type,
@@ -165,6 +170,9 @@ def _gateway(args) -> int:
     from streams.kafka_config import resolve_bootstrap
     from streams.settings import get_settings
 
+    if args.grpc_port is not None:  # read by Settings here and in every --workers process
+        os.environ["RATEWARDEN_RLS_GRPC_PORT"] = str(args.grpc_port)
+        get_settings.cache_clear()
     resolve_bootstrap(get_settings())  # a refused Kafka login fails here in one line, not in uvicorn's start-up
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
@@ -233,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("topics", help="create the topics (idempotent)").set_defaults(func=_topics)
 
-    p = sub.add_parser("worker", help="run one Faust worker (limiter, history and analytics unless --roles)")
+    p = sub.add_parser("worker", help="run one Faust worker (limiter, rls, history and analytics unless --roles)")
     p.add_argument("--loglevel", default="info")
     p.add_argument("--roles", help=f"comma-separated roles this worker runs, of {','.join(ROLES)} (default: "
                                    "RATEWARDEN_<ROLE>_ENABLED, all on)")
@@ -242,8 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("limits", help="set, delete or list rate limits (live, no restart)")
-    p.add_argument("action", choices=["set", "delete", "list"])
-    p.add_argument("user", nargs="?")
+    p.add_argument("action", choices=["set", "delete", "list", "load", "rules"],
+                   help="load FILE: descriptor rules (envoyproxy/ratelimit's format, docs/rls.md); rules: list them")
+    p.add_argument("user", nargs="?", help="the user (set, delete) or the rules file (load)")
+    p.add_argument("--check", action="store_true", help="load: validate the rules file only, publish nothing")
     p.add_argument("limit", nargs="?", type=int)
     p.add_argument("--window", type=float, default=60.0)
     p.add_argument("--type", dest="type")
@@ -307,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1,
                    help="gateway processes on the one port, each with its own Kafka clients (default 1)")
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
+    p.add_argument("--grpc-port", type=int, help="also serve Envoy's rate limit service (gRPC RLS v3) on this port "
+                   "(RATEWARDEN_RLS_GRPC_PORT; host: RATEWARDEN_RLS_GRPC_HOST, default loopback)")
     p.set_defaults(func=_gateway)
 
     p = sub.add_parser("users", help="create (e.g. the first admin), delete or list API users")
@@ -323,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # kafka-python's event-loop timing diagnostics are noise on a busy machine
         logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
+    if args.command == "limits" and args.action == "load" and not args.user:
+        build_parser().error("limits load needs FILE (a rules YAML file)")
     if args.command == "limits" and args.action in ("set", "delete") and not args.user:
         build_parser().error("limits set|delete needs USER (and LIMIT for set)")
     if args.command == "limits" and args.action == "set" and args.limit is None:

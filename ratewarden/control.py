@@ -10,13 +10,15 @@ from kafka import KafkaProducer
 
 from agents.rules import limit_key
 from ratewarden.client import read_topic_records
+from schemas.descriptors import RULES_KEY_PREFIX, RulesDocument
 from schemas.limits import BlocklistEntry, RateLimit
 from streams.kafka_config import kafka_python_options, resolve_bootstrap
 from streams.settings import Settings, get_settings
 from streams.tables import blocklist_key
 from streams.topics import ensure_topics
 
-__all__ = ["set_limit", "set_limits", "delete_limit", "read_limits", "block", "unblock", "read_blocklist"]
+__all__ = ["set_limit", "set_limits", "delete_limit", "read_limits", "block", "unblock", "read_blocklist",
+           "publish_rules", "read_rules", "delete_rules"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,29 @@ def delete_limit(user_id: str, request_type: str | None = None, settings: Settin
 def read_limits(settings: Settings | None = None) -> list[RateLimit]:
     settings = settings or get_settings()
     decode = msgspec.json.Decoder(RateLimit).decode
-    return [decode(value) for value in _read_all(settings, settings.limits_topic).values()]
+    return [decode(value) for key, value in _read_all(settings, settings.limits_topic).items()
+            if not key.startswith(RULES_KEY_PREFIX.encode())]
+
+
+def publish_rules(documents: list[RulesDocument], settings: Settings | None = None) -> None:
+    """Publish validated descriptor rules documents (``agents.rules_file.load_rules``), one per domain;
+    gateways apply each as it arrives, replacing that domain's rules whole."""
+    settings = settings or get_settings()
+    _send(settings, settings.limits_topic,
+          [(RULES_KEY_PREFIX + doc.domain, msgspec.json.encode(doc)) for doc in documents])
+    logger.info("descriptor rules of %d domains published", len(documents))
+
+
+def delete_rules(domain: str, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    _send(settings, settings.limits_topic, [(RULES_KEY_PREFIX + domain, None)])
+
+
+def read_rules(settings: Settings | None = None) -> list[RulesDocument]:
+    settings = settings or get_settings()
+    decode = msgspec.json.Decoder(RulesDocument).decode
+    return [decode(value) for key, value in _read_all(settings, settings.limits_topic).items()
+            if key.startswith(RULES_KEY_PREFIX.encode())]
 
 
 def block(entry: BlocklistEntry, settings: Settings | None = None) -> None:

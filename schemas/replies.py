@@ -12,12 +12,20 @@ for every request and, for a stamped request, the same record (key ``user_id``, 
 exactly-once). The correlation id is the event's ``request_id``, found in the decision. The limiter
 accepts only the configured replies topic and an existing partition of it; any other stamp gets no
 reply (counted and logged), never an error, and the decision is still written to ``decisions``.
+
+Rate limit service calls (``schemas.descriptors``) use the same stamp on their descriptor hits; their
+replies are ``DescriptorAnswer`` records (key: the counter key) and carry the header
+``ratewarden-reply-kind: rls``. A reply without that header is a ``Decision``.
 """
 
-__all__ = ["REPLY_PARTITION_HEADER", "REPLY_TOPIC_HEADER", "reply_headers", "reply_partition"]
+__all__ = ["REPLY_KIND_HEADER", "REPLY_PARTITION_HEADER", "REPLY_TOPIC_HEADER", "RLS_REPLY", "reply_headers",
+           "reply_partition"]
 
 REPLY_TOPIC_HEADER = "ratewarden-reply-topic"
 REPLY_PARTITION_HEADER = "ratewarden-reply-partition"
+REPLY_KIND_HEADER = "ratewarden-reply-kind"
+#: The headers of a rate limit service answer on a reply partition.
+RLS_REPLY = [(REPLY_KIND_HEADER, b"rls")]
 
 
 def reply_headers(topic: str, partition: int) -> list[tuple[str, bytes]]:

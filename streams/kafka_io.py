@@ -79,10 +79,10 @@ class BatchSender:
             batch = self._batches[slot] = self._producer.create_batch()
         return batch
 
-    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
-        if self.batch(topic, partition).append(key=key, value=value, timestamp=None) is None:
+    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers=None) -> None:
+        if self.batch(topic, partition).append(key=key, value=value, timestamp=None, headers=headers) is None:
             await self._send((topic, partition), self._batches.pop((topic, partition)))
-            if self.batch(topic, partition).append(key=key, value=value, timestamp=None) is None:
+            if self.batch(topic, partition).append(key=key, value=value, timestamp=None, headers=headers) is None:
                 raise ValueError(f"record of {len(value or b'')} bytes does not fit in a batch")
 
     async def add_many(self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:

@@ -3,7 +3,8 @@
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = ["LAG", "EVENTS_IN", "DECISIONS", "DEAD_LETTERS", "FLUSHES", "FLUSH_SECONDS", "COUNTERS", "ASSIGNED", "RESTORED", "REPLIES_REFUSED",
-           "ANALYTICS_BAD_RECORDS", "ANALYTICS_FORCED", "ANALYTICS_LATE_EVENTS", "ANALYTICS_LATE_PARTIALS"]
+           "ANALYTICS_BAD_RECORDS", "ANALYTICS_FORCED", "ANALYTICS_LATE_EVENTS", "ANALYTICS_LATE_PARTIALS",
+           "RLS_ANSWERS", "RLS_ASSIGNED", "RLS_COUNTERS", "RLS_HITS_IN"]
 
 EVENTS_IN = Counter("ratewarden_events_in_total", "Request events consumed by the limiter")
 DECISIONS = Counter("ratewarden_decisions_total", "Decisions published", ["verdict"])
@@ -31,3 +32,7 @@ ANALYTICS_LATE_EVENTS = Counter(
 ANALYTICS_BAD_RECORDS = Counter(
     "ratewarden_analytics_bad_records_total", "Records the analytics stages could not decode (skipped)", ["topic"]
 )
+RLS_HITS_IN = Counter("ratewarden_rls_hits_in_total", "Descriptor hits consumed by the rate limit service's counter")
+RLS_ANSWERS = Counter("ratewarden_rls_answers_total", "Descriptor answers published", ["code"])
+RLS_COUNTERS = Gauge("ratewarden_rls_counters", "Live descriptor counters held by this worker")
+RLS_ASSIGNED = Gauge("ratewarden_rls_assigned_partitions", "rls-hits partitions assigned to this worker")

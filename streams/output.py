@@ -52,16 +52,20 @@ class Outputs(Protocol):
     async def stop(self) -> None: ...
 
 
-def make_outputs(settings: Settings) -> Outputs:
-    """The outputs of ``settings.processing_guarantee``, with producers made from ``settings``."""
+def make_outputs(settings: Settings, role: str = "limiter", group: str | None = None,
+                 input_topic: str | None = None) -> Outputs:
+    """The outputs of ``settings.processing_guarantee`` for a counting service (``role``: the limiter by
+    default), with producers made from ``settings``; transactional ids are ``<app_id>-<role>-<p>``."""
+    group = settings.limiter_group if group is None else group
+    input_topic = settings.requests_topic if input_topic is None else input_topic
     if settings.processing_guarantee == "exactly_once":
         timeout_ms = max(60_000, int(settings.flush_interval * 10_000))
         return ExactlyOnceOutputs(
-            lambda partition: make_producer(settings, transactional_id=f"{settings.app_id}-limiter-{partition}",
+            lambda partition: make_producer(settings, transactional_id=f"{settings.app_id}-{role}-{partition}",
                                             transaction_timeout_ms=timeout_ms),
-            settings.limiter_group, settings.requests_topic,
+            group, input_topic,
         )
-    return AtLeastOnceOutputs(lambda: make_producer(settings), settings.requests_topic)
+    return AtLeastOnceOutputs(lambda: make_producer(settings), input_topic)
 
 
 class AtLeastOnceOutputs:

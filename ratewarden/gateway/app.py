@@ -60,9 +60,18 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await gateway.start()
+        grpc_server = None
         try:
+            if gateway.settings.rls_grpc_port is not None:  # Envoy's rate limit service (docs/rls.md)
+                from ratewarden.rls.server import start_rls_server
+
+                grpc_server, gateway.grpc_port = await start_rls_server(
+                    gateway.settings, gateway.rls, gateway.users, app.state.auth_limiter)
+                logger.info("rate limit service (gRPC) on %s:%d", gateway.settings.rls_grpc_host, gateway.grpc_port)
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(1.0)
             await gateway.stop()
 
     app = FastAPI(

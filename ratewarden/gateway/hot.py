@@ -1,4 +1,4 @@
-"""The hot routes: ``POST /requests`` and ``POST /requests/batch`` served as plain ASGI, before FastAPI.
+"""The hot routes: ``POST /requests``, ``POST /requests/batch`` and ``POST /json`` served as plain ASGI, before FastAPI.
 
 FastAPI's routing, dependency injection and response machinery cost more per request than the
 whole decision round trip (docs/gateway.md). :class:`HotRoutes` wraps the FastAPI app: these two
@@ -7,6 +7,8 @@ other request (and the lifespan) goes to FastAPI, which still declares both rout
 ``/openapi.json`` documents them. The order of checks is: body size (413, before authentication:
 nothing is read past the limit), the key (429 for an address refused for guessing, 401), the role
 (403), then the body (400 not UTF-8, 422 invalid) and ``user_id``/``ip`` (403 for client keys).
+``POST /json`` is the rate limit service's HTTP form (envoyproxy/ratelimit's; ``ratewarden.rls.json_api``),
+for service and admin keys.
 """
 
 import logging
@@ -18,8 +20,10 @@ from fastapi import FastAPI, HTTPException
 from ratewarden.gateway.auth import authenticate, bearer_key, check_role
 from ratewarden.gateway.auth_limiter import AuthLimiter
 from ratewarden.gateway.bodies import Invalid
-from ratewarden.gateway.inline import SUBMITTERS, Inline, Reply
+from ratewarden.gateway.inline import ON_BEHALF, SUBMITTERS, Inline, Reply
 from ratewarden.gateway.runtime import Gateway
+from ratewarden.rls.json_api import json_call
+from ratewarden.rls.validation import Bounds
 
 __all__ = ["HotRoutes", "reply_of"]
 
@@ -49,9 +53,11 @@ class HotRoutes:
         settings = gateway.settings
         self.app, self.gateway, self.inline, self.limiter = app, gateway, inline, limiter
         self.routes = {
-            "/requests": (inline.submit, settings.gateway_max_body_bytes),
-            "/requests/batch": (inline.batch, settings.gateway_batch_max_body_bytes),
+            "/requests": (inline.submit, settings.gateway_max_body_bytes, SUBMITTERS),
+            "/requests/batch": (inline.batch, settings.gateway_batch_max_body_bytes, SUBMITTERS),
+            "/json": (self._rls_json, settings.gateway_max_body_bytes, ON_BEHALF),
         }
+        self._rls_bounds = Bounds.from_settings(settings)
         self._addresses: dict[str, str] = {}  # peer -> client IP, for peers without X-Forwarded-For
 
     @property
@@ -66,7 +72,11 @@ class HotRoutes:
                 return await self._serve(scope, receive, send, *route)
         await self.app(scope, receive, send)
 
-    async def _serve(self, scope, receive, send, handler, max_bytes: int) -> None:
+    async def _rls_json(self, caller, body: bytes, content_type, address) -> Reply:
+        status, content = await json_call(self.gateway.rls, body, self._rls_bounds)
+        return status, msgspec.Raw(content), []
+
+    async def _serve(self, scope, receive, send, handler, max_bytes: int, roles) -> None:
         key = content_type = length = None
         forwarded: list[str] = []
         for name, value in scope["headers"]:
@@ -85,7 +95,7 @@ class HotRoutes:
             if body is None:
                 return  # the client went away
             caller = authenticate(self.limiter, self.gateway.users, bearer_key(key and key.decode("latin-1")), address)
-            check_role(caller, SUBMITTERS)
+            check_role(caller, roles)
             reply = await handler(caller, body, content_type, address)
         except TooLarge:
             detail = {"detail": f"request body is larger than {max_bytes} bytes"}

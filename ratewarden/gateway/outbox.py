@@ -12,10 +12,12 @@ import asyncio
 import functools
 import logging
 from collections import deque
+from operator import attrgetter
 
 import msgspec
 
 from ratewarden.gateway.waiting import Waiting
+from schemas.descriptors import DescriptorHit
 from schemas.events import RequestEvent
 from streams.history import partition_for
 
@@ -36,12 +38,16 @@ HOLD_LIMIT = 0.005
 #: Users whose partition is remembered (the same as the limiter's and the history's: ``partition_for``).
 MAX_REMEMBERED = 100_000
 
-Item = tuple[RequestEvent, Waiting, int]
+Item = tuple[RequestEvent | DescriptorHit, Waiting, int]
 
 
 class Outbox:
-    def __init__(self, producer, topic: str, partitions: int, stamp: list[tuple[str, bytes]]) -> None:
+    """``key_of``: a record's key (its partition); request events by ``user_id``, descriptor hits by counter."""
+
+    def __init__(self, producer, topic: str, partitions: int, stamp: list[tuple[str, bytes]],
+                 key_of=attrgetter("user_id")) -> None:
         self.producer, self.topic, self.partitions, self.stamp = producer, topic, partitions, stamp
+        self.key_of = key_of
         self._queued: dict[int, list[Item]] = {}
         self._partition_of: dict[str, int] = {}  # murmur2 in Python cost 5% of a batch's gateway CPU
         self._count = 0  # queued requests
@@ -55,13 +61,14 @@ class Outbox:
     def in_flight(self) -> int:
         return len(self._flights)
 
-    def put(self, event: RequestEvent, waiting: Waiting, index: int) -> None:
+    def put(self, event: RequestEvent | DescriptorHit, waiting: Waiting, index: int) -> None:
         """Queue ``event``, the ``index``-th request ``waiting`` waits for."""
-        partition = self._partition_of.get(event.user_id)
+        key = self.key_of(event)
+        partition = self._partition_of.get(key)
         if partition is None:
             if len(self._partition_of) >= MAX_REMEMBERED:
                 self._partition_of.clear()
-            partition = self._partition_of[event.user_id] = partition_for(event.user_id, self.partitions)
+            partition = self._partition_of[key] = partition_for(key, self.partitions)
         queue = self._queued.get(partition)
         if queue is None:
             queue = self._queued[partition] = []
@@ -102,14 +109,14 @@ class Outbox:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, queued: dict[int, list[Item]]) -> None:
-        encode, stamp = self._encode, self.stamp
+        encode, stamp, key_of = self._encode, self.stamp, self.key_of
         for partition, items in queued.items():
             start = 0
             while start < len(items):
                 batch, end = self.producer.create_batch(), start
                 while end < len(items):
                     event = items[end][0]
-                    if batch.append(key=event.user_id.encode(), value=encode(event), timestamp=None, headers=stamp) is None:
+                    if batch.append(key=key_of(event).encode(), value=encode(event), timestamp=None, headers=stamp) is None:
                         break
                     end += 1
                 await self._send_batch(batch, partition, items[start:end])

@@ -15,6 +15,7 @@ import msgspec
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from agents.descriptor_rules import RuleBook
 from agents.rules import Blocklist, LimitBook
 from ratewarden.gateway.auth import UserBook
 from ratewarden.gateway.history import HistoryRouter
@@ -23,6 +24,7 @@ from ratewarden.gateway.net import ClientIp
 from ratewarden.gateway.outbox import Outbox
 from ratewarden.gateway.waiter import DecisionWaiter
 from ratewarden.gateway.waiting import Waiting
+from ratewarden.rls.engine import RlsEngine
 from schemas.decisions import Decision
 from schemas.events import RequestEvent
 from streams.kafka_io import make_producer
@@ -92,18 +94,21 @@ class Gateway:
         self.users = UserBook()
         self.limits = LimitBook(settings.default_limit, settings.default_window, settings.default_algorithm)
         self.blocklist = Blocklist()
+        self.rules = RuleBook()  # descriptor rules of the rate limit service, from the limits topic
         self.client_ip = ClientIp(settings.gateway_trusted_proxies)
         self.waiter = DecisionWaiter(settings)
         self.history = HistoryRouter(settings)
         self.tables: dict[str, ControlTable] = {
             "users": ControlTable(settings, settings.users_topic, self.users.apply),
-            "limits": limits_table(settings, self.limits),
+            "limits": limits_table(settings, self.limits, self.rules),
             "blocklist": blocklist_table(settings, self.blocklist),
             "owners": self.history.table,
         }
         self.partitions = settings.partitions
+        self.grpc_port: int | None = None  # the rate limit service's bound port, once serving
         self.producer = None
         self.outbox: Outbox | None = None
+        self.rls = RlsEngine(settings, self.rules, self.clock, self.new_id)
         self.failure: BaseException | None = None
         self._tasks: list[asyncio.Future] = []
         self._encode = msgspec.json.Encoder().encode
@@ -120,6 +125,7 @@ class Gateway:
         await self.waiter.start(counts[s.replies_topic])
         self.outbox = Outbox(self.producer, s.requests_topic, self.partitions, self.waiter.stamp)
         self.waiter.on_reply = self.outbox.one_landed
+        self.rls.start(self.producer, counts[s.rls_hits_topic], self.waiter)
         await self.history.start(counts[s.decisions_topic])
         self._tasks = [asyncio.ensure_future(t.run()) for t in self.tables.values()]
         self._tasks.append(asyncio.ensure_future(self.waiter.run()))
@@ -140,6 +146,7 @@ class Gateway:
         await _bounded("the history router", self.history.stop())
         if self.outbox is not None:
             await _bounded("the outbox", self.outbox.stop())
+        await _bounded("the rate limit service's outbox", self.rls.stop())
         await _bounded("the decision waiter", self.waiter.stop())
         for table in self.tables.values():
             await _bounded(f"the {table.topic} table", table.stop())

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import httpx
 
+from agents.rules_file import load_rules
+from ratewarden.control import publish_rules
 from ratewarden.gateway.server import GatewayThread
 from ratewarden.gateway.users import create_user
 from ratewarden.processes import start_worker, stop_process
@@ -59,6 +61,20 @@ class GatewayStack:
     @property
     def url(self) -> str:
         return self.gateway.url
+
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the rate limit service (a stack made with ``rls_grpc_port=0`` or a port)."""
+        port = self.gateway.gateway.grpc_port
+        assert port is not None, "no gRPC port: make the stack with rls_grpc_port=0"
+        return f"{self.settings.rls_grpc_host}:{port}"
+
+    def load_rules(self, text: str, timeout: float = 30.0) -> None:
+        """Validate and publish a descriptor rules file; wait until the gateway applies every domain in it."""
+        documents = load_rules(text)
+        publish_rules(documents, self.settings)
+        rules = self.gateway.gateway.rules
+        wait_until(lambda: all(rules.document(d.domain) == d for d in documents), timeout, "rules applied")
 
     def client(self, role: str | None = None, **kwargs) -> httpx.Client:
         """An HTTP client with the key of ``role`` (``<role>-1``), or no key."""

@@ -18,13 +18,17 @@ from aiokafka import TopicPartition
 
 from ratewarden.gateway.waiting import Waiting
 from schemas.decisions import Decision
-from schemas.replies import reply_headers
+from schemas.descriptors import DescriptorAnswer
+from schemas.replies import RLS_REPLY, reply_headers
 from streams.kafka_io import make_consumer
 from streams.settings import Settings
 
 __all__ = ["DecisionWaiter", "choose_reply_partition"]
 
 logger = logging.getLogger(__name__)
+
+#: A rate limit service answer's headers as aiokafka hands them over (a tuple of pairs).
+RLS_REPLY_HEADERS = tuple(RLS_REPLY)
 
 
 def choose_reply_partition(configured: int | None, partitions: int, pid: int | None = None) -> int:
@@ -47,10 +51,13 @@ class DecisionWaiter:
         self.partition: int | None = None
         self.stamp: list[tuple[str, bytes]] = []  # the reply headers of every request this gateway publishes
         self.pending: dict[str, tuple[Waiting, int]] = {}
-        #: Called for every reply read (the outbox counts its flights with it).
+        #: Called for every reply read (the outbox counts its flights with it); ``on_answer`` for rate
+        #: limit service answers (their own outbox).
         self.on_reply: Callable[[], None] = lambda: None
+        self.on_answer: Callable[[], None] = lambda: None
         self.stats = {"matched": 0, "dropped": 0, "bad": 0}
         self._decode = msgspec.json.Decoder(Decision).decode
+        self._decode_answer = msgspec.json.Decoder(DescriptorAnswer).decode
 
     async def start(self, partitions: int) -> None:
         """Read this gateway's partition of the replies topic (``partitions``: its partition count)."""
@@ -75,16 +82,17 @@ class DecisionWaiter:
     def forget(self, request_id: str) -> None:
         self.pending.pop(request_id, None)
 
-    def resolve(self, value: bytes) -> None:
+    def resolve(self, value: bytes, rls: bool = False) -> None:
+        """Land one reply: a ``Decision``, or with ``rls`` a ``DescriptorAnswer`` (``schemas.replies``)."""
         try:
-            decision = self._decode(value)
+            decision = self._decode_answer(value) if rls else self._decode(value)
         except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
             self.stats["bad"] += 1
             if self.stats["bad"] % 1_000 == 1:  # the first, then every 1,000th: junk cannot flood the log
                 logger.warning("an undecodable reply on %s[%s] (%d so far)", self.settings.replies_topic,
                                self.partition, self.stats["bad"])
             return
-        self.on_reply()
+        (self.on_answer if rls else self.on_reply)()
         entry = self.pending.pop(decision.request_id, None)
         if entry is None:
             self.stats["dropped"] += 1
@@ -97,7 +105,7 @@ class DecisionWaiter:
             batches = await self.consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 for record in records:
-                    self.resolve(record.value)
+                    self.resolve(record.value, record.headers == RLS_REPLY_HEADERS)
 
     async def stop(self) -> None:
         if self.consumer is not None:

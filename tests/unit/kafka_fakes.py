@@ -79,7 +79,7 @@ class FakeBatch:
         self.records: list[tuple[bytes | None, bytes | None]] = []
         self._capacity = capacity
 
-    def append(self, key, value, timestamp):
+    def append(self, key, value, timestamp, headers=None):
         if len(self.records) >= self._capacity:
             return None
         self.records.append((key, value))

@@ -20,7 +20,7 @@ class CollectingBatch:
     def __init__(self, sent: list) -> None:
         self.sent = sent
 
-    def append(self, key, value, timestamp):
+    def append(self, key, value, timestamp, headers=None):
         self.sent.append((key, value))
         return True
 

@@ -1,0 +1,47 @@
+"""One descriptor hit against its counter, as a pure function: the rate limit service's decision core.
+
+Counting follows envoyproxy/ratelimit, so a proxy moved over from it sees the same answers: every
+hit counts (``hits_addend`` of them), also when the answer is ``OVER_LIMIT`` (a Redis ``INCRBY``
+does the same); the answer is ``OVER_LIMIT`` once the count after the hit exceeds the limit, with
+``remaining`` 0; ``shadow_mode`` answers ``OK`` but still reports ``remaining`` 0. Windows are the
+unit, aligned to the epoch (a day starts at 00:00 UTC); ``reset_after`` is the reference's
+``unit - now % unit`` in whole seconds of the hit's event time.
+
+``algorithm: sliding`` (a ratewarden extension) weighs the previous window's count by its overlap
+with the trailing window, as the limiter's sliding strategy does; its ``count`` is that weighted
+count rounded up. The state is the limiter's window :class:`agents.strategies.window.Counter`, so
+the same codec, changelog and expiry serve both.
+"""
+
+import math
+
+from agents.strategies.base import EPS
+from agents.strategies.window import Counter, roll
+from schemas.descriptors import DescriptorAnswer, DescriptorHit
+
+__all__ = ["count_hit"]
+
+
+def count_hit(counter: Counter | None, hit: DescriptorHit, decided_at: float) -> tuple[DescriptorAnswer, Counter]:
+    """The answer to ``hit`` given its stored ``counter``, and the counter to store."""
+    window, ts, limit = hit.window, hit.ts, hit.limit
+    rolled = roll(counter, window, ts)
+    start = rolled.index * window
+    now = ts if ts > start else start
+    used = float(rolled.count)
+    if hit.algorithm == "sliding" and rolled.previous:
+        used += rolled.previous * (window - (now - start)) / window
+    count = math.ceil(used + hit.hits - EPS)
+    over = count > limit
+    answer = DescriptorAnswer(
+        hit.request_id, hit.counter, "OK" if not over or hit.shadow else "OVER_LIMIT", limit, window, count,
+        0 if over else limit - count, _reset_after(window, start, now), hit.shadow, ts, decided_at,
+    )
+    return answer, Counter(window, rolled.index, rolled.count + hit.hits, rolled.previous)
+
+
+def _reset_after(window: float, start: float, now: float) -> float:
+    """Seconds until the window turns: whole seconds of ``now`` as the reference counts them."""
+    if window >= 1 and window == int(window):
+        return float(int(window) - int(math.floor(now)) % int(window))
+    return start + window - now
