@@ -331,7 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra and getattr(args, "action", None) == "load" and args.user is None and len(extra) == 1:
+        args.user = extra.pop()  # `limits load --check FILE`: argparse leaves FILE over after the option
+    if extra:
+        build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # kafka-python's event-loop timing diagnostics are noise on a busy machine
         logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
