@@ -34,8 +34,8 @@ def _checked(hit: DescriptorHit) -> DescriptorHit:
     """``hit`` if it can be counted, else ValueError naming what is wrong."""
     if not hit.window > 0:
         raise ValueError(f"window must be positive, got {hit.window!r}")
-    if hit.limit < 0 or hit.hits < 1:
-        raise ValueError(f"limit must be >= 0 and hits >= 1, got {hit.limit!r} and {hit.hits!r}")
+    if hit.limit < 0 or hit.hits < 0:
+        raise ValueError(f"limit and hits must be >= 0, got {hit.limit!r} and {hit.hits!r}")
     if not hit.counter:
         raise ValueError("empty counter key")
     return hit

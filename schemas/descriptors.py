@@ -80,7 +80,7 @@ class DescriptorHit(msgspec.Struct, frozen=True):
     algorithm: str = "fixed"
     shadow: bool = False
     name: str | None = None
-    hits: int = 1
+    hits: int = 1  # 0: check without counting (a descriptor's own hits_addend may be 0)
     ts: float = 0.0  # event time: the call's arrival at the service
 
 

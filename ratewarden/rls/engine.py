@@ -59,7 +59,8 @@ class RlsEngine:
             await self.outbox.stop()
 
     async def should_rate_limit(self, domain: str, descriptors: Sequence[Sequence[tuple[str, str]]],
-                                hits: int) -> RlsResult:
+                                hits: int | Sequence[int]) -> RlsResult:
+        """``hits``: for every descriptor, or one per descriptor (0: check without counting)."""
         resolved = self.rules.resolve(domain, descriptors)
         statuses: list[Status] = [_UNLIMITED if r.unlimited else _NO_LIMIT for r in resolved]
         limited = [i for i, r in enumerate(resolved) if r.limit is not None]
@@ -77,17 +78,19 @@ class RlsEngine:
                 break
         return RlsResult(overall, statuses)
 
-    async def _count(self, domain: str, resolved, limited: list[int], hits: int, statuses: list[Status]) -> None:
+    async def _count(self, domain: str, resolved, limited: list[int], hits, statuses: list[Status]) -> None:
         """Publish the limited descriptors' hits and fill in their statuses from the answers."""
         call_id, ts = self.new_id(), self.clock()
         waiting = Waiting(len(limited))
         expect, put = self.waiter.expect, self.outbox.put
         ids = []
+        each = None if isinstance(hits, int) else hits
         for slot, i in enumerate(limited):
             match = resolved[i]
             limit = match.limit
             hit = DescriptorHit(f"{call_id}/{i}", domain, match.counter, limit.rule, limit.requests_per_unit,
-                                limit.window, limit.algorithm, limit.shadow, limit.name, hits, ts)
+                                limit.window, limit.algorithm, limit.shadow, limit.name,
+                                hits if each is None else each[i], ts)
             expect(hit.request_id, waiting, slot)
             put(hit, waiting, slot)
             ids.append(hit.request_id)

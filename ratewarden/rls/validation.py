@@ -53,10 +53,11 @@ def _too_long(text: str, limit: int) -> bool:
     return n > limit or len(text.encode("utf-8", "surrogatepass")) > limit
 
 
-def validate(request, bounds: Bounds = DEFAULT_BOUNDS) -> tuple[str, Descriptors, int]:
+def validate(request, bounds: Bounds = DEFAULT_BOUNDS) -> tuple[str, Descriptors, int | list[int]]:
     """``(domain, descriptors, hits)`` of a ``RateLimitRequest``; raises ``InvalidCall`` outside ``bounds``.
 
-    ``hits_addend`` 0 (unset) counts 1 hit, as in the reference.
+    ``hits_addend`` 0 (unset) counts 1 hit, as in the reference. When any descriptor sets its own
+    ``hits_addend`` (0 allowed: check without counting), ``hits`` is a list, one per descriptor.
     """
     domain = request.domain
     if not domain:
@@ -76,7 +77,16 @@ def validate(request, bounds: Bounds = DEFAULT_BOUNDS) -> tuple[str, Descriptors
     max_entries = bounds.max_entries
     quick = max_bytes // 4  # a string of at most this many characters is within the bound whatever they are
     descriptors: Descriptors = []
+    per_descriptor: list[int] | None = None
     for i, descriptor in enumerate(request_descriptors):
+        if descriptor.HasField("hits_addend"):
+            own = descriptor.hits_addend.value
+            if own > bounds.max_hits_addend:
+                raise InvalidCall(f"descriptor {i}: hits_addend {own} is above the maximum {bounds.max_hits_addend}",
+                                  "hits_addend")
+            if per_descriptor is None:
+                per_descriptor = [hits] * count
+            per_descriptor[i] = own
         entries = descriptor.entries
         if not entries or len(entries) > max_entries:
             raise InvalidCall(f"descriptor {i} has {len(entries)} entries: it needs 1 to {max_entries}", "entries")
@@ -90,4 +100,4 @@ def validate(request, bounds: Bounds = DEFAULT_BOUNDS) -> tuple[str, Descriptors
                                   "entry_bytes")
             pairs.append((key, value))
         descriptors.append(pairs)
-    return domain, descriptors, hits
+    return domain, descriptors, hits if per_descriptor is None else per_descriptor

@@ -68,3 +68,9 @@ def test_the_fixed_window_matches_a_plain_running_sum(addends, limit):
         assert (answer.code == "OVER_LIMIT") == (total > limit)
         assert answer.remaining == (0 if total > limit else limit - total)
         assert math.isclose(answer.window, HOUR)
+
+
+def test_zero_hits_checks_without_counting():
+    answers, counter = run([hit(), hit(), hit(hits=0), hit(hits=0)])
+    assert [(a.code, a.remaining) for a in answers] == [("OK", 2), ("OK", 1), ("OK", 1), ("OK", 1)]
+    assert counter.count == 2

@@ -107,6 +107,17 @@ async def test_over_limit_governs_headers_and_hits_default_to_one(rls):
     assert headers == {"RateLimit-Policy": r'"a\"b";q=100;w=3600', "RateLimit": r'"a\"b";r=0;t=3000'}
 
 
+async def test_a_descriptors_own_hits_addend_wins_and_may_be_zero(rls):
+    message = request([("a", "1")], [("b", "2")], [("c", "3")], hits=4)
+    message.descriptors[1].hits_addend.value = 0
+    message.descriptors[2].hits_addend.value = 7
+    rls.engine.result = RlsResult("OK", [LIMITED] * 3)
+    await rls.call(message)
+    assert rls.engine.calls[-1][2] == [4, 0, 7]
+    message.descriptors[2].hits_addend.value = 101
+    assert (await refused(rls.call, message)).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_least_remaining_governs_and_no_limit_means_no_headers(rls):
     rls.engine.result = RlsResult("OK", [LIMITED, Status("OK", 4, "week", None, remaining=2, reset_after=5)])
     answer = await rls.call(request([("a", "1")], [("b", "2")]))
