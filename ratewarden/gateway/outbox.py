@@ -42,12 +42,13 @@ Item = tuple[RequestEvent | DescriptorHit, Waiting, int]
 
 
 class Outbox:
-    """``key_of``: a record's key (its partition); request events by ``user_id``, descriptor hits by counter."""
+    """``key_of``: a record's key (its partition); request events by ``user_id``, descriptor hits by counter.
+    ``max_in_flight``: see :data:`MAX_IN_FLIGHT`."""
 
     def __init__(self, producer, topic: str, partitions: int, stamp: list[tuple[str, bytes]],
-                 key_of=attrgetter("user_id")) -> None:
+                 key_of=attrgetter("user_id"), max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self.producer, self.topic, self.partitions, self.stamp = producer, topic, partitions, stamp
-        self.key_of = key_of
+        self.key_of, self.max_in_flight = key_of, max_in_flight
         self._queued: dict[int, list[Item]] = {}
         self._partition_of: dict[str, int] = {}  # murmur2 in Python cost 5% of a batch's gateway CPU
         self._count = 0  # queued requests
@@ -74,7 +75,7 @@ class Outbox:
             queue = self._queued[partition] = []
         queue.append((event, waiting, index))
         self._count += 1
-        if not self._scheduled and (len(self._flights) < MAX_IN_FLIGHT or self._count >= FULL_BATCH):
+        if not self._scheduled and (len(self._flights) < self.max_in_flight or self._count >= FULL_BATCH):
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._drain)
 
