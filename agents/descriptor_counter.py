@@ -13,14 +13,14 @@ to the dead-letter topic with its reason; the worker keeps running.
 
 import logging
 import time
-from typing import Callable
+from typing import Callable, get_args
 
 import msgspec
 
 from agents.descriptor_counting import count_hit
 from agents.intake import Rejection
 from agents.partition_counting import PartitionCounting
-from schemas.descriptors import DescriptorHit
+from schemas.descriptors import DescriptorAlgorithm, DescriptorHit
 from schemas.replies import RLS_REPLY
 from streams import metrics
 from streams.settings import Settings
@@ -28,6 +28,8 @@ from streams.settings import Settings
 __all__ = ["DescriptorCounter"]
 
 logger = logging.getLogger(__name__)
+
+ALGORITHMS = get_args(DescriptorAlgorithm)
 
 
 def _checked(hit: DescriptorHit) -> DescriptorHit:
@@ -38,6 +40,8 @@ def _checked(hit: DescriptorHit) -> DescriptorHit:
         raise ValueError(f"limit and hits must be >= 0, got {hit.limit!r} and {hit.hits!r}")
     if not hit.counter:
         raise ValueError("empty counter key")
+    if hit.algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {hit.algorithm!r}")
     return hit
 
 

@@ -45,6 +45,7 @@ class MatchedLimit:
     shadow: bool
     unlimited: bool
     replaces: tuple[str, ...]
+    burst: int | None = None  # gcra only
 
 
 class Resolved(NamedTuple):
@@ -92,7 +93,7 @@ def _limit(domain: str, path: str, rule: DescriptorRule) -> MatchedLimit | None:
     if spec is None:
         return None
     return MatchedLimit(domain, path, spec.requests_per_unit, spec.unit, float(UNIT_SECONDS[spec.unit]),
-                        spec.name or None, spec.algorithm, rule.shadow_mode, False, replaces)
+                        spec.name or None, spec.algorithm, rule.shadow_mode, False, replaces, spec.burst)
 
 
 def _build(domain: str, parent: _Node, prefix: str, rules: Sequence[DescriptorRule]) -> None:

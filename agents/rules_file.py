@@ -26,11 +26,11 @@ _MAX_RPU = 4_294_967_295
 _DOCUMENT = ("domain", "descriptors")
 _DESCRIPTOR = ("key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric", "value_to_metric",
                "unlimited", "replaces", "quota_mode", "share_threshold")
-_RATE_LIMIT = ("unit", "requests_per_unit", "name", "algorithm", "unlimited", "replaces")
+_RATE_LIMIT = ("unit", "requests_per_unit", "name", "algorithm", "burst", "unlimited", "replaces")
 _UNSUPPORTED = ("quota_mode", "share_threshold")  # accepted only as false
 _FLAGS = ("shadow_mode", "detailed_metric", "unlimited", "value_to_metric")  # value_to_metric: metrics only, dropped
 _UNITS = ", ".join(UNIT_SECONDS)
-_ALGORITHMS = ("fixed", "sliding")
+_ALGORITHMS = ("fixed", "sliding", "gcra")
 
 
 class RuleError(NamedTuple):
@@ -177,18 +177,23 @@ class _Checker:
             self.error(fields["unit"], f"unknown unit '{unit}' ({_UNITS})")
         if "requests_per_unit" not in fields:
             self.error(node, "rate_limit needs 'requests_per_unit'")
+        burst = None
+        if "burst" in fields:
+            burst = self.count(fields["burst"], "burst")
+            if algorithm != "gcra":
+                self.error(fields["burst"], f"'burst' applies to algorithm: gcra, not {algorithm}")
         rule["rate_limit"] = {"unit": (unit or "").lower(), "requests_per_unit": rpu, "name": name,
-                              "algorithm": algorithm}
+                              "algorithm": algorithm, "burst": burst}
 
-    def count(self, node: yaml.Node | None) -> int:
+    def count(self, node: yaml.Node | None, field: str = "requests_per_unit") -> int:
         if node is None:
             return 0
         if not (isinstance(node, yaml.ScalarNode) and node.tag == _INT):
-            self.error(node, "'requests_per_unit' must be a whole number")
+            self.error(node, f"'{field}' must be a whole number")
             return 0
         value = self.construct(node)
         if not 0 <= value <= _MAX_RPU:
-            self.error(node, f"'requests_per_unit' must be from 0 to {_MAX_RPU}, not {value}")
+            self.error(node, f"'{field}' must be from 0 to {_MAX_RPU}, not {value}")
         return value
 
     def replaces(self, node: yaml.Node | None, own_name: str | None) -> list[dict[str, str]]:

@@ -16,6 +16,7 @@ Three records:
 
 Counting follows the reference: every hit counts (``hits`` of them), also when over the limit; the
 answer is ``OVER_LIMIT`` when the count after the hit exceeds ``limit``, with ``remaining`` 0.
+``algorithm: gcra`` (ratewarden's) is the exception: a refused hit does not move the bucket.
 """
 
 from typing import Annotated, Literal
@@ -34,7 +35,7 @@ UNIT_SECONDS = {
 }
 Unit = Literal["second", "minute", "hour", "day", "week", "month", "year"]
 #: Algorithms a descriptor limit may use (the reference has only fixed windows).
-DescriptorAlgorithm = Literal["fixed", "sliding"]
+DescriptorAlgorithm = Literal["fixed", "sliding", "gcra"]
 CODES = ("OK", "OVER_LIMIT")
 Code = Literal["OK", "OVER_LIMIT"]
 #: Key prefix of a rules document on the limits topic: ``domain:<domain>``.
@@ -46,6 +47,7 @@ class RateLimitSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     requests_per_unit: Annotated[int, msgspec.Meta(ge=0, le=4_294_967_295)]
     name: str | None = None
     algorithm: DescriptorAlgorithm = "fixed"
+    burst: Annotated[int, msgspec.Meta(ge=0, le=4_294_967_295)] | None = None  # gcra: extra requests at once
 
 
 class ReplaceSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -82,6 +84,7 @@ class DescriptorHit(msgspec.Struct, frozen=True):
     name: str | None = None
     hits: int = 1  # 0: check without counting (a descriptor's own hits_addend may be 0)
     ts: float = 0.0  # event time: the call's arrival at the service
+    burst: int | None = None  # gcra only
 
 
 class DescriptorAnswer(msgspec.Struct, frozen=True):

@@ -96,7 +96,7 @@ class RlsEngine:
             limit = match.limit
             hit = DescriptorHit(f"{call_id}/{i}", domain, match.counter, limit.rule, limit.requests_per_unit,
                                 limit.window, limit.algorithm, limit.shadow, limit.name,
-                                hits if each is None else each[i], ts)
+                                hits if each is None else each[i], ts, limit.burst)
             expect(hit.request_id, waiting, slot)
             put(hit, waiting, slot)
             ids.append(hit.request_id)

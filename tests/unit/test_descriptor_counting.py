@@ -74,3 +74,25 @@ def test_zero_hits_checks_without_counting():
     answers, counter = run([hit(), hit(), hit(hits=0), hit(hits=0)])
     assert [(a.code, a.remaining) for a in answers] == [("OK", 2), ("OK", 1), ("OK", 1), ("OK", 1)]
     assert counter.count == 2
+
+
+def test_gcra_lets_a_burst_through_then_one_per_interval_and_refusals_do_not_count():
+    h = dict(limit=60, window=60.0, algorithm="gcra")  # one a second, 2 more at once
+    answers, state = [], None
+    for ts, hits in ((T0, 1), (T0, 1), (T0, 1), (T0, 1), (T0 + 0.5, 1), (T0 + 1.0, 1), (T0 + 3.0, 2)):
+        answer, state = count_hit(state, DescriptorHit("r/0", "d", "c", "k", hits=hits, ts=ts, burst=2, **h), ts)
+        answers.append(answer)
+    assert [a.code for a in answers] == ["OK", "OK", "OK", "OVER_LIMIT", "OVER_LIMIT", "OK", "OK"]
+    assert [a.remaining for a in answers[:4]] == [2, 1, 0, 0]
+    assert answers[3].reset_after == 3.0, "the bucket empties 3 s after three at once"
+    zero, _ = count_hit(None, DescriptorHit("r/0", "d", "c", "k", hits=1, ts=T0, limit=0, window=60.0,
+                                            algorithm="gcra"), T0)
+    assert zero.code == "OVER_LIMIT"
+
+
+def test_switching_algorithms_starts_a_fresh_state():
+    _, counter = run([hit(limit=3), hit(limit=3), hit(limit=3)])
+    answer, state = count_hit(counter, DescriptorHit("r/0", "d", "c", "k", 3, HOUR, "gcra", ts=T0), T0)
+    assert answer.code == "OK" and type(state).__name__ == "GcraState"
+    back, counter = count_hit(state, hit(limit=3), T0)
+    assert (back.code, back.remaining) == ("OK", 2)

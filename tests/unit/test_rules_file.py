@@ -35,7 +35,9 @@ CASES = {
     "value not a string": (rule("- key: a\n  value: {x: 1}\n"), 4, "'value' must be a string"),
     "unknown descriptor field": (rule("- key: a\n  rate_limits: {}\n"), 4, "unknown field 'rate_limits'"),
     "unknown rate_limit field": (rule("- key: a\n  rate_limit:\n    unit: second\n    requests_per_unit: 1\n"
-                                      "    burst: 2\n"), 7, "unknown field 'burst' in rate_limit"),
+                                      "    bucket: 2\n"), 7, "unknown field 'bucket' in rate_limit"),
+    "burst without gcra": (rule("- key: a\n  rate_limit:\n    unit: second\n    requests_per_unit: 1\n"
+                                "    burst: 2\n"), 7, "'burst' applies to algorithm: gcra, not fixed"),
     "unknown replaces field": (rule("- key: a\n  unlimited: true\n  replaces:\n    - name: n\n      why: x\n"),
                                7, "unknown field 'why' in a replaces entry"),
     "unknown document field": ("domain: edge\nlimits: []\n", 2, "unknown field 'limits' in a rules document"),
@@ -55,7 +57,7 @@ CASES = {
     "huge requests_per_unit": (rule("- key: a\n  rate_limit: {unit: second, requests_per_unit: 4294967296}\n"),
                                4, "not 4294967296"),
     "unknown algorithm": (rule("- key: a\n  rate_limit:\n    unit: second\n    requests_per_unit: 1\n"
-                               "    algorithm: gcra\n"), 7, "unknown algorithm 'gcra' (fixed, sliding)"),
+                               "    algorithm: token\n"), 7, "unknown algorithm 'token' (fixed, sliding, gcra)"),
     "unlimited with rate_limit": (rule("- key: a\n  unlimited: true\n  rate_limit:\n    unit: second\n"
                                        "    requests_per_unit: 1\n"), 6, "unlimited: true together with a rate_limit"),
     "unit with reference unlimited": (rule("- key: a\n  rate_limit:\n    unlimited: true\n    unit: second\n"),
