@@ -28,5 +28,13 @@ def interrupt_on_signals(*signals: int) -> None:
 
 def command_line(script: str, argv: list[str]) -> str:
     """``script`` with ``argv`` as it was run, e.g. ``.venv/bin/python bench/limiter_bench.py --rounds 3``."""
-    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
-    return shlex.join([python, script, *argv])
+    return shlex.join([_python(), script, *argv])
+
+
+def _python() -> str:
+    """The interpreter as the reader would type it: ``.venv/bin/python`` for any project venv (also one
+    of another checkout the run borrowed), else its name — never an absolute path of this machine."""
+    parts = sys.executable.split(os.sep)
+    if ".venv" in parts:
+        return "/".join(parts[parts.index(".venv"):])
+    return os.path.basename(sys.executable)
