@@ -6,10 +6,12 @@ from collections import Counter
 
 import grpc
 import httpx
+import msgspec
 import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
+from ratewarden.client import read_topic_records
 from ratewarden.gateway.runtime import Gateway
 from ratewarden.gateway.testing import GatewayStack, wait_until
 from ratewarden.rls.results import MAX_REMAINING
@@ -144,3 +146,39 @@ def test_a_per_ip_limit_holds_exactly_with_two_workers_and_two_gateways(kafka_bo
         allowed.update(ip for ip, code in zip(ips * 15, first) if code == OK)
         assert allowed == {ip: 20 for ip in ips}, "exactly the limit per IP across both gateways"
         assert all(p.poll() is None for p in stack.workers.values())
+
+
+def test_ghz_calls_ratewarden_and_every_call_is_counted_exactly(stack, tmp_path):
+    """A load generator that is not ours: 400 calls, 8 at a time, on one route counter of limit 100/hour."""
+    import json
+    import subprocess
+
+    from bench.peers.envoy_ratelimit import build_ghz
+    from bench.peers.rls_protoset import CALL, write_protoset
+
+    route = f"/ghz-{uuid.uuid4().hex[:8]}"
+    data = {"domain": "edge", "descriptors": [{"entries": [{"key": "route", "value": route}]}]}
+    done = subprocess.run([str(build_ghz()), "--insecure", "--protoset", str(write_protoset(tmp_path / "rls.protoset")),
+                           "--call", CALL, "-n", "400", "-c", "8", "--format", "json", "-d", json.dumps(data),
+                           "-m", json.dumps({"authorization": f"Bearer {stack.keys['service']}"}), stack.grpc_target],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["count"] == 400 and report["statusCodeDistribution"] == {"OK": 400}, report.get("errorDistribution")
+    after = call(stack, request({"route": route}, hits=0))  # hits_addend 0 means 1: the 401st hit
+    assert (after.overall_code, after.statuses[0].limit_remaining) == (OVER, 0)
+
+    def audited():
+        answers = [msgspec.json.decode(r.value) for r in read_topic_records(stack.settings, stack.settings.rls_decisions_topic)]
+        mine = [a for a in answers if msgspec.json.decode(a["counter"])[1] == [["route", route]]]
+        return mine if len(mine) >= 401 else None
+
+    mine = wait_until(audited, what="every answer on the audit topic")
+    assert sorted(a["count"] for a in mine) == list(range(1, 402)), "each hit counted once, none lost"
+    assert sum(a["code"] == "OK" for a in mine) == 100
+    with grpc.insecure_channel(stack.grpc_target) as channel:  # a descriptor's own hits_addend 0: look only
+        message = request({"route": route + "-fresh"})
+        message.descriptors[0].hits_addend.value = 0
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+        answer = stub.ShouldRateLimit(message, metadata=[("authorization", f"Bearer {stack.keys['service']}")])
+    assert answer.statuses[0].limit_remaining == 100, "checked without counting"
