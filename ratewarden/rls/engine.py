@@ -16,12 +16,11 @@ import math
 from operator import attrgetter
 from typing import Callable, Sequence
 
-from prometheus_client import Counter
-
 from agents.descriptor_rules import RuleBook
 from ratewarden.gateway.outbox import Outbox
 from ratewarden.gateway.waiter import DecisionWaiter
 from ratewarden.gateway.waiting import Waiting
+from ratewarden.rls.metrics import UNDECIDED, UNKNOWN_DOMAIN
 from ratewarden.rls.results import MAX_REMAINING, RlsResult, Status
 from schemas.descriptors import DescriptorHit
 from streams.settings import Settings
@@ -30,8 +29,6 @@ __all__ = ["RlsEngine"]
 
 logger = logging.getLogger(__name__)
 
-UNDECIDED = Counter("ratewarden_rls_undecided_total", "Descriptors answered by the failure mode (no answer in time)")
-UNKNOWN_DOMAIN = Counter("ratewarden_rls_unknown_domain_total", "Calls for a domain without rules (answered OK)")
 
 #: Hit batches in flight at once. One, not the HTTP outbox's two: gRPC calls arrive one per loop turn,
 #: not in bursts, so with two flights each carried a call or two and every hop paid per request;

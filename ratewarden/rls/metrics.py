@@ -9,7 +9,7 @@ from prometheus_client import Counter, Histogram
 
 __all__ = [
     "AUTH_FAILURES", "AUTH_OUTCOMES", "CALLS", "CALL_CODES", "ENGINE_ERRORS", "INVALID_CALLS", "INVALID_REASONS",
-    "LATENCY", "call_counter",
+    "LATENCY", "UNDECIDED", "UNKNOWN_DOMAIN", "call_counter",
 ]
 
 #: Seconds, from half a millisecond: Envoy waits on every call, so the low end is where the detail matters.
@@ -39,6 +39,9 @@ LATENCY = Histogram(
     "From a validated ShouldRateLimit call to its response (engine included)",
     buckets=_LATENCY_BUCKETS,
 )
+
+UNDECIDED = Counter("ratewarden_rls_undecided_total", "Descriptors answered by the failure mode (no answer in time)")
+UNKNOWN_DOMAIN = Counter("ratewarden_rls_unknown_domain_total", "Calls for a domain without rules (answered OK)")
 
 #: The reasons ``ratewarden.rls.validation.InvalidCall`` carries.
 INVALID_REASONS = {

@@ -120,6 +120,10 @@ def test_the_json_form_answers_like_the_reference(stack):
     with stack.client("client") as client:
         assert client.post("/json", json=body).status_code == 403
     assert httpx.post(stack.url + "/json", json=body).status_code == 401
+    with stack.client("admin") as admin:
+        metrics = admin.get("/metrics").text
+    assert 'ratewarden_rls_calls_total{code="OVER_LIMIT"}' in metrics
+    assert 'ratewarden_rls_invalid_calls_total{reason="json"}' in metrics
 
 
 async def _through_second_gateway(settings, ips: list[str], rounds: int) -> list[str]:
