@@ -186,3 +186,15 @@ def test_ghz_calls_ratewarden_and_every_call_is_counted_exactly(stack, tmp_path)
         stub = rls_pb2_grpc.RateLimitServiceStub(channel)
         answer = stub.ShouldRateLimit(message, metadata=[("authorization", f"Bearer {stack.keys['service']}")])
     assert answer.statuses[0].limit_remaining == 100, "checked without counting"
+
+
+def test_rules_change_live_and_a_counter_keeps_its_count(stack):
+    domain = f"live-{uuid.uuid4().hex[:6]}"
+    rules = "domain: {d}\ndescriptors:\n  - key: k\n    rate_limit: {{unit: hour, requests_per_unit: {n}}}\n"
+    stack.load_rules(rules.format(d=domain, n=5))
+    assert [call(stack, request({"k": "v"}, domain=domain)).statuses[0].limit_remaining for _ in range(3)] == [4, 3, 2]
+    stack.load_rules(rules.format(d=domain, n=10))  # no restart: the gateway applies it as it arrives
+    answer = call(stack, request({"k": "v"}, domain=domain)).statuses[0]
+    assert (answer.current_limit.requests_per_unit, answer.limit_remaining) == (10, 6), "the same counter, a new limit"
+    stack.load_rules(rules.format(d=domain, n=10).replace("hour", "minute"))  # a new unit: a new counter
+    assert call(stack, request({"k": "v"}, domain=domain)).statuses[0].limit_remaining == 9
