@@ -39,7 +39,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -49,20 +48,12 @@ from rich.table import Table  # noqa: E402
 
 from bench.commands import command_line, interrupt_on_signals  # noqa: E402
 from bench.peers.go_tools import GhzResult, parse_ghz  # noqa: E402
-from bench.report import fmt_num, machine, markdown_table, median_of  # noqa: E402
+from bench.rls_report import SUMMARY, Run, every_row, markdown_section, summarize  # noqa: E402
 
 __all__ = ["GhzResult", "Run", "parse_ghz", "ghz_command", "measure", "summarize", "markdown_section", "main"]
 
 DOMAIN = "rw"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-
-
-class Run(NamedTuple):
-    round: int
-    system: str
-    result: GhzResult
-    service_cpu_ms_per_call: float | None
-    ghz_cpu_percent: float | None
 
 
 def ghz_command(ghz: Path, protoset: Path, target: str, concurrency: int, users: int, *, duration: str | None = None,
@@ -97,51 +88,6 @@ def measure(command: list[str], pids: list[int]) -> tuple[GhzResult, float | Non
     ghz_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     return (result, 1000.0 * spent / result.count if result.count else None,
             100.0 * ghz_cpu / wall if wall > 0 else None)
-
-
-def _spread(values, fmt: str) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    spread = f" ({min(values):{fmt}}–{max(values):{fmt}})" if len(values) > 1 else ""
-    return fmt_num(median_of(values), fmt) + spread
-
-
-SUMMARY = ["system", "requests/s median (min–max)", "ours ÷ peer", "p50 ms", "p99 ms", "service CPU ms/call",
-           "ghz CPU %", "errors", "runs"]
-EVERY = ["round", "system", "calls", "requests/s", "p50 ms", "p99 ms", "errors (cut at end)", "service CPU ms/call",
-         "ghz CPU %"]
-
-
-def summarize(runs: list[Run]) -> list[list[str]]:
-    rows, rates = [], {s: median_of([r.result.rps for r in runs if r.system == s]) for s in ("ours", "peer")}
-    for system in [s for s in ("ours", "peer") if any(r.system == s for r in runs)]:
-        group = [r for r in runs if r.system == system]
-        both = system == "ours" and rates["ours"] and rates["peer"]
-        ratio = f"{rates['ours'] / rates['peer']:.2f}×" if both else "–"
-        rows.append([system, _spread([r.result.rps for r in group], ",.0f"), ratio,
-                     _spread([r.result.p50_ms for r in group], ".2f"), _spread([r.result.p99_ms for r in group], ".2f"),
-                     _spread([r.service_cpu_ms_per_call for r in group], ".3f"),
-                     _spread([r.ghz_cpu_percent for r in group], ".0f"), str(sum(r.result.errors for r in group)),
-                     str(len(group))])
-    return rows
-
-
-def every_row(r: Run) -> list[str]:
-    return [str(r.round + 1), r.system, f"{r.result.count:,}", fmt_num(r.result.rps), fmt_num(r.result.p50_ms, ".2f"),
-            fmt_num(r.result.p99_ms, ".2f"), f"{r.result.errors} ({r.result.cut})",
-            fmt_num(r.service_cpu_ms_per_call, ".3f"),
-            fmt_num(r.ghz_cpu_percent, ".0f")]
-
-
-def markdown_section(command: str, facts: list[tuple[str, str]], runs: list[Run]) -> str:
-    here = dict(machine(""))
-    lines = [f"Run of {here['date']}", "", "```", command, "```", ""]
-    lines += [f"- {name}: {here[name]}" for name in ("machine", "load average at end", "Python", "code")]
-    lines += [f"- {name}: {value}" for name, value in facts]
-    lines += ["", markdown_table(SUMMARY, summarize(runs)), "", "Every run:", "",
-              markdown_table(EVERY, [every_row(r) for r in runs]), ""]
-    return "\n".join(lines)
 
 
 def start_ours(args, tmp: Path, stack, console: Console, grpc_port: int) -> tuple[str, str, list[int], str]:
