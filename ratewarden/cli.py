@@ -77,13 +77,15 @@ def _worker(args) -> int:
 
 def _limits(args) -> int:
     from ratewarden import control
-    from ratewarden.rules_cli import list_rules, load_rules_file
+    from ratewarden.rules_cli import list_rules, load_rules_file, unload_domain
     from schemas.limits import RateLimit
 
     if args.action == "load":
         return load_rules_file(args.user, args.check)
     if args.action == "rules":
         return list_rules()
+    if args.action == "unload":
+        return unload_domain(args.user)
     if args.action == "set":
         limit = RateLimit(
             user_id=args.user, limit=args.limit, window=args.window, request_type=args.type,
@@ -250,9 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("limits", help="set, delete or list rate limits (live, no restart)")
-    p.add_argument("action", choices=["set", "delete", "list", "load", "rules"],
-                   help="load FILE: descriptor rules (envoyproxy/ratelimit's format, docs/rls.md); rules: list them")
-    p.add_argument("user", nargs="?", help="the user (set, delete) or the rules file (load)")
+    p.add_argument("action", choices=["set", "delete", "list", "load", "rules", "unload"],
+                   help="load FILE: descriptor rules (envoyproxy/ratelimit's format, docs/rls.md); rules: list them; "
+                        "unload DOMAIN: remove a domain's rules")
+    p.add_argument("user", nargs="?", help="the user (set, delete), the rules file (load) or the domain (unload)")
     p.add_argument("--check", action="store_true", help="load: validate the rules file only, publish nothing")
     p.add_argument("limit", nargs="?", type=int)
     p.add_argument("--window", type=float, default=60.0)
@@ -339,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # kafka-python's event-loop timing diagnostics are noise on a busy machine
         logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
-    if args.command == "limits" and args.action == "load" and not args.user:
-        build_parser().error("limits load needs FILE (a rules YAML file)")
+    if args.command == "limits" and args.action in ("load", "unload") and not args.user:
+        build_parser().error("limits load needs FILE (a rules YAML file), limits unload a DOMAIN")
     if args.command == "limits" and args.action in ("set", "delete") and not args.user:
         build_parser().error("limits set|delete needs USER (and LIMIT for set)")
     if args.command == "limits" and args.action == "set" and args.limit is None:

@@ -15,7 +15,7 @@ from rich.table import Table
 from agents.rules_file import RulesFileError, load_rules
 from schemas.descriptors import DescriptorRule
 
-__all__ = ["list_rules", "load_rules_file"]
+__all__ = ["list_rules", "load_rules_file", "unload_domain"]
 
 logger = logging.getLogger(__name__)
 console = Console()
@@ -66,6 +66,17 @@ def _rows(domain: str, descriptors: list[DescriptorRule], path: str = ""):
         replaces = ", ".join(r.name for r in rule.replaces)
         yield domain, here, what, (limit.name if limit and limit.name else ""), flags, replaces
         yield from _rows(domain, rule.descriptors, here)
+
+
+def unload_domain(domain: str) -> int:
+    """Remove ``domain``'s rules (a tombstone on the limits topic): its calls are answered OK, unlimited."""
+    from ratewarden import control
+
+    if domain not in {doc.domain for doc in control.read_rules()}:
+        raise ValueError(f"no rules for domain {domain!r} (ratewarden limits rules lists them)")
+    control.delete_rules(domain)
+    console.print(f"removed the rules of {escape(domain)}; gateways drop them as the tombstone arrives")
+    return 0
 
 
 def list_rules() -> int:

@@ -172,3 +172,9 @@ def test_a_file_with_every_kind_of_error_is_refused_by_line_and_changes_nothing(
         assert rules.document(CHECK_ONLY) is None
         assert rules.document(DOMAIN) == load_rules(GOOD)[0], "the gateway holds the good file's rules, whole"
 
+        unloaded = ratewarden(stack, "limits", "unload", DOMAIN)
+        assert unloaded.returncode == 0, unloaded.stdout + unloaded.stderr
+        wait_until(lambda: rules.document(DOMAIN) is None, 30, "the domain removed")
+        assert remaining(stack, DOMAIN, "route", "checkout") == (OK, 0, False), "no rules: no limit, as the reference"
+        assert ratewarden(stack, "limits", "unload", DOMAIN).returncode == 2, "an unknown domain is an error"
+
