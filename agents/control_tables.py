@@ -2,8 +2,6 @@
 :class:`agents.rules.LimitBook` and a :class:`agents.rules.Blocklist` through a
 :class:`streams.tables.ControlTable` (the worker and the gateway both keep them)."""
 
-import logging
-
 import msgspec
 
 from agents.descriptor_rules import RuleBook
@@ -14,9 +12,6 @@ from streams.settings import Settings
 from streams.tables import ControlTable
 
 __all__ = ["limits_table", "blocklist_table"]
-
-
-logger = logging.getLogger(__name__)
 
 
 def limits_table(settings: Settings, book: LimitBook, rules: RuleBook | None = None) -> ControlTable:
@@ -30,8 +25,7 @@ def limits_table(settings: Settings, book: LimitBook, rules: RuleBook | None = N
         if name.startswith(RULES_KEY_PREFIX):
             if rules is not None:
                 domain = name[len(RULES_KEY_PREFIX):]
-                rules.put(domain, None if value is None else decode_rules(value))
-                logger.info("descriptor rules of domain %r %s", domain, "removed" if value is None else "loaded")
+                rules.put(domain, None if value is None else decode_rules(value))  # RuleBook logs it
             return
         book.put(name, None if value is None else decode(value))
 
