@@ -10,13 +10,7 @@ packages (``ensure_packages()`` installs what ``shutil.which`` does not find, wi
 so). ``EnvoyRateLimit`` starts ``redis-server`` (no persistence) and the service on free loopback
 ports (``HOST``, ``GRPC_HOST`` and ``DEBUG_HOST`` are all ``127.0.0.1``: it listens on all interfaces
 by default; ``grpc_target`` is its gRPC ``ShouldRateLimit``), with its rules YAML in a temporary
-directory: ``rules=`` a whole file, else one rule::
-
-    domain: rw
-    descriptors:
-      - key: user
-        rate_limit: {unit: minute, requests_per_unit: LIMIT}
-
+directory (``rules=`` a whole file, else one rule: ``user``, LIMIT per minute, ``rules_yaml()``),
 and stops both by PID (SIGTERM, SIGKILL after a timeout). Call: ``POST /json`` with
 ``{"domain":"rw","descriptors":[{"entries":[{"key":"user","value":"u1"}]}]}``; 200 with
 ``"overallCode":"OK"``, 429 when over the limit. Several descriptors in one call are decided together
@@ -43,6 +37,7 @@ from typing import Callable
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
+from bench.commands import interrupt_on_signals  # noqa: E402
 from bench.peers.go_tools import RATELIMIT_VERSION, TOOLS, build_tool, gopath  # noqa: E402
 
 __all__ = ["VERSION", "MODULE", "ensure_packages", "build", "build_client", "build_ghz", "gopath", "EnvoyRateLimit",
@@ -218,10 +213,6 @@ class EnvoyRateLimit:
         _stop(self.redis)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -234,9 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_packages(say, ("redis-server",) if args.command == "run" else ("redis-server", "wrk"))
     binary = build(say)
     if args.command == "build":
-        print(binary)
-        print(build_client(say))
-        print(build_ghz(say))
+        print(binary, build_client(say), build_ghz(say), sep="\n")
         return 0
     workdir = Path(tempfile.mkdtemp(prefix="envoy-ratelimit-"))
     peer = EnvoyRateLimit(binary, workdir, args.limit, port=args.port)
@@ -245,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"envoyproxy/ratelimit at {peer.url}/json and gRPC {peer.grpc_target} "
               f"(Redis 127.0.0.1:{peer.redis_port}; PIDs {peer.pids}; "
               f"files in {workdir}); Ctrl-C stops both", flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
+        interrupt_on_signals(signal.SIGTERM)
         while all(p.poll() is None for p in (peer.redis, peer.service)):
             time.sleep(0.5)
         return 1
