@@ -21,6 +21,9 @@ __all__ = ["ControlTable", "blocklist_key"]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a table's consumer may take to stop.
+STOP_TIMEOUT = 3.0
+
 Apply = Callable[[bytes, bytes | None], None]
 
 
@@ -74,6 +77,12 @@ class ControlTable:
         while True:
             await self.poll()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the consumer, giving up after ``timeout`` s (aiokafka's stop can hang on a dead
+        SASL_SSL connection; a worker or gateway being stopped must still exit)."""
         if self.consumer is not None:
-            await self.consumer.stop()
+            try:
+                await asyncio.wait_for(self.consumer.stop(), timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                logger.warning("table %s: its consumer did not stop within %.0f s; going on without it",
+                               self.topic, timeout)
