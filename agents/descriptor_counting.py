@@ -24,6 +24,7 @@ import math
 
 from agents.strategies.base import EPS, Rule
 from agents.strategies.gcra import STRATEGY as GCRA, GcraState
+from agents.strategies.sliding import weighted_count
 from agents.strategies.window import Counter, roll
 from schemas.descriptors import DescriptorAnswer, DescriptorHit
 
@@ -39,11 +40,9 @@ def count_hit(counter: Counter | GcraState | None, hit: DescriptorHit,
         counter = None
     window, ts, limit = hit.window, hit.ts, hit.limit
     rolled = roll(counter, window, ts)
-    start = rolled.index * window
-    now = ts if ts > start else start
-    used = float(rolled.count)
-    if hit.algorithm == "sliding" and rolled.previous:
-        used += rolled.previous * (window - (now - start)) / window
+    used, start, now = weighted_count(rolled, window, ts)
+    if hit.algorithm != "sliding":
+        used = float(rolled.count)
     count = math.ceil(used + hit.hits - EPS)
     over = count > limit
     answer = DescriptorAnswer(

@@ -7,10 +7,10 @@ previous window's, weighted by how much of it still overlaps the trailing window
 from agents.strategies.base import EPS, Check, Rule, ceil_ms
 from agents.strategies.window import Counter, WindowStrategy, roll
 
-__all__ = ["STRATEGY", "SlidingWindow"]
+__all__ = ["STRATEGY", "SlidingWindow", "weighted_count"]
 
 
-def _used(counter: Counter, window: float, ts: float) -> tuple[float, float, float]:
+def weighted_count(counter: Counter, window: float, ts: float) -> tuple[float, float, float]:
     """(requests counted against the limit, window start, the time judged) for a rolled counter."""
     start = counter.index * window
     now = max(ts, start)
@@ -24,7 +24,7 @@ class SlidingWindow(WindowStrategy):
 
     def check(self, state: Counter, rule: Rule, ts: float) -> Check:
         window, limit = rule.window, rule.limit
-        used, start, now = _used(state, window, ts)
+        used, start, now = weighted_count(state, window, ts)
         end = start + window
         if used + 1 <= limit + EPS:
             return Check(True, used, limit, start, end, 0.0)
@@ -41,7 +41,7 @@ class SlidingWindow(WindowStrategy):
         wait = ceil_ms(max(wait, 0.001))
         # The closed form and the check round differently at large timestamps: step to the first
         # millisecond that the check itself allows, so a retry at ts + retry_after always passes.
-        while _used(roll(state, window, now + wait), window, now + wait)[0] + 1 > limit + EPS:
+        while weighted_count(roll(state, window, now + wait), window, now + wait)[0] + 1 > limit + EPS:
             wait = round(wait + 0.001, 3)
         return Check(False, used, limit, start, end, wait)
 
