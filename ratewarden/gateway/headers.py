@@ -23,8 +23,8 @@ from agents.rules import LimitBook
 from agents.strategies.base import Rule
 from schemas.decisions import Decision
 
-__all__ = ["DEFAULT", "TYPE", "USER", "Policies", "PolicyCache", "governing", "policies", "rate_fields", "rate_headers",
-           "seconds"]
+__all__ = ["DEFAULT", "TYPE", "USER", "Policies", "PolicyCache", "governing", "limit_item", "policies", "policy_item",
+           "rate_fields", "rate_headers", "seconds"]
 
 DEFAULT, USER, TYPE = "default", "user", "type"
 
@@ -40,8 +40,18 @@ def _window(value: float) -> int:
     return whole if whole > 1 else 1
 
 
+def policy_item(name: str, quota: int, window: float) -> str:
+    """One ``RateLimit-Policy`` item; ``name`` is the item's RFC 8941 String, quotes included."""
+    return f'{name};q={quota};w={_window(window)}'
+
+
+def limit_item(name: str, remaining: int, reset: float) -> str:
+    """The ``RateLimit`` item; ``name`` as for :func:`policy_item`."""
+    return f"{name};r={remaining};t={seconds(reset)}"
+
+
 def _item(name: str, quota: int, window: float) -> str:
-    return f'"{name}";q={quota};w={_window(window)}'
+    return policy_item(f'"{name}"', quota, window)
 
 
 class Policies(NamedTuple):
@@ -85,7 +95,7 @@ def rate_fields(p: Policies, d: Decision) -> tuple[str, str]:
         items = [_item(n, r.limit, r.window) for n, r in zip(p.names, p.rules)]
         items[i] = _item(name, d.limit, window)
         value = ", ".join(items)
-    return value, f'"{name}";r={d.remaining};t={seconds(d.reset_at - d.ts_event)}'
+    return value, limit_item(f'"{name}"', d.remaining, d.reset_at - d.ts_event)
 
 
 def rate_headers(d: Decision, p: Policies | None = None) -> dict[str, str]:

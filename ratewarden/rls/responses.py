@@ -20,7 +20,7 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 
-from ratewarden.gateway.headers import seconds
+from ratewarden.gateway.headers import limit_item, policy_item
 from ratewarden.rls.results import RlsResult, Status
 from schemas.descriptors import UNIT_SECONDS
 
@@ -69,10 +69,9 @@ def rate_headers(status: Status) -> tuple[str, str]:
         if len(_policy_cache) >= _POLICY_CACHE_MAX:
             _policy_cache.clear()
         window = UNIT_SECONDS.get(status.unit or "", 1)
-        policy = _policy_cache[shape] = f"{_sf_string(status.name)};q={status.requests_per_unit};w={window}"
+        policy = _policy_cache[shape] = policy_item(_sf_string(status.name), status.requests_per_unit, window)
     reset = status.reset_after if status.reset_after is not None else UNIT_SECONDS.get(status.unit or "", 1)
-    name = policy[:policy.index(";q=")]
-    return policy, f"{name};r={status.remaining};t={seconds(reset)}"
+    return policy, limit_item(policy[:policy.index(";q=")], status.remaining, reset)
 
 
 def _status(status: Status) -> _DescriptorStatus:
