@@ -194,9 +194,8 @@ class HistoryService(Service):
         self._task = keeper.supervise(self, "history", keeper.run_fed if keeper.fed else keeper.run)
 
     async def on_stop(self) -> None:
-        self.keeper.stop()
-        if self._task is not None and not self._task.done():
-            await asyncio.wait([self._task], timeout=10)
+        await self.keeper.wind_down(self._task, 10)
+        if self._task is not None:
             self._task.cancel()
         await self.keeper.close()
         if self.producer is not None:

@@ -75,10 +75,7 @@ class LimiterService(Service):
 
     async def on_stop(self) -> None:
         """Let the limiter finish its batch, flush state and offsets, then close the clients."""
-        self.limiter.stop()
-        decide = getattr(self, "_decide", None)
-        if decide is not None and not decide.done():
-            await asyncio.wait([decide], timeout=30)
+        await self.limiter.wind_down(getattr(self, "_decide", None), 30)
         for task in getattr(self, "_table_tasks", ()):
             task.cancel()
         await self.limiter.close()
@@ -107,10 +104,7 @@ class RlsService(Service):
         self._count = self.counter.supervise(self, "rls counter")
 
     async def on_stop(self) -> None:
-        self.counter.stop()
-        count = getattr(self, "_count", None)
-        if count is not None and not count.done():
-            await asyncio.wait([count], timeout=30)
+        await self.counter.wind_down(getattr(self, "_count", None), 30)
         await self.counter.close()
         logger.info("rls counter stopped after %s", self.counter.stats)
 

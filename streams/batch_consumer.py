@@ -116,6 +116,12 @@ class BatchConsumer:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def wind_down(self, task: asyncio.Future | None, timeout: float) -> None:
+        """Stop the loop and give ``task`` (what :meth:`supervise` returned) ``timeout`` s to finish its batch."""
+        self.stop()
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=timeout)
+
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
