@@ -30,7 +30,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-__all__ = ["DOMAIN", "RULES_YAML", "SHAPES", "Call", "Answer", "calls", "call", "compare", "run", "main"]
+__all__ = ["DOMAIN", "RULES_YAML", "SHAPES", "Call", "Answer", "calls", "call", "compare", "rate_limit_request", "run",
+           "main"]
 
 DOMAIN = "diff"
 #: The reference's rules format (``unlimited``, ``name`` and ``replaces`` inside ``rate_limit``).
@@ -101,15 +102,22 @@ def calls(n: int, seed: int) -> list[Call]:
     return out[:n]
 
 
-def call(stub, domain: str, descriptors: list[Descriptor], hits: int, metadata=()) -> Answer:
-    """One ``ShouldRateLimit`` with the generated stub (``rls_pb2_grpc.RateLimitServiceStub``)."""
+def rate_limit_request(domain: str, descriptors: list[Descriptor], hits: int = 0):
+    """The ``RateLimitRequest`` of ``descriptors`` (lists of (key, value) entries); ``hits`` 0 means 1."""
     from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
     from envoy.service.ratelimit.v3 import rls_pb2
 
-    request = rls_pb2.RateLimitRequest(domain=domain, hits_addend=hits, descriptors=[
+    return rls_pb2.RateLimitRequest(domain=domain, hits_addend=hits, descriptors=[
         ratelimit_pb2.RateLimitDescriptor(entries=[ratelimit_pb2.RateLimitDescriptor.Entry(key=k, value=v)
                                                    for k, v in entries]) for entries in descriptors])
-    response = stub.ShouldRateLimit(request, metadata=tuple(metadata), timeout=10)
+
+
+def call(stub, domain: str, descriptors: list[Descriptor], hits: int, metadata=()) -> Answer:
+    """One ``ShouldRateLimit`` with the generated stub (``rls_pb2_grpc.RateLimitServiceStub``)."""
+    from envoy.service.ratelimit.v3 import rls_pb2
+
+    response = stub.ShouldRateLimit(rate_limit_request(domain, descriptors, hits), metadata=tuple(metadata),
+                                    timeout=10)
     name = rls_pb2.RateLimitResponse.Code.Name
     return name(response.overall_code), [(name(s.code), s.limit_remaining) for s in response.statuses]
 

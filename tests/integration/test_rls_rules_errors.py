@@ -14,10 +14,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from agents.rules_file import load_rules
+from bench.rls_differential import rate_limit_request
 from ratewarden.gateway.testing import GatewayStack, wait_until
 
 pytestmark = pytest.mark.kafka
@@ -119,8 +119,7 @@ def ratewarden(stack: GatewayStack, *args: str) -> subprocess.CompletedProcess:
 
 def remaining(stack: GatewayStack, domain: str, key: str, value: str) -> tuple[int, int, bool]:
     """(overall code, limit_remaining, has a current limit) of one call with one descriptor."""
-    request = rls_pb2.RateLimitRequest(domain=domain, descriptors=[ratelimit_pb2.RateLimitDescriptor(
-        entries=[ratelimit_pb2.RateLimitDescriptor.Entry(key=key, value=value)])])
+    request = rate_limit_request(domain, [[(key, value)]])
     with grpc.insecure_channel(stack.grpc_target) as channel:
         answer = rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit(
             request, metadata=[("authorization", f"Bearer {stack.keys['service']}")], timeout=30)

@@ -8,9 +8,9 @@ import grpc
 import httpx
 import msgspec
 import pytest
-from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
+from bench.rls_differential import rate_limit_request
 from ratewarden.client import read_topic_records
 from ratewarden.gateway.runtime import Gateway
 from ratewarden.gateway.testing import GatewayStack, wait_until
@@ -38,9 +38,7 @@ OK, OVER = rls_pb2.RateLimitResponse.OK, rls_pb2.RateLimitResponse.OVER_LIMIT
 
 
 def request(*descriptors: dict[str, str], domain: str = "edge", hits: int = 0) -> rls_pb2.RateLimitRequest:
-    return rls_pb2.RateLimitRequest(domain=domain, hits_addend=hits, descriptors=[
-        ratelimit_pb2.RateLimitDescriptor(entries=[
-            ratelimit_pb2.RateLimitDescriptor.Entry(key=k, value=v) for k, v in d.items()]) for d in descriptors])
+    return rate_limit_request(domain, [list(d.items()) for d in descriptors], hits)
 
 
 def call(stack: GatewayStack, message: rls_pb2.RateLimitRequest, key: str | None = None) -> rls_pb2.RateLimitResponse:
