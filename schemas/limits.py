@@ -35,10 +35,11 @@ class RateLimit(msgspec.Struct, frozen=True):
 
 
 class BlocklistEntry(msgspec.Struct, frozen=True):
-    """A blocked IP or user: from ``start`` (event time) for ``ttl`` seconds (``None``: forever)."""
+    """A blocked IP, network (a CIDR such as ``2001:db8:1:2::/64``) or user: from ``start`` (event
+    time) for ``ttl`` seconds (``None``: forever)."""
 
     subject: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    kind: Literal["ip", "user"] = "ip"
+    kind: Literal["ip", "network", "user"] = "ip"
     reason: str = "manual"
     start: float = 0.0
     ttl: float | None = None

@@ -96,10 +96,14 @@ def test_file_is_a_2020_12_schema_with_the_right_required_fields(name: str) -> N
     assert text == json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def test_request_event_requires_all_five_fields() -> None:
+def test_request_event_requires_five_fields_and_status_is_optional() -> None:
     record = record_schema(load("request_event.schema.json"))
-    assert sorted(record["required"]) == sorted(RequestEvent.__struct_fields__)
+    assert sorted(record["required"]) == sorted(f for f in RequestEvent.__struct_fields__ if f != "status")
     assert len(record["required"]) == 5
+    status = record["properties"]["status"]["anyOf"]
+    assert {"type": "integer", "minimum": 100, "maximum": 599} in [
+        {k: v for k, v in option.items() if k != "description"} for option in status
+    ]
 
 
 def test_write_all_round_trips(tmp_path: Path) -> None:
