@@ -98,5 +98,5 @@ def _decision(
     # Positional, in field order: this runs once per event.
     return Decision(
         event.request_id, event.user_id, event.ip, event.request_type, verdict, reason, limit, count,
-        remaining, window_start, reset_at, retry_after, shadow, event.ts, decided_at,
+        remaining, window_start, reset_at, retry_after, shadow, event.ts, decided_at, event.status,
     )

@@ -52,12 +52,14 @@ def decide_fixed(
     if blocked is not None:  # not counted
         remaining = limit - count
         decision = Decision(event.request_id, event.user_id, event.ip, event.request_type, BLOCK, blocked, limit,
-                            count, remaining if remaining > 0 else 0, start, end, 0.0, False, ts, decided_at)
+                            count, remaining if remaining > 0 else 0, start, end, 0.0, False, ts, decided_at,
+                            event.status)
         return decision, counter
     if count + 1 <= limit + EPS:
         remaining = limit - count - 1
         decision = Decision(event.request_id, event.user_id, event.ip, event.request_type, ALLOW, "within_limit",
-                            limit, count + 1, remaining if remaining > 0 else 0, start, end, 0.0, False, ts, decided_at)
+                            limit, count + 1, remaining if remaining > 0 else 0, start, end, 0.0, False, ts, decided_at,
+                            event.status)
         return decision, Counter(window, counter.index, count + 1, counter.previous)
     retry_after = ceil_ms(end - (ts if ts > start else start))
     reason = "rate_limited" if rule.scope == "user" else "rate_limited_type"
@@ -67,5 +69,6 @@ def decide_fixed(
     else:
         verdict = THROTTLE
     decision = Decision(event.request_id, event.user_id, event.ip, event.request_type, verdict, reason, limit, count,
-                        remaining if remaining > 0 else 0, start, end, retry_after, rule.shadow, ts, decided_at)
+                        remaining if remaining > 0 else 0, start, end, retry_after, rule.shadow, ts, decided_at,
+                        event.status)
     return decision, counter
