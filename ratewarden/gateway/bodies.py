@@ -15,6 +15,7 @@ import msgspec
 
 from ratewarden.gateway.models import TEXT_PATTERN
 from ratewarden.gateway.net import normalize_ip
+from schemas.events import HttpStatus
 from schemas.users import ID_PATTERN
 
 __all__ = ["Invalid", "Submit", "batch_decoder", "check_ip", "checked", "is_json"]
@@ -28,6 +29,7 @@ class Submit(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
     request_type: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_whole(TEXT_PATTERN))]
     user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_whole(ID_PATTERN))] | None = None
     ip: Annotated[str, msgspec.Meta(min_length=2, max_length=45)] | None = None
+    status: HttpStatus | None = None
 
 
 class Invalid(Exception):

@@ -13,7 +13,7 @@ from fastapi import HTTPException
 from ratewarden.gateway.answers import Answers
 from ratewarden.gateway.bodies import Invalid, Submit, batch_decoder, checked, is_json
 from ratewarden.gateway.headers import PolicyCache
-from ratewarden.gateway.runtime import Gateway
+from ratewarden.gateway.runtime import Gateway, Request
 from schemas.users import User
 
 __all__ = ["Inline", "Reply", "SUBMITTERS"]
@@ -21,10 +21,10 @@ __all__ = ["Inline", "Reply", "SUBMITTERS"]
 logger = logging.getLogger(__name__)
 
 Reply = tuple[int, Any, list[tuple[bytes, bytes]]]
-#: The roles that may submit requests; only the last two may name another user_id or ip.
+#: The roles that may submit requests; only the last two may name another user_id or ip, or report a status.
 SUBMITTERS = ("client", "service", "admin")
 ON_BEHALF = ("service", "admin")
-FORBIDDEN = "only service and admin keys may set user_id or ip"
+FORBIDDEN = "only service and admin keys may set user_id, ip or status"
 
 
 def _json_bytes(body: bytes, content_type: bytes | None) -> bytes:
@@ -51,11 +51,13 @@ class Inline:
         self.max_items = settings.gateway_batch_max_items
         self._batch = batch_decoder(self.max_items)
 
-    def _request(self, caller: User, submit: Submit, address: Callable[[], str]) -> tuple[str, str, str]:
-        """``(user_id, ip, request_type)`` of a valid body; 403 if the caller may not speak for others."""
-        if (submit.user_id is not None or submit.ip is not None) and caller.role not in ON_BEHALF:
+    def _request(self, caller: User, submit: Submit, address: Callable[[], str]) -> Request:
+        """``(user_id, ip, request_type, status)`` of a valid body; 403 if the caller may not speak for others
+        (or for the service: only the service knows the status it answered)."""
+        if (submit.user_id is not None or submit.ip is not None or submit.status is not None) \
+                and caller.role not in ON_BEHALF:
             raise HTTPException(403, FORBIDDEN)
-        return submit.user_id or caller.user_id, submit.ip or address(), submit.request_type
+        return submit.user_id or caller.user_id, submit.ip or address(), submit.request_type, submit.status
 
     async def submit(self, caller: User, body: bytes, content_type: bytes | None,
                      address: Callable[[], str]) -> Reply:
@@ -70,7 +72,7 @@ class Inline:
         items = self._batch(_json_bytes(body, content_type))
         entries: list[dict[str, Any] | None] = [None] * len(items)
         valid: list[int] = []
-        requests: list[tuple[str, str, str]] = []
+        requests: list[Request] = []
         for i, item in enumerate(items):
             try:
                 requests.append(self._request(caller, checked(item), address))

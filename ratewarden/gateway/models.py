@@ -35,6 +35,7 @@ def _ip(text: str) -> str:
 
 
 IpText = Annotated[str, Field(min_length=2, max_length=45, examples=["203.0.113.7"]), AfterValidator(_ip)]
+HttpStatus = Annotated[int, Field(ge=100, le=599, examples=[401])]
 UserIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN, description="a user id")]
 IpPath = Annotated[
     str, Path(min_length=2, max_length=45, description="an IPv4 or IPv6 address", examples=["192.0.2.1"]),
@@ -53,6 +54,10 @@ class SubmitBody(_Body):
     request_type: RequestType
     user_id: UserId | None = Field(None, description="service/admin keys only: submit on behalf of this user")
     ip: IpText | None = Field(None, description="service/admin keys only: the end client's IP")
+    status: HttpStatus | None = Field(
+        None, description="service/admin keys only: the HTTP status (or auth result as one) the service answered the "
+                          "request with, if known; the abuse analytics count failures with it"
+    )
 
 
 class BatchBody(_Body):

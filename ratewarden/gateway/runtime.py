@@ -33,7 +33,7 @@ from agents.control_tables import blocklist_table, limits_table
 from streams.tables import ControlTable
 from streams.topics import ensure_topics
 
-__all__ = ["Clock", "Gateway", "Outcome", "Unavailable"]
+__all__ = ["Clock", "Gateway", "Outcome", "Request", "Unavailable"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ WRITE_TIMEOUT = 15.0
 
 class Unavailable(Exception):
     """Kafka did not take (or give back) a control write in time."""
+
+
+#: What the gateway publishes one event for: ``(user_id, ip, request_type)`` or with the service's ``status``.
+Request = tuple[str, str, str] | tuple[str, str, str, int | None]
 
 
 class Outcome(NamedTuple):
@@ -153,20 +157,21 @@ class Gateway:
         if self.producer is not None:
             await _bounded("the producer", self.producer.stop())
 
-    async def decide(self, user_id: str, ip: str, request_type: str) -> Outcome:
+    async def decide(self, user_id: str, ip: str, request_type: str, status: int | None = None) -> Outcome:
         """Publish one request event and wait for its decision (None after the timeout)."""
-        return (await self.decide_many(((user_id, ip, request_type),)))[0]
+        return (await self.decide_many(((user_id, ip, request_type, status),)))[0]
 
-    async def decide_many(self, requests: Sequence[tuple[str, str, str]]) -> list[Outcome]:
-        """Publish ``(user_id, ip, request_type)`` requests; their outcomes in the same order, after one wait.
+    async def decide_many(self, requests: Sequence[Request]) -> list[Outcome]:
+        """Publish ``(user_id, ip, request_type[, status])`` requests; their outcomes in the same order, after
+        one wait.
 
         An outcome whose decision did not come within the timeout (or that Kafka refused) has None.
         """
         clock, new_id, expect, put = self.clock, self.new_id, self.waiter.expect, self.outbox.put
         waiting = Waiting(len(requests))
         events = []
-        for index, (user_id, ip, request_type) in enumerate(requests):
-            event = RequestEvent(new_id(), user_id, ip, request_type, clock())
+        for index, (user_id, ip, request_type, *status) in enumerate(requests):
+            event = RequestEvent(new_id(), user_id, ip, request_type, clock(), *status)
             expect(event.request_id, waiting, index)
             put(event, waiting, index)
             events.append(event)

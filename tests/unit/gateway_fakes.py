@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from ratewarden.gateway.app import create_app
 from ratewarden.gateway.auth import new_user
-from ratewarden.gateway.runtime import Gateway, Outcome
+from ratewarden.gateway.runtime import Gateway, Outcome, Request
 from schemas.decisions import Decision
 from schemas.events import RequestEvent
 from streams.settings import Settings
@@ -36,13 +36,13 @@ class FakeGateway(Gateway):
     async def stop(self) -> None:
         pass
 
-    async def decide(self, user_id: str, ip: str, request_type: str) -> Outcome:
-        event = RequestEvent(f"q{len(self.events)}", user_id, ip, request_type, self.clock())
+    async def decide(self, user_id: str, ip: str, request_type: str, status: int | None = None) -> Outcome:
+        event = RequestEvent(f"q{len(self.events)}", user_id, ip, request_type, self.clock(), status)
         self.events.append(event)
         made = self.verdicts.pop(0) if self.verdicts else decision()
-        return Outcome(event, made and msgspec.structs.replace(made, request_id=event.request_id))
+        return Outcome(event, made and msgspec.structs.replace(made, request_id=event.request_id, status=status))
 
-    async def decide_many(self, requests: Sequence[tuple[str, str, str]]) -> list[Outcome]:
+    async def decide_many(self, requests: Sequence[Request]) -> list[Outcome]:
         return [await self.decide(*request) for request in requests]
 
     async def write(self, table: str, key: str, value: bytes | None) -> None:

@@ -37,7 +37,7 @@ def test_client_keys_may_not_speak_for_others_item_by_item(api):
     items = [{"request_type": "a"}, {"request_type": "b", "user_id": "someone"}]
     entries = api.post("/requests/batch", json={"requests": items}, headers=api.key_for("client")).json()["decisions"]
     assert [e["code"] for e in entries] == [200, 403]
-    assert entries[1] == {"status": "forbidden", "code": 403, "detail": "only service and admin keys may set user_id or ip"}
+    assert entries[1] == {"status": "forbidden", "code": 403, "detail": "only service and admin keys may set user_id, ip or status"}
     assert api.gateway.events[-1].user_id == "client-1"
 
 
