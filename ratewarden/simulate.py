@@ -1,40 +1,64 @@
-"""A labelled traffic simulator: honest users, offices behind NAT, and known attacks.
+"""A labelled traffic simulator: honest users, offices behind NAT, honest look-alikes, and attacks.
 
 ``ratewarden simulate --minutes M --users N --seed S --out TRACE.jsonl --labels LABELS.json``
-writes a trace in the replay format (lines in ts order) and the labels: which IPs attack, how and
-from when, which IPs are offices, and the allow-list of known offices. Deterministic for a seed.
+writes a trace in the replay format (lines in ts order) and the labels: which sources attack, how and
+from when, which IPs are offices and honest crowds, and the allow-list of known offices. Deterministic
+for a seed. Shares below are of the trace's length, so any length works (30 minutes and more keeps
+the proportions; each attack lasts at least three 60 s windows and starts up to 50 s past its share,
+off the window grid).
 
 Honest traffic: users in sessions (a ``login``, then reads, searches and writes at a per-user rate
-of a few requests a minute; a few API clients at up to 60 a minute, mostly one type); most users on
-their own address, some households of 2-4 users, and offices where 15-80 users share one NAT address
-(half of them on the allow-list, some opening with a wave of logins). Attacks, at fixed shares of
-the trace so any length works (each lasts at least three windows):
+of a few requests a minute; a few API clients at 20-60 a minute, mostly one type), as Poisson processes:
+
+* offices: up to ~30% of the users, 15-80 each behind one NAT address (every other one allow-listed,
+  in 192.0.2.0/24; two in three open with a wave of logins): ``labels["offices"]``;
+* ``cgnat`` (crowd): 2 random IPv4 addresses with 250-350 users each (at most a fifth of the users
+  each, for small traces): ``labels["crowds"][ip]``;
+* ``retry_burst`` (crowd): 3 users on their own IPv4 address who, once each (at shares 0.1-0.3,
+  0.35-0.55, 0.6-0.8), send 150 requests of one type within 30 s, the first 100 answered 503;
+* everyone else on their own address (10% with a second one), 5% in households of 2-4; ~15% of the
+  non-office users on IPv6 instead: a global /64 per household (2a00::-2a0f::) and 1-3 device
+  addresses in it per user, each session on one of them;
+* ``flash_crowd`` (crowd): from share 0.88 to 0.96 every honest user's Poisson rate is 3x (sessions
+  are unchanged: those active then send three times as much), ``labels["crowds"]["flash_crowd"]``.
+
+Attacks (``labels["attackers"]``, bots at a steady pace with +-30% jitter):
 
 * ``flood``: one IP, one account, 700 or 1,200 requests a minute; the first floods twice (a repeat
-  offender);
-* ``credential_stuffing``: a pool of three IPs, 120 requests a minute each, mostly ``login``, a
-  different user name each time;
-* ``scraper``: one IP, one account, 180-240 requests a minute of one request type;
-* ``hammering``: one IP, one account at 240 a minute against a limit of 100: mostly throttled;
-* ``low_and_slow``: 24 IPs, 6 logins a minute each, a different user name each time.
+  offender): 0.15-0.32 and 0.55-0.68, the second 0.75-0.85;
+* ``credential_stuffing``: a pool of three IPs, 120 requests a minute each, 95% ``login``, a
+  different user name each time, 0.3-0.62;
+* ``scraper``: one IP, one account, 180 a minute of ``search`` (0.2-0.5) or 240 of ``read`` (0.45-0.8);
+* ``hammering``: one IP, one account at 240 a minute against a limit of 100: mostly throttled, 0.4-0.6;
+* ``low_and_slow``: 24 IPs, 6 logins a minute each, a different user name each time, 0.5-0.9;
+* ``ipv6_rotation``: one /64 (labelled by its CIDR, ``"network": true``), a fresh address in it for
+  every request, one account, 600 a minute, honest type mix, 0.10-0.25;
+* ``account_rotation``: one IP, 240 a minute, honest type mix, each request from a throwaway account
+  never seen elsewhere (``user-`` and 8 digits; ~10% make a second request), 0.40-0.55;
+* ``distributed_stuffing``: 30 IPs, 3.2 logins a minute each (~4 requests with the reads) against a
+  pool of 40 honest users active then (``labels["victims"]``), every fourth login followed a second
+  later by a ``read`` of that account (login share 0.8), 0.62-0.75.
 
-Attackers send at a steady pace with jitter (bots), honest users as Poisson processes.
+Outcomes (``status``, unless ``outcomes=False``; then the same trace without them): honest logins 200
+(95%) or 401, other honest requests 200 (99%), 404 or 500; stuffing logins (credential_stuffing,
+low_and_slow, distributed_stuffing) 401 (97%) or 200; the retry bursts 503 then 200; all else 200.
+
+``labels["kinds"]`` maps each attack kind to its sources (IPs or CIDRs).
 """
 
 import json
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ratewarden.sim_honest import MINUTE, STUFFING, Addresses, draw_status, honest_type, honest_user, retry_burst
+from ratewarden.sim_shapes import Trace, account_rotation, distributed_stuffing, ipv6_rotation
 from schemas.events import RequestEvent
 
 __all__ = ["Simulation", "simulate", "write_labels", "ALLOWLIST"]
 
 #: Known offices live in TEST-NET-1; everything else gets addresses drawn at random.
 ALLOWLIST = ["192.0.2.0/24"]
-HONEST_TYPES = (("read", 0.52), ("search", 0.25), ("write", 0.18), ("login", 0.05))
-MINUTE = 60.0
 
 
 @dataclass
@@ -43,87 +67,19 @@ class Simulation:
     labels: dict = field(default_factory=dict)
 
 
-class _Addresses:
-    """Unique random IPv4 addresses outside private, loopback and documentation ranges."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng, self.used = rng, set()
-
-    def new(self) -> str:
-        while True:
-            first = self.rng.randint(11, 223)
-            if first in (100, 127, 169, 172, 192, 198, 203):
-                continue
-            ip = f"{first}.{self.rng.randrange(256)}.{self.rng.randrange(256)}.{self.rng.randint(1, 254)}"
-            if ip not in self.used:
-                self.used.add(ip)
-                return ip
+#: The honest look-alikes: the flash crowd's shares and factor; the retry bursts' shares.
+FLASH_CROWD = (0.88, 0.96, 3)
+RETRY_BURSTS = ((0.1, 0.3), (0.35, 0.55), (0.6, 0.8))
 
 
-def _honest_type(rng: random.Random, api_type: str | None) -> str:
-    if api_type is not None and rng.random() < 0.9:
-        return api_type
-    x = rng.random()
-    for kind, weight in HONEST_TYPES:
-        x -= weight
-        if x < 0:
-            return kind
-    return "read"
+def _honest(trace: Trace, users: int, flash: tuple[float, float, float]) -> None:
+    """Offices, CGNAT crowds, the retry-burst users, then everyone else (some on IPv6), ``users`` in all."""
+    rng, span, addresses, out, labels = trace.rng, trace.span, trace.addresses, trace.rows, trace.labels
+    crowds = labels["crowds"]
 
-
-def _sessions(rng: random.Random, span: float, wave: tuple[float, float] | None) -> list[tuple[float, float]]:
-    """(start, end) of a user's sessions in [0, span); a wave forces the first one into it."""
-    out = []
-    for i in range(rng.choice((1, 1, 2, 3))):
-        if i == 0 and wave is not None:
-            start = rng.uniform(*wave)
-        else:
-            start = rng.uniform(-10 * MINUTE, span)
-        length = min(max(rng.expovariate(1 / (10 * MINUTE)), MINUTE), span)
-        out.append((start, start + length))
-    merged: list[tuple[float, float]] = []  # one person, one session at a time
-    for start, end in sorted(out):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def _honest_user(rng, user, ips, span, wave, out) -> None:
-    api = rng.random() < 0.03
-    rate = rng.uniform(20, 60) if api else min(max(rng.lognormvariate(math.log(2.5), 0.8), 0.2), 40.0)
-    api_type = rng.choice(("read", "search")) if api else None
-    for start, end in _sessions(rng, span, wave):
-        ip = rng.choice(ips)
-        if start >= 0:
-            out.append((start, user, ip, "login"))
-        t = start + rng.expovariate(rate / MINUTE)
-        while t < min(end, span):
-            if t >= 0:
-                out.append((t, user, ip, _honest_type(rng, api_type)))
-            t += rng.expovariate(rate / MINUTE)
-
-
-def _steady(rng, start, end, per_minute, emit) -> None:
-    """A bot's pace: one request every 60/per_minute seconds, +-30% jitter."""
-    step = MINUTE / per_minute
-    t = start + rng.uniform(0, step)
-    while t < end:
-        emit(t)
-        t += step * rng.uniform(0.7, 1.3)
-
-
-def simulate(
-    minutes: float = 30.0, users: int = 2000, seed: int = 7, start_ts: float = 1_732_900_000.0
-) -> Simulation:
-    """The trace (ts order, replay format) and its labels."""
-    rng = random.Random(seed)
-    span = minutes * MINUTE
-    addresses = _Addresses(rng)
-    out: list[tuple[float, str, str, str]] = []
-    labels: dict = {"seed": seed, "minutes": minutes, "users": users, "start_ts": start_ts,
-                    "end_ts": start_ts + span, "allowlist": ALLOWLIST, "attackers": {}, "offices": {}}
+    def person(u: int, ips: list[str], wave=None) -> str:
+        honest_user(rng, f"user-{u:05d}", ips, span, wave, out, flash)
+        return f"user-{u:05d}"
 
     # Offices: up to ~30% of the users, 15-80 each behind one address; every other one is allow-listed.
     u = 0
@@ -136,30 +92,60 @@ def simulate(
         wave_start = rng.uniform(0.05, 0.3) * span
         wave = (wave_start, wave_start + 3 * MINUTE) if k % 3 != 2 else None
         for _ in range(size):
-            _honest_user(rng, f"user-{u:05d}", [ip], span, wave, out)
+            person(u, [ip], wave)
             u += 1
         labels["offices"][ip] = {"users": size, "allowlisted": allowlisted, "login_wave": wave is not None}
-    # Everyone else: own address (some with a second one), some households of 2-4 users.
+    office_users = u
+    # Carrier-grade NAT: two addresses with hundreds of ordinary users behind each.
+    for _ in range(2):
+        size = min(rng.randint(250, 350), users // 5, users - u)
+        if size <= 0:
+            break
+        ip = addresses.new()
+        for _ in range(size):
+            person(u, [ip])
+            u += 1
+        crowds[ip] = {"kind": "cgnat", "users": size}
+    # Three users on their own address who, once, retry a failing request 150 times within 30 s.
+    for a, b in RETRY_BURSTS:
+        if u >= users:
+            break
+        ip, at = addresses.new(), rng.uniform(a, b) * span
+        user = person(u, [ip])
+        u += 1
+        retry_burst(rng, user, ip, at, out)
+        crowds[ip] = {"kind": "retry_burst", "start": round(trace.start_ts + at, 3), "user": user}
+    # Everyone else: own address (some with a second one), some households of 2-4 users; ~15% of the
+    # non-office users on IPv6: a /64 per household, 1-3 device addresses in it per user.
+    v6_share = min(1.0, 0.15 * (users - office_users) / max(1, users - u))
     while u < users:
         household = rng.randint(2, 4) if rng.random() < 0.05 else 1
-        ips = [addresses.new()]
+        prefix = addresses.new_network() if rng.random() < v6_share else None
+        ips = [addresses.new()] if prefix is None else []
         for _ in range(min(household, users - u)):
-            own = ips + ([addresses.new()] if rng.random() < 0.1 else [])
-            _honest_user(rng, f"user-{u:05d}", own, span, None, out)
+            if prefix is None:
+                person(u, ips + ([addresses.new()] if rng.random() < 0.1 else []))
+            else:
+                person(u, [addresses.new_v6(prefix) for _ in range(rng.randint(1, 3))])
             u += 1
 
-    def attack(kind: str, intervals: list[tuple[float, float]], per_minute: float, user, request_type) -> None:
-        """One attacking IP; ``user()`` and ``request_type()`` give each request's account and type."""
-        ip = addresses.new()
-        shown = [[round(start_ts + a, 3), round(start_ts + b, 3)] for a, b in intervals]
-        labels["attackers"][ip] = {"kind": kind, "start": shown[0][0], "intervals": shown, "per_minute": per_minute}
-        for a, b in intervals:
-            _steady(rng, a, b, per_minute, lambda t: out.append((t, user(), ip, request_type())))
 
-    def during(a: float, b: float) -> tuple[float, float]:
-        """From share ``a`` of the trace (plus up to 50 s, off the window grid) to share ``b``, 3 min at least."""
-        start = a * span + rng.uniform(0, 50)
-        return start, max(b * span, start + 3 * MINUTE)
+def simulate(
+    minutes: float = 30.0, users: int = 2000, seed: int = 7, start_ts: float = 1_732_900_000.0,
+    outcomes: bool = True,
+) -> Simulation:
+    """The trace (ts order, replay format) and its labels; ``outcomes=False``: the same trace without statuses."""
+    rng = random.Random(seed)
+    span = minutes * MINUTE
+    labels: dict = {"seed": seed, "minutes": minutes, "users": users, "start_ts": start_ts,
+                    "end_ts": start_ts + span, "allowlist": ALLOWLIST, "attackers": {}, "offices": {}, "crowds": {}}
+    trace = Trace(rng, span, start_ts, Addresses(rng), labels)
+    lo, hi, factor = FLASH_CROWD
+    _honest(trace, users, (lo * span, hi * span, factor))
+    labels["crowds"]["flash_crowd"] = {"kind": "flash_crowd", "start": round(start_ts + lo * span, 3),
+                                       "end": round(start_ts + hi * span, 3), "factor": factor}
+
+    attack, during = trace.attack, trace.during
 
     def fixed(value: str):
         return lambda: value
@@ -170,22 +156,31 @@ def simulate(
         return f"user-{next(victims)}"
 
     attack("flood", [during(0.15, 0.32), during(0.55, 0.68)], 700, fixed("acct-flood-1"),  # comes back
-           lambda: _honest_type(rng, None))
+           lambda: honest_type(rng, None))
     attack("flood", [during(0.75, 0.85)], 1200, fixed("acct-flood-2"), fixed("read"))
     pool = during(0.3, 0.62)
     for _ in range(3):
-        attack("credential_stuffing", [pool], 120, victim, lambda: "login" if rng.random() < 0.95 else "read")
+        attack("credential_stuffing", [pool], 120, victim, lambda: "login" if rng.random() < 0.95 else "read", STUFFING)
     attack("scraper", [during(0.2, 0.5)], 180, fixed("acct-crawler-0"), fixed("search"))
     attack("scraper", [during(0.45, 0.8)], 240, fixed("acct-crawler-1"), fixed("read"))
     attack("hammering", [during(0.4, 0.6)], 240, fixed("acct-hammer"), lambda: rng.choice(("read", "search", "write")))
     campaign = during(0.5, 0.9)
     for _ in range(24):
-        attack("low_and_slow", [campaign], 6, victim, fixed("login"))
+        attack("low_and_slow", [campaign], 6, victim, fixed("login"), STUFFING)
+    ipv6_rotation(trace)
+    account_rotation(trace)
+    labels["victims"] = distributed_stuffing(trace)
+    labels["kinds"] = {}
+    for source, label in labels["attackers"].items():
+        labels["kinds"].setdefault(label["kind"], []).append(source)
 
-    out = sorted((round(start_ts + t, 3), user, ip, kind) for t, user, ip, kind in out if 0 <= t < span)
+    rows = sorted((round(start_ts + t, 3), user, ip, kind, outcome) for t, user, ip, kind, outcome in trace.rows
+                  if 0 <= t < span)
+    draw = random.Random(f"outcomes-{seed}")
     events = [
-        RequestEvent(request_id=f"sim-{seed}-{i:08d}", user_id=user, ip=ip, request_type=kind, ts=ts)
-        for i, (ts, user, ip, kind) in enumerate(out)
+        RequestEvent(request_id=f"sim-{seed}-{i:08d}", user_id=user, ip=ip, request_type=kind, ts=ts,
+                     status=draw_status(draw, kind, outcome) if outcomes else None)
+        for i, (ts, user, ip, kind, outcome) in enumerate(rows)
     ]
     labels["events"] = len(events)
     return Simulation(events, labels)
