@@ -7,6 +7,7 @@ Both are plain in-memory structures fed by the compacted control topics (``rate-
 import logging
 from typing import Iterable
 
+from agents.network_bans import NetworkBans
 from agents.strategies.base import Rule
 from agents.strategies.registry import STRATEGIES
 from schemas.limits import BlocklistEntry, RateLimit
@@ -86,11 +87,21 @@ def _rule(key: str, limit: RateLimit, scope: str) -> Rule:
 
 
 class Blocklist:
-    """Blocked IPs and users, each active from ``start`` for ``ttl`` seconds of event time."""
+    """Blocked IPs, networks (CIDRs) and users, each active from ``start`` for ``ttl`` seconds of event time.
+
+    Entries are kept by the subject of their topic key (what :meth:`entries` lists and a tombstone
+    names); network bans are also indexed by :class:`agents.network_bans.NetworkBans`, whose key is
+    the normalised network, so two spellings of one network are one ban there: the one put last
+    (the other takes over if that one is removed). A network entry whose subject is no CIDR is
+    logged, counted in :attr:`rejected` and skipped: a bad record must not stop the worker."""
 
     def __init__(self) -> None:
-        self._by_kind: dict[str, dict[str, BlocklistEntry]] = {"ip": {}, "user": {}}
-        self._ips, self._users = self._by_kind["ip"], self._by_kind["user"]
+        self._by_kind: dict[str, dict[str, BlocklistEntry]] = {"ip": {}, "network": {}, "user": {}}
+        self._ips, self._networks, self._users = self._by_kind["ip"], self._by_kind["network"], self._by_kind["user"]
+        self.network_index = NetworkBans()
+        self._network_matches = self.network_index.matches
+        self._network_names: dict[str, str] = {}  # subject -> normalised network
+        self.rejected = 0
 
     def __len__(self) -> int:
         return sum(map(len, self._by_kind.values()))
@@ -99,18 +110,45 @@ class Blocklist:
         return [entry for entries in self._by_kind.values() for entry in entries.values()]
 
     def put(self, kind: str, subject: str, entry: BlocklistEntry | None) -> None:
+        if kind == "network":
+            self._put_network(subject, entry)
+            return
         entries = self._by_kind.setdefault(kind, {})  # another kind is kept (and listed), never matched
         if entry is None:
             entries.pop(subject, None)
         else:
             entries[subject] = entry
 
-    def reason(self, user_id: str, ip: str, ts: float) -> str | None:
-        """``ip_blocked`` / ``user_blocked`` when an entry is active at event time ``ts``, else None.
+    def _put_network(self, subject: str, entry: BlocklistEntry | None) -> None:
+        if entry is None:
+            self._networks.pop(subject, None)
+            name = self._network_names.pop(subject, None)
+            if name is not None:
+                self.network_index.remove(name)
+                for other, other_name in self._network_names.items():  # another spelling of the same network
+                    if other_name == name:
+                        self.network_index.put(other_name, self._networks[other])
+            return
+        try:
+            name = self.network_index.put(subject, entry)
+        except ValueError:
+            self.rejected += 1
+            logger.warning("blocklist: skipped network entry %r: not a CIDR (%d rejected)", subject, self.rejected)
+            return
+        self._networks[subject] = entry
+        self._network_names[subject] = name
 
-        Runs once per event: two lookups by subject (no key tuple), none while nothing is blocked."""
+    def reason(self, user_id: str, ip: str, ts: float) -> str | None:
+        """``ip_blocked`` / ``network_blocked`` / ``user_blocked`` when an entry is active at event time ``ts``.
+
+        Runs once per event: lookups by subject (no key tuple), none while nothing is blocked; a
+        network lookup is memoised per address (see :mod:`agents.network_bans`)."""
         if self._ips and (entry := self._ips.get(ip)) is not None and _active(entry, ts):
             return "ip_blocked"
+        if self._networks:
+            for entry in self._network_matches(ip):
+                if _active(entry, ts):
+                    return "network_blocked"
         if self._users and (entry := self._users.get(user_id)) is not None and _active(entry, ts):
             return "user_blocked"
         return None
