@@ -7,7 +7,7 @@ Both are plain in-memory structures fed by the compacted control topics (``rate-
 import logging
 from typing import Iterable
 
-from agents.network_bans import NetworkBans
+from agents.network_bans import NetworkBans, normalize_cidr
 from agents.strategies.base import Rule
 from agents.strategies.registry import STRATEGIES
 from schemas.limits import BlocklistEntry, RateLimit
@@ -137,6 +137,11 @@ class Blocklist:
             return
         self._networks[subject] = entry
         self._network_names[subject] = name
+
+    def network_subjects(self, cidr: str) -> list[str]:
+        """The subjects (as keyed on the topic) of the entries banning the network ``cidr``, any spelling."""
+        name = normalize_cidr(cidr)
+        return sorted(subject for subject, other in self._network_names.items() if other == name)
 
     def reason(self, user_id: str, ip: str, ts: float) -> str | None:
         """``ip_blocked`` / ``network_blocked`` / ``user_blocked`` when an entry is active at event time ``ts``.

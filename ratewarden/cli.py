@@ -112,18 +112,31 @@ def _validated(record):
     return msgspec.convert(msgspec.to_builtins(record), type(record))
 
 
+def _blocklist_kind(args) -> tuple[str, str | None]:
+    """(kind, subject) of ``blocklist add|remove``: ``--kind``, else ``--user``, else a network when the
+    subject has a ``/`` (an IP otherwise); a network's subject is normalised (ValueError if no CIDR)."""
+    kind = args.kind or ("user" if args.user else "network" if args.subject and "/" in args.subject else "ip")
+    if args.user and kind != "user":
+        raise ValueError(f"--user contradicts --kind {kind}")
+    if kind == "network" and args.subject:
+        from agents.network_bans import normalize_cidr
+
+        return kind, normalize_cidr(args.subject)
+    return kind, args.subject
+
+
 def _blocklist(args) -> int:
     from ratewarden import control
     from schemas.limits import BlocklistEntry
 
-    kind = "user" if args.user else "ip"
+    kind, subject = _blocklist_kind(args)
     if args.action == "add":
-        entry = BlocklistEntry(subject=args.subject, kind=kind, reason=args.reason, start=args.start, ttl=args.ttl)
+        entry = BlocklistEntry(subject=subject, kind=kind, reason=args.reason, start=args.start, ttl=args.ttl)
         control.block(_validated(entry))
-        print(f"blocked {kind} {args.subject}")
+        print(f"blocked {kind} {subject}")
     elif args.action == "remove":
-        control.unblock(kind, args.subject)
-        print(f"unblocked {kind} {args.subject}")
+        control.unblock(kind, subject)
+        print(f"unblocked {kind} {subject}")
     else:
         table = Table("kind", "subject", "reason", "start", "ttl")
         for e in control.read_blocklist():
@@ -265,10 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shadow", action="store_true")
     p.set_defaults(func=_limits)
 
-    p = sub.add_parser("blocklist", help="add, remove or list blocked IPs or users")
+    p = sub.add_parser("blocklist", help="add, remove or list blocked IPs, networks (CIDRs) or users")
     p.add_argument("action", choices=["add", "remove", "list"])
-    p.add_argument("subject", nargs="?")
-    p.add_argument("--user", action="store_true", help="the subject is a user id, not an IP")
+    p.add_argument("subject", nargs="?", help="an IP, a CIDR such as 198.51.100.0/24 or 2001:db8:1:2::/64, or a user id")
+    p.add_argument("--kind", choices=["ip", "network", "user"],
+                   help="what SUBJECT is (default: network if it has a '/', else ip; a CIDR is normalised)")
+    p.add_argument("--user", action="store_true", help="the subject is a user id (as --kind user)")
     p.add_argument("--reason", default="manual")
     p.add_argument("--start", type=float, default=0.0, help="event time the entry starts")
     p.add_argument("--ttl", type=float, default=None, help="seconds of event time (default: forever)")

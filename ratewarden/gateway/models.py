@@ -15,7 +15,8 @@ from schemas.users import ID_PATTERN
 
 __all__ = [
     "AbuseReportInfo", "AbuseReportList", "BatchBody", "BatchDecision", "BatchDecisions", "Blocked", "BlockBody", "BlockEntry", "BlockList", "CreatedUser",
-    "HistoryItem", "HistoryPage", "IpPath", "Limit", "LimitBody", "LimitList", "NewUser", "PopulationInfo", "Problem",
+    "HistoryItem", "HistoryPage", "IpPath", "Limit", "LimitBody", "LimitList", "NetworkAddressPath", "NewUser",
+    "PopulationInfo", "PrefixPath", "Problem",
     "ReportedIpInfo", "ReportShareInfo", "SubmitBody", "Submitted", "Throttled", "Unavailable", "UserInfo", "UserIdPath",
 ]
 
@@ -41,6 +42,11 @@ IpPath = Annotated[
     str, Path(min_length=2, max_length=45, description="an IPv4 or IPv6 address", examples=["192.0.2.1"]),
     AfterValidator(_ip),
 ]
+NetworkAddressPath = Annotated[
+    str, Path(min_length=2, max_length=45, description="the network's IPv4 or IPv6 address (host bits are cleared)",
+              examples=["198.51.100.0"]),
+]
+PrefixPath = Annotated[int, Path(ge=0, le=128, description="the prefix length: 0-32 (IPv4), 0-128 (IPv6)", examples=[24])]
 TypeQuery = Annotated[
     str | None, Query(min_length=1, max_length=64, pattern=TEXT_PATTERN, description="the limit of one request type")
 ]
@@ -163,8 +169,8 @@ class BlockBody(_Body):
 
 
 class BlockEntry(BaseModel):
-    subject: str
-    kind: Literal["ip", "user"]
+    subject: str = Field(description="an IP, a network (normalised CIDR) or a user id")
+    kind: Literal["ip", "network", "user"]
     reason: str
     start: float
     ttl: float | None

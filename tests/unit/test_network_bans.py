@@ -196,3 +196,74 @@ def test_no_network_ban_means_no_network_lookup():
     book = blocklist(("ip", "10.1.2.3", ban("10.1.2.3", kind="ip")))
     book._network_matches = None  # would raise if called
     assert book.reason("u", "10.9.9.9", 1.0) is None
+
+
+# -- the gateway's admin routes (no Kafka: tests/unit/gateway_fakes.py applies writes at once)
+
+
+@pytest.fixture()
+def api():
+    from tests.unit.gateway_fakes import api_client
+
+    yield from api_client()
+
+
+def test_the_gateway_bans_lists_and_lifts_a_network(api):
+    admin = api.key_for("admin")
+    put = api.put("/blocklist/networks/2001:DB8:1:2::77/64", json={"reason": "botnet", "ttl": 600}, headers=admin)
+    assert put.status_code == 200, put.text
+    assert put.json() | {"start": 0} == {"subject": "2001:db8:1:2::/64", "kind": "network", "reason": "botnet",
+                                         "start": 0, "ttl": 600.0, "expires_at": put.json()["start"] + 600.0}
+    assert api.put("/blocklist/networks/198.51.100.0/24", json={}, headers=admin).status_code == 200
+    listed = api.get("/blocklist", headers=api.key_for("analyst")).json()["entries"]
+    assert [(e["kind"], e["subject"]) for e in listed] == [("network", "198.51.100.0/24"), ("network", "2001:db8:1:2::/64")]
+    assert api.gateway.blocklist.reason("u", "2001:db8:1:2::9", put.json()["start"] + 1) == "network_blocked"
+    assert api.delete("/blocklist/networks/198.51.100.99/24", headers=admin).status_code == 204  # any spelling
+    assert api.delete("/blocklist/networks/198.51.100.0/24", headers=admin).status_code == 404
+    assert [e["subject"] for e in api.get("/blocklist", headers=admin).json()["entries"]] == ["2001:db8:1:2::/64"]
+
+
+@pytest.mark.parametrize("path", ["/blocklist/networks/198.51.100.0/33", "/blocklist/networks/banana/24",
+                                  "/blocklist/networks/2001:db8::/129", "/blocklist/networks/10.0.0.0/x",
+                                  "/blocklist/networks/10.0.0.0/-1"])
+def test_a_bad_network_is_a_422_with_a_message(api, path):
+    answer = api.put(path, json={}, headers=api.key_for("admin"))
+    assert answer.status_code == 422 and answer.json()["detail"][0]["msg"]
+    assert api.delete(path, headers=api.key_for("admin")).status_code == 422
+
+
+def test_network_routes_are_admin_only_and_in_the_openapi_document(api):
+    for role in ("client", "service", "analyst"):
+        assert api.put("/blocklist/networks/10.0.0.0/8", json={}, headers=api.key_for(role)).status_code == 403
+        assert api.delete("/blocklist/networks/10.0.0.0/8", headers=api.key_for(role)).status_code == 403
+    assert api.put("/blocklist/networks/10.0.0.0/8", json={}).status_code == 401
+    document = api.get("/openapi.json").json()
+    operations = document["paths"]["/blocklist/networks/{address}/{prefix}"]
+    assert set(operations) == {"put", "delete"}
+    params = {p["name"]: p for p in operations["put"]["parameters"]}
+    assert params["prefix"]["schema"]["type"] == "integer" and params["address"]["in"] == "path"
+    assert "422" in operations["put"]["responses"] and "404" in operations["delete"]["responses"]
+    assert "network" in document["components"]["schemas"]["BlockEntry"]["properties"]["kind"]["enum"]
+
+
+# -- the CLI's choice of kind
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["blocklist", "add", "198.51.100.7/24"], ("network", "198.51.100.0/24")),
+    (["blocklist", "remove", "2001:DB8:1:2::/64"], ("network", "2001:db8:1:2::/64")),
+    (["blocklist", "add", "203.0.113.9", "--kind", "network"], ("network", "203.0.113.9/32")),
+    (["blocklist", "add", "203.0.113.9"], ("ip", "203.0.113.9")),
+    (["blocklist", "add", "mallory", "--user"], ("user", "mallory")),
+])
+def test_the_cli_tells_a_network_from_its_subject_or_kind(argv, expected):
+    from ratewarden.cli import _blocklist_kind, build_parser
+
+    assert _blocklist_kind(build_parser().parse_args(argv)) == expected
+
+
+def test_the_cli_refuses_a_bad_cidr_with_exit_status_2(capsys):
+    from ratewarden.cli import main
+
+    assert main(["blocklist", "add", "198.51.100.0/33"]) == 2
+    assert "'198.51.100.0/33' is not an IPv4 or IPv6 network" in capsys.readouterr().out
