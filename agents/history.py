@@ -241,6 +241,6 @@ class HistoryService(Service):
         return 200, {
             "user_id": user_id,
             "partition": partition,
-            "requests": [msgspec.structs.asdict(e) for e in entries],
+            "requests": entries,  # HistoryEntry: ``status`` only where the request had one
             "next_before": next_before,
         }

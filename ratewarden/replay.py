@@ -1,6 +1,7 @@
 """Replay a trace (JSON lines, in ts order) through the real pipeline and collect every decision.
 
-A trace line is exactly ``{"request_id", "user_id", "ip", "request_type", "ts"}``. The replay
+A trace line is exactly ``{"request_id", "user_id", "ip", "request_type", "ts"}``, optionally with
+``"status"`` (carried into the decision). The replay
 publishes every line, waits until each ``request_id`` has its decision (first one wins: decisions
 are at-least-once), and returns them in trace order.
 """

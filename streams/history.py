@@ -2,7 +2,8 @@
 
 The history is a pure function of the ``decisions`` topic. Each :meth:`HistoryStore.apply` writes one
 value per user it touches, a *run*: the user's decisions of that call, a msgpack list of ``(ts,
-request_id, request_type, ip, verdict, reason)`` sorted by ``(ts, request_id)``, under the key of its
+request_id, request_type, ip, verdict, reason)`` (and ``status`` last, for a decision that has one: runs
+written before statuses existed read as they are) sorted by ``(ts, request_id)``, under the key of its
 newest entry, ``user_id NUL ts request_id`` (``ts`` a big-endian double: keys sort by user, then event
 time). A run whose key exists (a decision delivered twice, at least once: never above the watermark,
 the highest event time seen) is merged into it. Runs may overlap in time (late events) but no entry is
@@ -50,7 +51,9 @@ _OFFSET = struct.Struct("<q")
 _FLOAT = struct.Struct("<d")
 _TS = struct.Struct(">d")  # order-preserving for the non-negative event times the intake admits
 _NEWEST = b"\xff" * 9  # after every ts and request id of a user's prefix
-_Entry = tuple[float, str, str, str, str, str]  # an entry of a run: the fields of a HistoryEntry
+#: An entry of a run: the fields of a HistoryEntry, ``(ts, request_id, request_type, ip, verdict, reason)``, plus
+#: ``status`` when the decision had one (msgspec cannot type a tuple of either length: decoded untyped).
+_Entry = tuple
 _REQUEST_ID = operator.itemgetter(1)
 #: A user's trim cycle (:meth:`HistoryStore.apply`): entries added since its last trim, those of them in
 #: runs newer than all before (so distinct), the key of its newest entry at its last trim and now
@@ -68,10 +71,11 @@ class Decided(msgspec.Struct):
     verdict: str
     reason: str
     ts_event: float
+    status: int | None = None
 
 
-class HistoryEntry(msgspec.Struct, frozen=True):
-    """One decided request, as the history answers it."""
+class HistoryEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One decided request, as the history answers it (``status`` only when the request had one)."""
 
     ts: float
     request_id: str
@@ -79,6 +83,7 @@ class HistoryEntry(msgspec.Struct, frozen=True):
     ip: str
     verdict: str
     reason: str
+    status: int | None = None
 
 
 #: Memtable size of a history store. The limiter's state options keep 512 KiB (its live data is small);
@@ -117,7 +122,7 @@ class HistoryStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = Rdict(str(path), options=history_options())
         self._encode = msgspec.msgpack.Encoder().encode
-        self._decode = msgspec.msgpack.Decoder(list[_Entry]).decode
+        self._decode = msgspec.msgpack.Decoder(list[tuple]).decode
         self._added: dict[str, list] = {}  # per user: its trim cycle (see _COUNT)
         raw = self._db.get(_POSITION_KEY)
         self.position: int | None = None if raw is None else _OFFSET.unpack(raw)[0]
@@ -141,7 +146,10 @@ class HistoryStore:
         groups: dict[str, list] = {}
         get = groups.get
         for d in decisions:  # once per decision: the entry is built while grouping
-            entry = (d.ts_event, d.request_id, d.request_type, d.ip, d.verdict, d.reason)
+            if (status := d.status) is None:
+                entry = (d.ts_event, d.request_id, d.request_type, d.ip, d.verdict, d.reason)
+            else:
+                entry = (d.ts_event, d.request_id, d.request_type, d.ip, d.verdict, d.reason, status)
             if (run := get(user := d.user_id)) is None:
                 groups[user] = [entry]
             else:

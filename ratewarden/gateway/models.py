@@ -188,6 +188,7 @@ class HistoryItem(BaseModel):
     ip: str
     verdict: Literal["allow", "throttle", "block"]
     reason: str
+    status: int | None = Field(None, description="the status the service reported with the request; absent if none")
 
 
 class HistoryPage(BaseModel):

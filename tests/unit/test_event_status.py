@@ -2,6 +2,7 @@
 and through the gateway's request bodies."""
 
 import json
+import struct
 
 import msgspec
 import pytest
@@ -12,6 +13,7 @@ from agents.policy import Rule, decide, decide_fixed
 from agents.strategies.registry import STRATEGIES
 from schemas.decisions import Decision
 from schemas.events import RequestEvent
+from streams.history import Decided, HistoryEntry, HistoryStore
 
 NOW = 1_732_900_020.0
 BEFORE = b'{"request_id":"r1","user_id":"u1","ip":"203.0.113.7","request_type":"login","ts":1732900000.125}'
@@ -165,3 +167,43 @@ def test_the_openapi_document_shows_the_status_of_both_bodies(api):
     assert number == {"type": "integer", "minimum": 100, "maximum": 599, "examples": [401]} and null == {"type": "null"}
     assert "status" not in schemas["SubmitBody"].get("required", [])
     assert schemas["BatchBody"]["properties"]["requests"]["items"] == {"$ref": "#/components/schemas/SubmitBody"}
+
+
+# --- the history of GET /requests/{user_id} ----------------------------------------------------------
+
+
+def test_the_history_keeps_a_status_where_given_and_reads_runs_written_before_statuses(tmp_path):
+    store = HistoryStore(tmp_path / "h", max_count=100, max_age=3600)
+    try:
+        # a run as the former code wrote it (six fields per entry), then decisions with and without status
+        old = [(NOW, "r0", "read", "203.0.113.7", "allow", "within_limit")]
+        store._db[b"u1\x00" + struct.pack(">d", NOW) + b"r0"] = msgspec.msgpack.encode(old)
+        decided = [Decided("r1", "u1", "203.0.113.7", "login", "allow", "within_limit", NOW + 1, 401),
+                   Decided("r2", "u1", "203.0.113.7", "read", "allow", "within_limit", NOW + 2)]
+        store.apply(decided, 3)
+        fed, _ = decide_fixed(event(429, "r3", NOW + 3), Rule("u1", 10, 60.0), None, NOW + 3)
+        store.apply([fed, decided[0]], 4)  # a Decision fed in process; r1 delivered twice: merged into its run
+        page, more = store.page("u1", 10)
+        assert more is None
+        assert [(e.request_id, e.status) for e in page] == [("r3", 429), ("r2", None), ("r1", 401), ("r0", None)]
+        assert page[1] == HistoryEntry(NOW + 2, "r2", "read", "203.0.113.7", "allow", "within_limit")
+        assert b"status" not in msgspec.json.encode(page[1]) and b'"status":401' in msgspec.json.encode(page[2])
+    finally:
+        store.close()
+
+
+def test_a_history_item_shows_status_only_where_the_request_had_one(api, monkeypatch):
+    items = [{"ts": NOW + 1, "request_id": "r1", "request_type": "login", "ip": "203.0.113.7", "verdict": "allow",
+              "reason": "within_limit", "status": 401},
+             {"ts": NOW, "request_id": "r0", "request_type": "read", "ip": "203.0.113.7", "verdict": "allow",
+              "reason": "within_limit"}]
+
+    async def read(user_id, limit, before):
+        return {"user_id": user_id, "partition": 0, "requests": items, "next_before": None}
+
+    monkeypatch.setattr(api.gateway.history, "read", read)
+    answer = api.get("/requests/u1", headers=api.key_for("admin"))
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"user_id": "u1", "requests": items, "next_before": None}
+    item = api.get("/openapi.json").json()["components"]["schemas"]["HistoryItem"]
+    assert "status" in item["properties"] and "status" not in item["required"]

@@ -93,6 +93,7 @@ async def submit_batch(
 @router.get(
     "/requests/{user_id}",
     response_model=HistoryPage,
+    response_model_exclude_unset=True,  # an item's status only where the request had one
     responses={**AUTH_ERRORS, 503: {"model": Problem, "description": "no worker answered in time"}},
     summary="A user's recent requests, newest first",
 )
