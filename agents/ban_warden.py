@@ -38,10 +38,11 @@ class _ReportView(msgspec.Struct):
     partitions: list[int]
 
 
-def previous_ban(book: BanBook, memory: BanBook, ip: str, ended: dict[str, AutoBan] | None = None) -> AutoBan | None:
-    """What a flag of ``ip`` is judged against: its blocklist entry, else the entry this process
-    tombstoned last (``ended``), else its last remembered automatic ban."""
-    for found in (book.get(ip), (ended or {}).get(blocklist_key("ip", ip)), memory.get(ip)):
+def previous_ban(book: BanBook, memory: BanBook, subject: str, ended: dict[str, AutoBan] | None = None,
+                 kind: str = "ip") -> AutoBan | None:
+    """What a flag of ``subject`` (an address, or a network with ``kind="network"``) is judged against: its
+    blocklist entry, else the entry this process tombstoned last (``ended``), else its last remembered automatic ban."""
+    for found in (book.get(subject, kind), (ended or {}).get(blocklist_key(kind, subject)), memory.get(subject, kind)):
         if found is not None:
             return found
     return None
@@ -113,7 +114,7 @@ class BanWarden:
             return
         self.stats["flags"] += 1
         async with self._lock:
-            previous = previous_ban(self.book, self.memory, flag.ip, self.ended)
+            previous = previous_ban(self.book, self.memory, flag.ip, self.ended, flag.kind)
             entry = next_ban(previous, flag, self.settings.bans, is_allowlisted(flag.ip, self.networks))
             if entry is not None:
                 await self._ban(entry)
@@ -124,7 +125,7 @@ class BanWarden:
             self._due.set()
 
     async def _ban(self, entry: AutoBan) -> None:
-        key, payload = blocklist_key("ip", entry.subject).encode(), self._encode(entry)
+        key, payload = blocklist_key(entry.kind, entry.subject).encode(), self._encode(entry)
         self.book.wrote(entry, payload)
         self.memory.wrote(entry, payload)
         await self.blocklist_topic.send(key=key, value=payload)

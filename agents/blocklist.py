@@ -44,10 +44,13 @@ def ban_ttl(offences: int, settings: BanSettings) -> float:
 def next_ban(previous: AutoBan | None, flag: IpFlag, settings: BanSettings, allowlisted: bool = False) -> AutoBan | None:
     """The entry to write for ``flag`` (starting at its window's end), or None.
 
-    None when the IP is allow-listed, or when the flag's window starts before the end of the IP's
-    current ban (manual or automatic): what it did while banned (e.g. hammering against the ban) is
-    the same offence, and a flag of an earlier window never counts as a new one. Offences older than
-    ``offence_memory`` are forgotten.
+    None when the subject is allow-listed, or when the flag's window starts before the end of the
+    subject's current ban (manual or automatic): what it did while banned (e.g. hammering against the
+    ban) is the same offence, and a flag of an earlier window never counts as a new one. Offences
+    older than ``offence_memory`` are forgotten. Graded by severity: a low-severity flag with no
+    offence in memory is only reported (``ban_low_severity="report"``, the default) or gets a short
+    ban of ``ban_short_ttl`` (``"short"``); a repeat offence escalates whatever the severity.
+    A network flag bans the network (a CIDR entry the limiter matches every address against).
     """
     if allowlisted or flag.allowlisted:
         return None
@@ -59,17 +62,21 @@ def next_ban(previous: AutoBan | None, flag: IpFlag, settings: BanSettings, allo
             return None
         if at - end <= settings.offence_memory:
             offences = previous.offences
+    first_low = flag.severity == "low" and offences == 0
+    if first_low and settings.ban_low_severity == "report":
+        return None
     offences += 1
     return AutoBan(
         subject=flag.ip,
-        kind="ip",
+        kind=flag.kind,
         reason="auto:" + "+".join(flag.rules),
         start=at,
-        ttl=ban_ttl(offences, settings),
+        ttl=settings.ban_short_ttl if first_low else ban_ttl(offences, settings),
         offences=offences,
         rules=list(flag.rules),
         window_end=flag.window_end,
         score=flag.score,
+        severity=flag.severity,
     )
 
 
@@ -95,8 +102,8 @@ class BanBook:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, ip: str) -> AutoBan | None:
-        return self._entries.get(blocklist_key("ip", ip))
+    def get(self, subject: str, kind: str = "ip") -> AutoBan | None:
+        return self._entries.get(blocklist_key(kind, subject))
 
     def items(self) -> dict[str, AutoBan]:
         """Every entry by key (read-only view for the expiry scan)."""

@@ -19,6 +19,7 @@ from typing import Callable
 
 import msgspec
 
+from agents.account_features import WindowFeatures
 from agents.batch_stage import BatchStage
 from agents.ip_windows import WindowAggregator
 from schemas.flags import FeaturesWatermark
@@ -39,6 +40,7 @@ class _DecisionView(msgspec.Struct):
     request_type: str
     verdict: str
     ts_event: float
+    status: int | None = None
 
 
 class FeatureStage(BatchStage):
@@ -60,7 +62,8 @@ class FeatureStage(BatchStage):
     def assign(self, partition: int, progress: str | None) -> None:
         """``progress``: the previous owner's published watermark; windows ending by it are not published again."""
         s = self.settings
-        aggregator = self.aggregators[partition] = WindowAggregator(s.analytics_window, s.analytics_grace)
+        features = WindowFeatures(s.detectors)  # the account memory starts cold: rules that need it wait
+        aggregator = self.aggregators[partition] = WindowAggregator(s.analytics_window, s.analytics_grace, features)
         if progress:
             aggregator.resume(float(progress))
 
@@ -91,8 +94,8 @@ class FeatureStage(BatchStage):
 
     async def publish(self, partition: int, aggregator: WindowAggregator, closed) -> None:
         topic, n, encode, add = self.settings.ip_features_topic, self.out_partitions, self._encode, self.sender.add
-        for ip, partial in aggregator.partials(partition, closed):
-            key = ip.encode()
+        for subject, partial in aggregator.partials(partition, closed):
+            key = subject.encode()
             await add(topic, partition_for(key, n), key, encode(partial))
             self.stats["partials"] += 1
         await self.mark(partition, aggregator)

@@ -14,6 +14,7 @@ from typing import Callable
 import msgspec
 
 from agents.batch_stage import BatchStage
+from agents.crowd import CrowdBaseline
 from agents.detectors import base_frame, detect, parse_networks
 from agents.window_merger import MergedWindow, WindowMerger
 from schemas.flags import AbuseReport, FeaturesWatermark, IpFlag, IpPartial, ReportedIp, ReportShare
@@ -39,6 +40,7 @@ class MergeStage(BatchStage):
         self.merger = WindowMerger(s.analytics_window, s.partitions, s.analytics_idle, s.analytics_corrections_kept)
         self._counted = dict(self.merger.counts)
         self.networks = parse_networks(s.allowlist)
+        self.baseline = CrowdBaseline(s.crowd_baseline_windows)
         self.decode = msgspec.json.Decoder(IpPartial | FeaturesWatermark).decode
         self._encode = msgspec.json.Encoder().encode
         self.stats.update(windows=0, flags=0)
@@ -92,7 +94,7 @@ class MergeStage(BatchStage):
         if window.missing and not window.revision:
             logger.warning("window %.0f forced out after %.0f s without sources %s", start, s.analytics_idle, window.missing)
         frame = base_frame(acc.row(ip) for ip, acc in ips.items())
-        flags, stats, scored = detect(frame, start, end, s, self.networks)
+        flags, stats, scored = detect(frame, start, end, s.detectors, self.networks, self.baseline)
         for flag in flags:
             key = flag.ip.encode()
             await self.sender.add(s.ip_flags_topic, partition_for(key, self.flag_partitions), key, self._encode(flag))
@@ -102,8 +104,8 @@ class MergeStage(BatchStage):
         self.stats["flags"] += len(flags)
         if flags:
             logger.info(
-                "window %.0f (revision %d): %d IPs, flagged %s",
-                start, window.revision, len(ips), [(f.ip, f.rules) for f in flags[:10]],
+                "window %.0f (revision %d): %d subjects, flagged %s",
+                start, window.revision, len(ips), [(f.ip, f.rules, f.severity) for f in flags[:10]],
             )
 
     def commit_offsets(self) -> dict[int, tuple[int, str]]:
@@ -115,11 +117,11 @@ class MergeStage(BatchStage):
 
 
 def report(window: MergedWindow, end, partitions, scored, flags: list[IpFlag], stats) -> AbuseReport:
-    shares = []
+    shares = []  # addresses only: a network's counts are its addresses' again
     for partition in partitions:
-        ips = window.parts.get(partition, {})
-        shares.append(ReportShare(partition, len(ips), sum(a.requests for a in ips.values()),
-                                  sum(a.throttled + a.blocked for a in ips.values())))
+        ips = [a for a in window.parts.get(partition, {}).values() if a.kind == "ip"]
+        shares.append(ReportShare(partition, len(ips), sum(a.requests for a in ips), sum(a.throttled + a.blocked for a in ips)))
+    scored = scored[scored["kind"] == "ip"] if len(scored) else scored
     return AbuseReport(
         window_start=window.start,
         window_end=end,
@@ -128,7 +130,8 @@ def report(window: MergedWindow, end, partitions, scored, flags: list[IpFlag], s
         requests=int(scored["requests"].sum()) if len(scored) else 0,
         refused=int((scored["throttled"] + scored["blocked"]).sum()) if len(scored) else 0,
         flagged=[
-            ReportedIp(f.ip, f.score, f.rules, f.features.requests, f.features.users, f.allowlisted) for f in flags
+            ReportedIp(f.ip, f.score, f.rules, f.features.requests, f.features.users, f.allowlisted, f.kind, f.severity)
+            for f in flags
         ],
         population=stats,
         late_partials=window.late,

@@ -1,14 +1,23 @@
 """Records of the abuse analytics: per-IP window partials, flags with evidence, automatic bans, reports.
 
+A *subject* is an address or, where addresses are aggregated (an IPv6 /64 by default, optionally an
+IPv4 /24), a network written as a CIDR; ``kind`` says which. The records keep the field name ``ip``
+for the subject, so readers of older records see nothing change.
+
 Flow: ``decisions`` -> per-partition partials (:class:`IpPartial`) and progress markers
-(:class:`FeaturesWatermark`) on ``ip-features`` keyed by IP -> merged per-IP features
+(:class:`FeaturesWatermark`) on ``ip-features`` keyed by network (or address) -> merged per-subject features
 (:class:`IpFeatures`) -> :class:`IpFlag` on ``ip-flags`` -> :class:`AutoBan` on ``blocklist``;
 one :class:`AbuseReport` per window on ``abuse-reports``. No logic here.
 """
 
+from typing import Literal
+
 import msgspec
 
 from schemas.limits import BlocklistEntry
+
+SubjectKind = Literal["ip", "network"]
+Severity = Literal["low", "medium", "high"]
 
 __all__ = [
     "AbuseReport", "AutoBan", "ReportShare", "FeaturesWatermark", "IpFeatures", "IpFlag", "IpPartial", "Population", "ReportedIp",
@@ -19,7 +28,12 @@ class IpPartial(msgspec.Struct, frozen=True, tag="partial"):
     """What one ``decisions`` partition (``source``) saw of one IP in one window of event time.
 
     A user's decisions all live in one ``decisions`` partition (they are keyed by user), so the
-    distinct users of an IP over all sources is the sum of ``users``.
+    distinct users of an IP over all sources is the sum of ``users``; so are ``new_users`` (accounts
+    never active before this window, among the ``accounts_known`` users whose source's account memory
+    is warm) and ``victim_users`` (accounts tried from many networks in the window). ``network`` is the
+    network an address belongs to when it is aggregated ("" if not); a network partial has
+    ``kind="network"`` and its CIDR in ``ip``. ``logins_known``/``logins_failed``: logins whose event
+    carried a status, and those that failed (4xx); ``server_errors``: requests the service answered 5xx.
     """
 
     ip: str
@@ -32,6 +46,14 @@ class IpPartial(msgspec.Struct, frozen=True, tag="partial"):
     blocked: int
     first_seen: float
     last_seen: float
+    kind: SubjectKind = "ip"
+    network: str = ""
+    new_users: int = 0
+    accounts_known: int = 0
+    victim_users: int = 0
+    logins_known: int = 0
+    logins_failed: int = 0
+    server_errors: int = 0
 
 
 class FeaturesWatermark(msgspec.Struct, frozen=True, tag="watermark"):
@@ -56,6 +78,14 @@ class IpFeatures(msgspec.Struct, frozen=True):
     refused_share: float  # (throttled + blocked) / requests
     first_seen: float
     last_seen: float
+    addresses: int = 1  # a network: its addresses seen in the window
+    top_address_share: float = 1.0  # a network: the busiest address's share of its requests
+    new_users: int = 0  # accounts never active before this window
+    new_user_share: float | None = None  # new_users / accounts whose history is known (None: memory not warm)
+    victim_users: int = 0  # accounts tried from at least ``victim_min_networks`` networks in the window
+    failure_share: float | None = None  # failed logins / logins with a status (None: no status given)
+    error_share: float = 0.0  # requests the service answered 5xx: a client retrying a failing service
+    crowd_factor: float = 1.0  # the window's median requests per IP over its recent baseline
 
 
 class Population(msgspec.Struct, frozen=True):
@@ -69,7 +99,8 @@ class Population(msgspec.Struct, frozen=True):
 
 
 class IpFlag(msgspec.Struct, frozen=True):
-    """A suspicious IP in one window, with its evidence. ``allowlisted`` flags are reported, never banned."""
+    """A suspicious IP or network (``kind``) in one window, with its evidence. ``allowlisted`` flags are
+    reported, never banned; ``severity`` (low, medium, high) grades the response (``agents.blocklist``)."""
 
     ip: str
     window_start: float
@@ -80,6 +111,8 @@ class IpFlag(msgspec.Struct, frozen=True):
     features: IpFeatures
     scores: dict[str, float]
     population: Population
+    kind: SubjectKind = "ip"
+    severity: Severity = "high"
 
 
 class AutoBan(BlocklistEntry, frozen=True):
@@ -93,6 +126,7 @@ class AutoBan(BlocklistEntry, frozen=True):
     rules: list[str] = []
     window_end: float = 0.0
     score: float = 0.0
+    severity: Severity = "high"
 
 
 class ReportedIp(msgspec.Struct, frozen=True):
@@ -102,6 +136,8 @@ class ReportedIp(msgspec.Struct, frozen=True):
     requests: int
     users: int
     allowlisted: bool
+    kind: SubjectKind = "ip"
+    severity: Severity = "high"
 
 
 class ReportShare(msgspec.Struct, frozen=True):

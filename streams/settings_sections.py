@@ -117,9 +117,32 @@ class DetectorSettings(Section):
     slow_stuffing_login_share: float = Field(default=0.9, gt=0, le=1)
     scraper_min_requests: int = Field(default=120, ge=1)
     scraper_type_share: float = Field(default=0.9, gt=0, le=1)
-    scraper_min_span: float = Field(default=0.5, ge=0, le=1, description="share of the window the IP is active")
+    scraper_min_span: float = Field(default=0.6, ge=0, le=1, description="share of the window the IP is active")
     hammer_min_requests: int = Field(default=60, ge=1)
     hammer_refused_share: float = Field(default=0.5, gt=0, le=1)
+    hammer_min_span: float = Field(default=0.5, ge=0, le=1, description="shorter hammering is a burst: low severity")
+    stuffing_failure_share: float = Field(default=0.5, gt=0, le=1, description="failed logins, when events carry a status")
+    retry_error_share: float = Field(default=0.3, gt=0, le=1, description="5xx answers: a client retrying, low severity")
+    outcome_min_logins: int = Field(default=5, ge=1, description="logins with a status before the failure share is used")
+    network_v6_prefix: int = Field(default=64, ge=16, le=128, description="IPv6 addresses are aggregated per this prefix")
+    network_v4_prefix: int = Field(default=32, ge=8, le=32, description="IPv4 aggregation prefix (e.g. 24); 32: off")
+    network_min_addresses: int = Field(default=4, ge=2, description="a network is judged as one only with this many addresses")
+    network_max_top_share: float = Field(default=0.5, gt=0, le=1, description="... and no address with more of its requests")
+    rotation_min_users: int = Field(default=20, ge=2, description="accounts per window of an account-rotating source")
+    rotation_new_share: float = Field(default=0.8, gt=0, le=1, description="share of them never active before")
+    rotation_max_requests_per_user: float = Field(default=1.5, ge=1, description="throwaway accounts make a request or two")
+    victim_min_networks: int = Field(default=3, ge=2, description="networks one account is tried from in a window: a victim")
+    victim_min_users: int = Field(default=2, ge=1, description="victim accounts per source of distributed stuffing")
+    victim_share: float = Field(default=0.5, gt=0, le=1, description="victims among the source's accounts")
+    victim_memory: float = Field(default=300.0, ge=0, description="event-time seconds an account stays a victim")
+    victim_min_sources: int = Field(default=5, ge=1, description="sources of that shape in one window: a campaign")
+    account_memory_capacity: int = Field(default=100_000, ge=1_000, description="accounts per memory generation")
+    account_memory_span: float = Field(default=3_600.0, gt=0, description="event-time seconds per memory generation")
+    account_memory_generations: int = Field(default=24, ge=1, description="generations kept: the memory's reach")
+    account_warmup: float = Field(default=600.0, ge=0, description="event time the memory must cover before new-account rules")
+    crowd_baseline_windows: int = Field(default=10, ge=1, description="windows of the population baseline")
+    crowd_min_factor: float = Field(default=2.0, gt=1, description="median requests per IP over baseline: a crowd")
+    severity_high_z: float = Field(default=25.0, gt=0, description="a score that raises a medium flag to high")
     allowlist_cidrs: str = Field(default="", description="comma-separated CIDRs: reported, never banned")
 
     @property
@@ -134,6 +157,10 @@ class BanSettings(Section):
     ban_ttl_factor: float = Field(default=4.0, ge=1, description="each repeat offence multiplies the TTL")
     ban_ttl_max: float = Field(default=86_400.0, gt=0)
     offence_memory: float = Field(default=7 * 86_400.0, gt=0, description="an offence older than this is forgotten")
+    ban_low_severity: Literal["report", "short"] = Field(
+        default="report", description="a low-severity first offence: reported only, or a short ban"
+    )
+    ban_short_ttl: float = Field(default=60.0, gt=0, description="seconds of event time of a short ban")
 
 
 class AnalyticsSettings(Section):

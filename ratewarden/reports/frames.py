@@ -5,13 +5,14 @@ Input is what the pipeline publishes: decisions (``schemas.decisions.Decision`` 
 (``schemas.flags.IpFlag`` JSON lines, or the ``ip-flags`` topic).
 """
 
+import ipaddress
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
 import msgspec
 import pandas as pd
 
-from agents.detectors import RULES
+from agents.detector_rules import RULES
 from schemas.flags import IpFlag
 
 __all__ = ["Frames", "build_frames", "decisions_frame", "flags_frame", "read_lines"]
@@ -52,7 +53,7 @@ def flags_frame(values: Iterable[bytes]) -> pd.DataFrame:
             dict(
                 ip=flag.ip, window_start=flag.window_start, window_end=flag.window_end, score=flag.score,
                 rules="+".join(flag.rules), rule=flag.rules[0] if flag.rules else "", allowlisted=flag.allowlisted,
-                **msgspec.structs.asdict(flag.features), **flag.scores,
+                kind=flag.kind, severity=flag.severity, **msgspec.structs.asdict(flag.features), **flag.scores,
             )
         )
     frame = pd.DataFrame(rows)
@@ -117,8 +118,33 @@ def _ip_summary(decisions: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
         if column not in ips:
             ips[column] = default
         ips[column] = ips[column].fillna(default)
-    ips = ips.fillna({"requests": 0, "users": 0})
+    _network_rows(ips, decisions)
+    ips = ips.fillna({"requests": 0, "users": 0, **{verdict: 0 for verdict in VERDICTS}})
     return ips.sort_values(["max_score", "requests"], ascending=False).rename_axis("ip").reset_index()
+
+
+def _network_rows(ips: pd.DataFrame, decisions: pd.DataFrame) -> None:
+    """A flagged network (a CIDR) gets the counts of the decisions of the addresses inside it."""
+    networks = [subject for subject in ips.index if "/" in str(subject)]
+    if not networks:
+        return
+    addresses = pd.Series(decisions["ip"].unique())
+    parsed = addresses.map(_address)
+    for cidr in networks:
+        network = ipaddress.ip_network(cidr, strict=False)
+        members = set(addresses[parsed.map(lambda a: a is not None and a.version == network.version and a in network)])
+        inside = decisions[decisions["ip"].isin(members)]
+        ips.loc[cidr, ["requests", "users"]] = [len(inside), inside["user_id"].nunique()]
+        for verdict in VERDICTS:
+            ips.loc[cidr, verdict] = int((inside["verdict"] == verdict).sum())
+        ips.loc[cidr, "first_seen"], ips.loc[cidr, "last_seen"] = inside["ts_event"].min(), inside["ts_event"].max()
+
+
+def _address(text: str):
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def build_frames(decision_values: Iterable[bytes], flag_values: Iterable[bytes]) -> Frames:

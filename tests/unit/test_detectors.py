@@ -122,7 +122,8 @@ def test_every_rule_is_named_in_the_evidence_and_flags_sorted_by_score():
     ]
     flags, _, _ = detect(base_frame(rows), W0, W1, SETTINGS)
     assert [f.ip for f in flags] == ["203.0.113.9", "203.0.113.70"]
-    assert set(RULES) == {"flood", "credential_stuffing", "low_and_slow", "scraper", "hammering"}
+    assert set(RULES) == {"flood", "credential_stuffing", "low_and_slow", "distributed_stuffing", "account_rotation",
+                          "scraper", "hammering"}
 
 
 def test_empty_window_and_allowlist_parsing():

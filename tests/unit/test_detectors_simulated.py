@@ -1,6 +1,7 @@
 """The simulator, and the pure analytics path over a simulated trace (no broker): stage-1 windows ->
 partials -> stage-2 merge -> detectors -> bans; then the analyst report on the result."""
 
+import ipaddress
 import json
 import zlib
 from collections import Counter
@@ -8,6 +9,8 @@ from collections import Counter
 import msgspec
 import pytest
 
+from agents.account_features import WindowFeatures
+from agents.crowd import CrowdBaseline
 from agents.ip_windows import WindowAggregator
 from agents.window_merger import WindowMerger
 from agents.blocklist import next_ban
@@ -29,10 +32,11 @@ def sim():
 def analyse(events, settings, limit=100, sources=4):
     """The two stages and the detectors in one process, with a fixed-window oracle for the verdicts."""
     seen: Counter = Counter()
-    stage1 = {p: WindowAggregator(W, settings.analytics_grace) for p in range(sources)}
+    stage1 = {p: WindowAggregator(W, settings.analytics_grace, WindowFeatures(settings.detectors)) for p in range(sources)}
     merger = WindowMerger(W, sources, idle=10.0)
     merger.assign(0, now=0.0)
     networks = parse_networks(settings.allowlist)
+    baseline = CrowdBaseline(settings.crowd_baseline_windows)
     flags, decisions = [], []
     for offset, e in enumerate(events):
         seen[(e.user_id, e.ts // W)] += 1
@@ -41,14 +45,15 @@ def analyse(events, settings, limit=100, sources=4):
                               verdict=verdict, reason="within_limit" if verdict == "allow" else "rate_limited"))
         source = zlib.crc32(e.user_id.encode()) % sources  # keyed by user, like the decisions topic
         agg = stage1[source]
-        agg.add(e.ip, e.user_id, e.request_type, verdict, e.ts, offset)
+        agg.add(e.ip, e.user_id, e.request_type, verdict, e.ts, offset, e.status)
         closed = agg.close()
         for _, partial in agg.partials(source, closed):
             merger.add_partial(0, offset, partial)
         if closed:
             merger.add_mark(0, FeaturesWatermark(source, agg.closed_until), now=0.0)
             for w in merger.ready(now=0.0):
-                flags += detect(base_frame(a.row(ip) for ip, a in w.ips.items()), w.start, w.start + W, settings, networks)[0]
+                frame = base_frame(a.row(ip) for ip, a in w.ips.items())
+                flags += detect(frame, w.start, w.start + W, settings.detectors, networks, baseline)[0]
     return flags, decisions
 
 
@@ -61,12 +66,14 @@ def test_simulator_is_deterministic_ordered_and_labelled(sim):
     assert 80_000 < len(sim.events) < 300_000
     assert len({e.user_id for e in sim.events if e.user_id.startswith("user-0")}) > 1900
     kinds = Counter(a["kind"] for a in sim.labels["attackers"].values())
-    assert kinds == {"flood": 2, "credential_stuffing": 3, "scraper": 2, "hammering": 1, "low_and_slow": 24}
+    assert kinds == {"flood": 2, "credential_stuffing": 3, "scraper": 2, "hammering": 1, "low_and_slow": 24,
+                     "ipv6_rotation": 1, "account_rotation": 1, "distributed_stuffing": 30}
     offices = sim.labels["offices"]
     assert 0 < sum(o["allowlisted"] for o in offices.values()) < len(offices)
     assert not set(offices) & set(sim.labels["attackers"])
-    for ip, attack in sim.labels["attackers"].items():
-        first = min(e.ts for e in sim.events if e.ip == ip)
+    for source, attack in sim.labels["attackers"].items():
+        inside = ipaddress.ip_network(source) if attack.get("network") else None
+        first = min(e.ts for e in sim.events if e.ip == source or inside and ipaddress.ip_address(e.ip) in inside)
         assert attack["start"] <= first < attack["start"] + 60
 
 
@@ -86,6 +93,7 @@ def test_pure_analytics_on_the_simulated_trace_finds_every_attacker_and_no_offic
         if ban is not None:
             bans[f.ip] = ban
     assert not set(bans) & set(offices)
+    assert not set(bans) & set(sim.labels["crowds"])  # carrier-grade NAT, retry bursts: never banned
     repeat = next(ip for ip, a in attackers.items() if len(a["intervals"]) == 2)
     assert bans[repeat].offences == 2
 
@@ -113,5 +121,5 @@ def test_simulate_command_writes_trace_and_labels(tmp_path):
     assert cli(["simulate", "--minutes", "4", "--users", "100", "--seed", "3", "--out", str(tmp_path / "t.jsonl"),
                 "--labels", str(tmp_path / "l.json")]) == 0
     lines = (tmp_path / "t.jsonl").read_bytes().splitlines()
-    assert set(json.loads(lines[0])) == {"request_id", "user_id", "ip", "request_type", "ts"}
+    assert set(json.loads(lines[0])) == {"request_id", "user_id", "ip", "request_type", "ts", "status"}
     assert json.loads((tmp_path / "l.json").read_text())["events"] == len(lines)
