@@ -157,8 +157,14 @@ class NetworkBans:
         if parsed is None:
             return _NONE
         version, address = parsed
-        found = self._probe(version, address, 0) if self._probes[version] else []
-        if version == 6 and address >> 32 == _MAPPED and self._probes[4]:  # ::ffff:a.b.c.d: its IPv4 bans too
+        mapped = version == 6 and address >> 32 == _MAPPED  # ::ffff:a.b.c.d: its IPv4 bans too
+        if not mapped:  # the common case, inlined: one bisection says "in no banned network"
+            starts, ends = self._outer[version] or self._outermost(version)
+            i = bisect_right(starts, address) - 1
+            if i < 0 or address >= ends[i]:
+                return _NONE
+        found = self._probe(version, address, 0)
+        if mapped:
             found += self._probe(4, address & 0xFFFF_FFFF, 96)
             found.sort(key=lambda hit: hit[0], reverse=True)
         return tuple(entry for _, entry in found) if found else _NONE
@@ -167,7 +173,7 @@ class NetworkBans:
         """(``rank`` + prefix length, ban) of each ban of ``version`` containing ``address``, longest first."""
         starts, ends = self._outer[version] or self._outermost(version)
         i = bisect_right(starts, address) - 1
-        if i < 0 or address >= ends[i]:  # in no banned network: the common case
+        if i < 0 or address >= ends[i]:
             return []
         return [(rank + p, entry) for host, p, table in self._probes[version]
                 if (entry := table.get(address >> host)) is not None]

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
+import random
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+import msgspec
+
+from bench.workload import _ip as user_ip, make_producer
+from schemas.limits import BlocklistEntry
 from streams.settings import Settings
+from streams.tables import blocklist_key
 
-__all__ = ["Implementation", "implementations", "run_settings", "run_env", "KEYS", "NOT_LIMITERS"]
+__all__ = ["Implementation", "implementations", "run_settings", "run_env", "KEYS", "NOT_LIMITERS",
+           "cidr_bans", "banned_users", "CIDR_BANS", "CIDR_HIT_USERS"]
+
+logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "bench" / "peers"
 #: Every implementation, in the order the tables show them; ratewarden (the limiter role) comes first.
-KEYS = ("ratewarden", "ratewarden-eos", "ratewarden-all", "quix", "quix-tumbling", "naive", "passthrough")
+KEYS = ("ratewarden", "ratewarden-cidr", "ratewarden-eos", "ratewarden-all", "quix", "quix-tumbling", "naive", "passthrough")
 #: Implementations whose verdicts are not a rate limiter's (left out of the verdict agreement).
 NOT_LIMITERS = ("passthrough",)
 _LIMITER_ONLY = {"RATEWARDEN_LIMITER_ENABLED": "true", "RATEWARDEN_HISTORY_ENABLED": "false",
@@ -31,6 +43,9 @@ class Implementation:
     events: int
     env: dict[str, str] = field(default_factory=dict)
     notes: str = ""
+    #: Called with the run's settings once its topics exist, before the backlog and the worker (e.g. to load bans).
+    setup: Callable[[Settings], None] | None = None
+
 
 
 def _ratewarden_notes(s: Settings, roles: str, guarantee: str) -> str:
@@ -50,6 +65,12 @@ def implementations(events: int, baseline_events: int, naive_store: str, quix_py
     out = [
         Implementation("ratewarden", "ratewarden", worker, events, env=_LIMITER_ONLY,
                        notes=_ratewarden_notes(s, "limiter", "at_least_once")),
+        Implementation("ratewarden-cidr", f"ratewarden, {CIDR_BANS:,} CIDR bans", worker, events, env=_LIMITER_ONLY,
+                       notes=_ratewarden_notes(s, "limiter", "at_least_once") + f"; {CIDR_BANS:,} network bans on the "
+                       "blocklist topic before the worker starts (half IPv4 /8-/32 outside 10/8, half IPv6 /16-/128, "
+                       f"seed {CIDR_SEED}), {CIDR_HIT_USERS} of them each containing the address of one of "
+                       f"{CIDR_HIT_USERS} users (1% of 1,000): those users' requests are blocked (`network_blocked`)",
+                       setup=publish_cidr_bans),
         Implementation("ratewarden-eos", "ratewarden exactly-once", worker, events,
                        env={**_LIMITER_ONLY, "RATEWARDEN_PROCESSING_GUARANTEE": "exactly_once"},
                        notes=_ratewarden_notes(s, "limiter", "exactly_once") + "; a transactional producer per "
@@ -101,6 +122,49 @@ def implementations(events: int, baseline_events: int, naive_store: str, quix_py
         ),
     ]
     return out
+
+
+#: Network bans loaded for ``ratewarden-cidr``; this many of them contain one bench user's address each.
+CIDR_BANS = 10_000
+CIDR_HIT_USERS = 10
+CIDR_SEED = 29
+_TRAFFIC = ipaddress.ip_network("10.0.0.0/8")  # every bench address is 10.x.y.7 (bench.workload)
+
+
+def banned_users() -> list[int]:
+    """The users whose address one of :func:`cidr_bans` contains: 10 spread over the default 1,000 (1%)."""
+    return list(range(50, 1000, 100))[:CIDR_HIT_USERS]
+
+
+def cidr_bans() -> list[str]:
+    """``CIDR_BANS`` distinct networks, deterministic: varied prefix lengths, IPv4 and IPv6, none containing
+    a bench address except one per :func:`banned_users` user (a /24../32 around its 10.x.y.7)."""
+    rng = random.Random(CIDR_SEED)
+    hits = [f"{user_ip(u)}/{rng.choice((24, 26, 28, 30, 32))}" for u in banned_users()]
+    networks = {str(ipaddress.ip_network(h, strict=False)) for h in hits}
+    while len(networks) < CIDR_BANS:
+        if len(networks) % 2:
+            network = ipaddress.ip_network((rng.getrandbits(32), rng.randrange(8, 33)), strict=False)
+            if network.overlaps(_TRAFFIC):
+                continue
+        else:
+            network = ipaddress.ip_network((rng.getrandbits(128), rng.randrange(16, 129)), strict=False)
+        networks.add(str(network))
+    return sorted(networks)
+
+
+def publish_cidr_bans(settings: Settings) -> None:
+    """Write :func:`cidr_bans` to the run's blocklist topic (as ``ratewarden blocklist add CIDR`` would)."""
+    producer = make_producer(settings.kafka_bootstrap_servers)
+    try:
+        for cidr in cidr_bans():
+            entry = BlocklistEntry(subject=cidr, kind="network", reason="bench")
+            producer.send(settings.blocklist_topic, key=blocklist_key("network", cidr).encode(),
+                          value=msgspec.json.encode(entry))
+        producer.flush(timeout=60)
+    finally:
+        producer.close(timeout=30)
+    logger.info("published %d network bans to %s", CIDR_BANS, settings.blocklist_topic)
 
 
 def run_settings(bootstrap: str, tag: str, run_dir: Path, partitions: int) -> Settings:

@@ -5,8 +5,10 @@
         [--markdown docs/benchmarks.md [--section TITLE]]
 
 Implementations (``bench/impls.py``): ``ratewarden`` (``ratewarden worker --roles limiter``, at least
-once), ``ratewarden-eos`` (the same, exactly once), ``ratewarden-all`` (limiter, request history and
-abuse analytics in one process), ``quix`` and ``quix-tumbling`` (``bench/peers/quix_count.py``, the
+once), ``ratewarden-cidr`` (the same with 10,000 network bans on the blocklist, 1% of the users'
+addresses inside one: each run checks that exactly their requests were blocked), ``ratewarden-eos``
+(``ratewarden``, exactly once), ``ratewarden-all`` (limiter, request history and abuse analytics in
+one process), ``quix`` and ``quix-tumbling`` (``bench/peers/quix_count.py``, the
 same windowed count written with quixstreams, in its own venv built by ``bench/peers/quix_venv.sh``),
 ``naive`` (``bench/peers/naive_faust.py``, a per-event Faust agent, the baseline) and ``passthrough``
 (``bench/peers/passthrough.py``: consume, decode, encode, produce; no state: the ceiling). The
@@ -48,7 +50,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table  # noqa: E402
 
 from bench.commands import command_line, interrupt_on_signals  # noqa: E402
-from bench.impls import KEYS, NOT_LIMITERS, implementations  # noqa: E402
+from bench.impls import CIDR_BANS, KEYS, NOT_LIMITERS, banned_users, implementations  # noqa: E402
 from bench.report import PER_RUN_HEADERS, agreement, machine, markdown, per_run_rows, rich_table, summary_rows  # noqa: E402
 from bench.procstats import wait_quiet  # noqa: E402
 from bench.profile import summarize  # noqa: E402
@@ -168,6 +170,8 @@ def _run_all(args, impls, bootstrap: str, tmp: Path, children: Children, console
                                   args.partitions, workload, base_ts, args.rate, args.live_seconds, children, report,
                                   args.py_spy, settle)
                 results.append(result)
+                if impl.key == "ratewarden-cidr":
+                    progress.console.print(f"{prefix}: {_check_bans(result, workload)}")
                 lat = result.latency_ms
                 progress.console.print(
                     f"{prefix}: {result.rate or 0:,.0f} decisions/s, CPU {result.cpu or 0:.0f}%, "
@@ -180,6 +184,20 @@ def _run_all(args, impls, bootstrap: str, tmp: Path, children: Children, console
                     progress.console.print(f"  [yellow]problem:[/yellow] {problem}")
                 progress.advance(overall)
     return results
+
+
+def _check_bans(result: RunResult, workload: Workload) -> str:
+    """Whether the worker held the network bans: exactly the backlog requests of the users whose address
+    one of them contains were blocked (a problem is recorded otherwise)."""
+    banned = {user for user in banned_users() if user < workload.users}
+    users = workload.user_sequence(result.events, workload.seed)
+    expected = {workload.request_id("b", i) for i, user in enumerate(users) if user in banned}
+    blocked = {request_id for request_id, verdict in result.verdicts.items() if verdict == "block"}
+    line = (f"{CIDR_BANS:,} network bans loaded: {len(blocked & expected):,} of the {len(expected):,} backlog requests "
+            f"from the {len(banned)} users inside a ban were blocked, {len(blocked - expected):,} others")
+    if blocked != expected:
+        result.problems.append(f"network bans not (all) enforced: {line}")
+    return line
 
 
 def _extra_lines(results: list[RunResult], impls) -> list[str]:

@@ -142,6 +142,9 @@ def run_once(impl: Implementation, round_no: int, bootstrap: str, run_dir: Path,
     var_dir = settings.var_dir
     var_dir.mkdir(parents=True)
     ensure_topics(settings)
+    if impl.setup is not None:
+        report("setting up", 0, 1)
+        impl.setup(settings)
     expected = publish_backlog(bootstrap, settings.requests_topic, workload, impl.events, base_ts,
                                progress=lambda n: report("publishing backlog", n, impl.events))
     decisions = TopicReader(bootstrap, settings.decisions_topic)

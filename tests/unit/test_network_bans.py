@@ -267,3 +267,15 @@ def test_the_cli_refuses_a_bad_cidr_with_exit_status_2(capsys):
 
     assert main(["blocklist", "add", "198.51.100.0/33"]) == 2
     assert "'198.51.100.0/33' is not an IPv4 or IPv6 network" in capsys.readouterr().out
+
+
+def test_the_benchmark_bans_contain_exactly_the_chosen_users_addresses():
+    """bench/limiter_bench.py --only ratewarden ratewarden-cidr relies on it to check the bans were enforced."""
+    from bench.impls import CIDR_BANS, banned_users, cidr_bans
+    from bench.workload import _ip
+
+    networks = cidr_bans()
+    assert len(set(networks)) == CIDR_BANS and networks == cidr_bans()  # distinct, deterministic
+    bans = index(*networks)
+    assert len({(n.version, n.prefixlen) for n in map(ipaddress.ip_network, networks)}) > 100  # varied lengths
+    assert [u for u in range(1000) if bans.lookup(_ip(u)) is not None] == banned_users()
