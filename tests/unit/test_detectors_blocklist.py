@@ -112,3 +112,27 @@ def test_ban_book_ignores_every_read_back_until_its_last_write_returns():
 @pytest.mark.parametrize("offences", [1, 2, 5])
 def test_ttl_grows_monotonically(offences):
     assert ban_ttl(offences + 1, S) >= ban_ttl(offences, S)
+
+
+def graded(severity: str, kind: str = "ip", ip: str = "203.0.113.9", end: float = T0 + 60) -> IpFlag:
+    return msgspec.structs.replace(flag(ip=ip, end=end), severity=severity, kind=kind)
+
+
+def test_a_low_severity_first_offence_is_reported_only_or_a_short_ban_and_a_repeat_escalates():
+    assert next_ban(None, graded("low"), S) is None  # default: reported, not banned
+    short_settings = S.model_copy(update={"ban_low_severity": "short", "ban_short_ttl": 45.0})
+    short = next_ban(None, graded("low"), short_settings)
+    assert (short.ttl, short.offences, short.severity) == (45.0, 1, "low")
+    earlier = next_ban(None, graded("high"), S)  # an offence in memory: a low flag after it escalates
+    again = next_ban(earlier, graded("low", end=T0 + 1_000), S)
+    assert (again.offences, again.ttl) == (2, 1_200.0)
+    assert next_ban(None, graded("medium"), S).ttl == 300.0
+
+
+def test_a_network_flag_bans_the_network():
+    ban = next_ban(None, graded("high", kind="network", ip="2a01:4f8:1:2::/64"), S)
+    assert (ban.kind, ban.subject) == ("network", "2a01:4f8:1:2::/64")
+    book = Blocklist()
+    book.put(ban.kind, ban.subject, ban)
+    assert book.reason("u", "2a01:4f8:1:2::beef", ban.start + 1) == "network_blocked"
+    assert book.reason("u", "2a01:4f8:1:3::beef", ban.start + 1) is None
