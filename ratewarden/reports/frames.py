@@ -103,7 +103,8 @@ def _ip_summary(decisions: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
     })
     verdicts = decisions.pivot_table(index="ip", columns="verdict", values="ts_event", aggfunc="count", fill_value=0)
     ips = ips.join(verdicts.reindex(columns=list(VERDICTS), fill_value=0))
-    ips["ip_blocked"] = decisions[decisions["reason"] == "ip_blocked"].groupby("ip").size()
+    banned = decisions["reason"].isin(("ip_blocked", "network_blocked"))  # by a ban of the address or its network
+    ips["ip_blocked"] = decisions[banned].groupby("ip").size()
     if len(flags):
         by_ip = flags.groupby("ip")
         ips = ips.join(pd.DataFrame({
@@ -120,6 +121,8 @@ def _ip_summary(decisions: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
         ips[column] = ips[column].fillna(default)
     _network_rows(ips, decisions)
     ips = ips.fillna({"requests": 0, "users": 0, **{verdict: 0 for verdict in VERDICTS}})
+    # A flagged network's row repeats its addresses' requests: sum the "ip" rows for totals.
+    ips["kind"] = ["network" if "/" in str(subject) else "ip" for subject in ips.index]
     return ips.sort_values(["max_score", "requests"], ascending=False).rename_axis("ip").reset_index()
 
 
