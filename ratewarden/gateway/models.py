@@ -198,12 +198,16 @@ class HistoryPage(BaseModel):
 
 
 class ReportedIpInfo(BaseModel):
-    ip: str
-    score: float = Field(description="the largest robust z-score of the IP in the window")
+    ip: str = Field(description="the subject: an address, or a network as a CIDR (kind network)")
+    score: float = Field(description="the largest robust z-score of the subject in the window")
     rules: list[str] = Field(description="the rules that fired")
     requests: int
-    users: int = Field(description="distinct users seen from the IP")
+    users: int = Field(description="distinct users seen from the subject")
     allowlisted: bool = Field(description="on the allow-list: reported, never banned")
+    kind: Literal["ip", "network"] = "ip"
+    severity: Literal["low", "medium", "high"] = Field(
+        default="high", description="low: reported only on a first offence; medium and high: banned"
+    )
 
 
 class PopulationInfo(BaseModel):
