@@ -96,6 +96,11 @@ def _limits(args) -> int:
     elif args.action == "delete":
         control.delete_limit(args.user, args.type)
         print(f"deleted limit of {args.user}" + (f" for {args.type}" if args.type else ""))
+    elif args.json:  # one RateLimit a line: what `whatif --limits` and `--in-force` read
+        import msgspec
+
+        for limit in sorted(control.read_limits(), key=lambda x: (x.user_id, x.request_type or "")):
+            print(msgspec.json.encode(limit).decode())
     else:
         table = Table("user", "type", "limit", "window", "algorithm", "burst", "shadow")
         for limit in sorted(control.read_limits(), key=lambda x: (x.user_id, x.request_type or "")):
@@ -276,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algorithm", choices=ALGORITHMS, default="fixed")
     p.add_argument("--burst", type=int, help=BURST_DESCRIPTION)
     p.add_argument("--shadow", action="store_true")
+    p.add_argument("--json", action="store_true", help="list: one RateLimit JSON record a line")
     p.set_defaults(func=_limits)
 
     p = sub.add_parser("blocklist", help="add, remove or list blocked IPs, networks (CIDRs) or users")
@@ -325,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for the CSV, Parquet and PNG files")
     p.add_argument("--top", type=int, default=15, help="offenders to list")
     p.set_defaults(func=_report)
+
+    from ratewarden.whatif import add_parser as add_whatif_parser
+
+    add_whatif_parser(sub)  # ratewarden whatif
 
     p = sub.add_parser("gateway", help="serve the HTTP API (POST /requests, history, limits, users, blocklist)")
     p.add_argument("--host", default="127.0.0.1")

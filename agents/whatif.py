@@ -1,0 +1,146 @@
+"""What-if replay, as pure code: recorded traffic decided again under other limits, and the difference.
+
+:class:`Replayer` decides events exactly as ``agents.limiter.Limiter.process`` does: the rules from a
+:class:`agents.rules.LimitBook`, one state per rule key in a dict, :func:`decide_fixed` for a request
+under one fixed-window rule and :func:`agents.policy.decide` for every other. ``decided_at`` only
+fills the decision's ``ts_decided``; neither a verdict nor a state depends on it, so the event time
+is passed. Events must come in the limiter's order for each user (a trace's lines; a topic's offsets
+per partition): state is per rule key and every key belongs to one user, so the interleaving of
+users does not matter.
+
+Bans are an input, not re-derived: whether a request was blocked depends on when the ban reached
+the limiter, which the event does not say. So the block reasons *recorded* for requests
+(``ip_blocked``, ``network_blocked``, ``user_blocked``, by ``request_id``) are applied as the
+limiter applied the blocklist: the request is blocked with that reason and not counted. A candidate
+with other limits therefore keeps the recorded bans; the bans the analytics would have made under
+those limits are not derived again.
+
+:func:`diff` compares recorded and replayed (verdict, reason) pairs: counts per verdict transition,
+per user for the changed requests, how many changed requests came from flagged addresses or
+networks (:class:`Flagged`) and the users hurt most (most ``allow->throttle``).
+"""
+
+from collections import Counter
+from typing import Iterable, Mapping, NamedTuple, Sequence
+
+from agents.network_bans import NetworkBans
+from agents.policy import decide
+from agents.rules import LimitBook
+from agents.strategies.fixed import decide_fixed
+from schemas.events import RequestEvent
+from schemas.limits import BlocklistEntry
+
+__all__ = ["BLOCK_REASONS", "NO_DECISION", "Diff", "Flagged", "Replayer", "diff"]
+
+#: The reasons of the limiter's blocklist verdicts: what a recorded decision contributes to a replay.
+BLOCK_REASONS = frozenset({"ip_blocked", "network_blocked", "user_blocked"})
+#: The verdict of an event the limiter could not decide (it dead-letters it as ``decision_error``).
+NO_DECISION = "none"
+
+
+class Replayer:
+    """Decides events in order under ``limits``, keeping the per-rule states between calls of :meth:`decide`.
+
+    ``blocks``: the recorded block reason of each blocked request, by request_id.
+    """
+
+    def __init__(self, limits: LimitBook, blocks: Mapping[str, str]) -> None:
+        self.limits = limits
+        self.blocks = blocks
+        self.states: dict = {}
+
+    def decide(self, events: Iterable[RequestEvent]) -> tuple[list[str], list[str]]:
+        """(verdicts, reasons) of ``events``, in their order (the loop of ``Limiter.process``)."""
+        states = self.states
+        get, set_ = states.get, states.__setitem__
+        rules_for, blocked = self.limits.rules_for, self.blocks.get
+        verdicts: list[str] = []
+        reasons: list[str] = []
+        keep_verdict, keep_reason = verdicts.append, reasons.append
+        for event in events:
+            block = blocked(event.request_id)
+            try:
+                rules = rules_for(event.user_id, event.request_type)
+                if len(rules) == 1 and rules[0].algorithm == "fixed":
+                    rule = rules[0]
+                    before = get(rule.key)
+                    decision, after = decide_fixed(event, rule, before, event.ts, block)
+                    if after is not before:
+                        set_(rule.key, after)
+                else:
+                    before_all = [get(rule.key) for rule in rules]
+                    decision, after_all = decide(event, rules, before_all, block, event.ts)
+                    for rule, old, new in zip(rules, before_all, after_all):
+                        if new is not old:
+                            set_(rule.key, new)
+            except (ArithmeticError, ValueError):  # the limiter dead-letters it: no decision, nothing counted
+                keep_verdict(NO_DECISION)
+                keep_reason("decision_error")
+                continue
+            keep_verdict(decision.verdict)
+            keep_reason(decision.reason)
+        return verdicts, reasons
+
+
+class Flagged:
+    """Flagged subjects: addresses, and networks as CIDRs (an address inside one is flagged)."""
+
+    def __init__(self, subjects: Iterable[str]) -> None:
+        self.addresses: set[str] = set()
+        self.networks = NetworkBans()
+        for subject in subjects:
+            if "/" in subject:
+                self.networks.put(subject, BlocklistEntry(subject=subject, kind="network", reason="flagged"))
+            else:
+                self.addresses.add(subject)
+
+    def __contains__(self, ip: str) -> bool:
+        return ip in self.addresses or (bool(self.networks) and self.networks.lookup(ip) is not None)
+
+    def __len__(self) -> int:
+        return len(self.addresses) + len(self.networks)
+
+
+class Diff(NamedTuple):
+    """Recorded against replayed. ``transitions``: ``"allow->throttle"`` etc. over every request (same
+    verdict included); ``reproduced``: requests with the same verdict and reason; ``changed``: indexes of
+    the others; ``by_user``: transitions of each user's changed requests; ``hurt``: (user, allow->throttle)."""
+
+    total: int
+    reproduced: int
+    transitions: Counter
+    changed: list[int]
+    by_user: dict[str, Counter]
+    from_flagged: int
+    hurt: list[tuple[str, int]]
+
+
+def diff(
+    recorded: tuple[Sequence[str], Sequence[str]],
+    replayed: tuple[Sequence[str], Sequence[str]],
+    users: Sequence[str],
+    ips: Sequence[str],
+    flagged: Flagged | None = None,
+    top: int = 10,
+) -> Diff:
+    """Compare (verdicts, reasons) of the same requests, aligned with ``users`` and ``ips``."""
+    (old_verdicts, old_reasons), (new_verdicts, new_reasons) = recorded, replayed
+    if not len(old_verdicts) == len(new_verdicts) == len(users) == len(ips):
+        raise ValueError("recorded, replayed, users and ips must be aligned")
+    transitions = _transitions(old_verdicts, new_verdicts)
+    changed = [i for i, (a, b, c, d) in enumerate(zip(old_verdicts, new_verdicts, old_reasons, new_reasons))
+               if a != b or c != d]
+    by_user: dict[str, Counter] = {}
+    from_flagged = 0
+    for i in changed:
+        by_user.setdefault(users[i], Counter())[f"{old_verdicts[i]}->{new_verdicts[i]}"] += 1
+        if flagged and ips[i] in flagged:
+            from_flagged += 1
+    hurt = sorted(((user, c["allow->throttle"]) for user, c in by_user.items() if c["allow->throttle"]),
+                  key=lambda pair: (-pair[1], pair[0]))[:top]
+    return Diff(len(old_verdicts), len(old_verdicts) - len(changed), transitions, changed, by_user, from_flagged, hurt)
+
+
+def _transitions(old: Sequence[str], new: Sequence[str]) -> Counter:
+    """``"before->after"`` counts; the pairs are counted first (in C), then named."""
+    return Counter({f"{a}->{b}": n for (a, b), n in Counter(zip(old, new)).items()})

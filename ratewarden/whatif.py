@@ -1,0 +1,154 @@
+"""``ratewarden whatif``: recorded traffic decided again offline under candidate limits, and what changes.
+
+Reads a trace and its recorded decisions (files, or the requests and decisions topics), decides every
+request again with the limiter's own pure code (``agents.whatif``) under the limits in force or a
+candidate, and compares: transitions per verdict, users hurt most, changes from flagged IPs; CSV,
+Parquet and PNG charts with ``--out``. Without a candidate it is the reproduction check: every
+recorded verdict and reason should come out again. Bans are taken as recorded (see docs/whatif.md).
+"""
+
+import logging
+import time
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, NamedTuple
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:  # imported where used: the CLI builds its parser from this module for every command
+    from agents.rules import LimitBook
+    from agents.whatif import Diff
+    from ratewarden.whatif_inputs import Recorded
+
+__all__ = ["WhatIfRun", "add_parser", "run_whatif"]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 100_000
+
+
+class WhatIfRun(NamedTuple):
+    recorded: "Recorded"
+    replayed: tuple[list[str], list[str]]
+    diff: "Diff"
+    written: list[Path]
+    timings: dict[str, float]  # seconds per phase
+
+
+def run_whatif(
+    recorded_source: Callable[[], "Recorded"], book: "LimitBook", out: Path | None = None, console: Console | None = None,
+    top: int = 10, show_progress: bool = True, is_candidate: bool = False,
+) -> WhatIfRun:
+    """Read (``recorded_source()``), decide under ``book``, compare, print, write. ``is_candidate`` words
+    the summary as a candidate's changes, else as the reproduction check; ``timings`` has seconds per phase."""
+    from agents.whatif import Flagged, Replayer, diff
+    from ratewarden.whatif_report import build_frames, draw_charts, print_tables, write_tables
+
+    console = console or Console()
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = now - clock
+        clock = now
+
+    columns = (TextColumn("{task.description:8s}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
+        task = progress.add_task("reading", total=None)
+        recorded = recorded_source()
+        phase("read")
+        events = recorded.events
+        progress.update(task, description="deciding", total=len(events), completed=0)
+        replayer, verdicts, reasons = Replayer(book, recorded.blocks), [], []
+        for start in range(0, len(events), _CHUNK):
+            got_verdicts, got_reasons = replayer.decide(events[start:start + _CHUNK])
+            verdicts += got_verdicts
+            reasons += got_reasons
+            progress.update(task, completed=len(verdicts))
+        phase("decide")
+        progress.update(task, description="comparing", total=None)
+        flagged = Flagged(recorded.flagged)
+        result = diff((recorded.verdicts, recorded.reasons), (verdicts, reasons),
+                      [e.user_id for e in events], [e.ip for e in events], flagged, top)
+        frames = build_frames(recorded, (verdicts, reasons), result, flagged)
+        phase("compare")
+    _summary(console, recorded, result, is_candidate)
+    print_tables(frames, result, console, flagged, top)
+    phase("print")
+    written: list[Path] = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        written = write_tables(frames, out)
+        phase("tables")
+        written += draw_charts(frames, out)
+        phase("charts")
+        console.print(f"wrote {', '.join(p.name for p in written)} to {out}/")
+    return WhatIfRun(recorded, (verdicts, reasons), result, written, timings)
+
+
+def _summary(console: Console, recorded: "Recorded", result: "Diff", is_candidate: bool) -> None:
+    left_out = f"; {recorded.unrecorded:,} events without a recorded decision left out" if recorded.unrecorded else ""
+    blocks = f", {len(recorded.blocks):,} blocked as recorded" if recorded.blocks else ""
+    if is_candidate:
+        console.print(f"candidate: [bold]{result.total - result.reproduced:,}[/bold] of {result.total:,} verdicts "
+                      f"or reasons change{blocks}{left_out}")
+    else:
+        console.print(f"[bold]{result.reproduced:,} of {result.total:,}[/bold] verdicts reproduced "
+                      f"(verdict and reason, with the limits in force{blocks}){left_out}")
+
+
+def _run(args) -> int:
+    from ratewarden.whatif_inputs import (
+        from_files, from_topics, limits_in_force, new_book, parse_default, parse_set, parse_time, put_limits,
+        read_limits_file,
+    )
+    from schemas.limits import RateLimit
+    from streams.settings import get_settings
+
+    settings = get_settings()
+    if args.from_topics == bool(args.trace or args.decisions):
+        raise ValueError("give --trace FILE and --decisions FILE (and --flags FILE), or --from-topics")
+    if not args.from_topics and not (args.trace and args.decisions):
+        raise ValueError("--trace and --decisions go together")
+    if (args.since or args.until) and not args.from_topics:
+        raise ValueError("--since and --until go with --from-topics")
+    changes = [parse_set(spec) for spec in args.set or ()]
+    default = parse_default(args.default) if args.default else RateLimit(
+        user_id="*", limit=settings.default_limit, window=settings.default_window, algorithm=settings.default_algorithm)
+    if args.limits:  # a candidate replaces the limits in force
+        book = new_book(default, read_limits_file(Path(args.limits)), changes)
+    elif args.in_force:
+        book = new_book(default, read_limits_file(Path(args.in_force)), changes)
+    else:
+        book = limits_in_force(settings, new_book(default))
+        put_limits(book, changes)
+    if args.from_topics:
+        since, until = (parse_time(args.since) if args.since else None), (parse_time(args.until) if args.until else None)
+        source = partial(from_topics, settings, since, until)
+    else:
+        source = partial(from_files, Path(args.trace), Path(args.decisions), Path(args.flags) if args.flags else None)
+    is_candidate = bool(args.limits or changes or args.default)
+    run = run_whatif(source, book, Path(args.out) if args.out else None, Console(), args.top, is_candidate=is_candidate)
+    return 0 if is_candidate or run.diff.reproduced == run.diff.total else 1
+
+
+def add_parser(sub) -> None:
+    """Register ``ratewarden whatif`` on the CLI's subparsers."""
+    p = sub.add_parser("whatif", help="replay recorded traffic offline under candidate limits; diff the verdicts")
+    p.add_argument("--trace", help="the requests (JSON lines of RequestEvent, as `replay` reads)")
+    p.add_argument("--decisions", help="their recorded decisions (JSON lines, as `replay --out` writes)")
+    p.add_argument("--flags", help="flags (JSON lines of IpFlag): changes from flagged IPs are counted")
+    p.add_argument("--from-topics", action="store_true", help="read the requests, decisions and ip-flags topics")
+    p.add_argument("--since", help="--from-topics: events from this time (epoch seconds or ISO 8601, UTC)")
+    p.add_argument("--until", help="--from-topics: events before this time")
+    p.add_argument("--in-force", help="limits in force (JSON array or lines of RateLimit; default: the rate-limits topic)")
+    p.add_argument("--limits", help="candidate limits replacing those in force (same format)")
+    p.add_argument("--set", action="append", metavar="USER[:TYPE]=LIMIT/WINDOW[/ALGORITHM[/BURST]]",
+                   help="a candidate limit for one user (repeatable), over the limits in force or --limits")
+    p.add_argument("--default", metavar="LIMIT/WINDOW[/ALGORITHM]", help="candidate default limit")
+    p.add_argument("--out", help="directory for the CSV, Parquet and PNG files")
+    p.add_argument("--top", type=int, default=10, help="rows in the users and IPs tables")
+    p.set_defaults(func=_run)
