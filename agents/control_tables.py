@@ -5,9 +5,9 @@
 import msgspec
 
 from agents.descriptor_rules import RuleBook
-from agents.rules import Blocklist, LimitBook
+from agents.rules import Blocklist, LimitBook, limit_key
 from schemas.descriptors import RULES_KEY_PREFIX, RulesDocument
-from schemas.limits import BlocklistEntry, RateLimit
+from schemas.limits import MEMBER_KEY_PREFIX, TIER_KEY_PREFIX, BlocklistEntry, RateLimit, TierLimit, TierMembership
 from streams.settings import Settings
 from streams.tables import ControlTable
 
@@ -15,9 +15,14 @@ __all__ = ["limits_table", "blocklist_table"]
 
 
 def limits_table(settings: Settings, book: LimitBook, rules: RuleBook | None = None) -> ControlTable:
-    """The limits topic: per-user limits into ``book``; descriptor rules documents (keys ``domain:<d>``)
-    into ``rules`` (the gateway's rate limit service), skipped by readers without one (the workers)."""
+    """The limits topic, routed by key prefix: per-user limits (no prefix) into ``book``, tiers' limits
+    (``tier:<name>[\\x1ftype]``) and memberships (``member:<user>``) too; descriptor rules documents
+    (``domain:<d>``) into ``rules`` (the gateway's rate limit service), skipped by readers without one
+    (the workers). A record that does not decode, or a tier record under another's key, is logged and
+    skipped by the table."""
     decode = msgspec.json.Decoder(RateLimit).decode
+    decode_tier = msgspec.json.Decoder(TierLimit).decode
+    decode_member = msgspec.json.Decoder(TierMembership).decode
     decode_rules = msgspec.json.Decoder(RulesDocument).decode
 
     def apply(key: bytes, value: bytes | None) -> None:
@@ -26,8 +31,18 @@ def limits_table(settings: Settings, book: LimitBook, rules: RuleBook | None = N
             if rules is not None:
                 domain = name[len(RULES_KEY_PREFIX):]
                 rules.put(domain, None if value is None else decode_rules(value))  # RuleBook logs it
-            return
-        book.put(name, None if value is None else decode(value))
+        elif name.startswith(TIER_KEY_PREFIX):
+            tier_key, limit = name[len(TIER_KEY_PREFIX):], None if value is None else decode_tier(value)
+            if limit is not None and limit_key(limit.tier, limit.request_type) != tier_key:
+                raise ValueError(f"tier limit {limit} under another key, {name!r}")
+            book.put_tier(tier_key, limit)
+        elif name.startswith(MEMBER_KEY_PREFIX):
+            user_id, member = name[len(MEMBER_KEY_PREFIX):], None if value is None else decode_member(value)
+            if member is not None and member.user_id != user_id:
+                raise ValueError(f"membership {member} under another key, {name!r}")
+            book.put_member(user_id, None if member is None else member.tier)
+        else:
+            book.put(name, None if value is None else decode(value))
 
     return ControlTable(settings, settings.limits_topic, apply)
 

@@ -17,7 +17,7 @@ Semantics, in one place (each algorithm's own are in its module under ``agents.s
 import math
 from typing import Any, Sequence
 
-from agents.strategies.base import EPS, Check, Rule
+from agents.strategies.base import EPS, THROTTLE_REASONS, Check, Rule
 from agents.strategies.fixed import decide_fixed
 from agents.strategies.registry import STRATEGIES
 from schemas.decisions import ALLOW, BLOCK, THROTTLE, Decision
@@ -65,7 +65,7 @@ def decide(
     if not failed:
         recorded = [s.record(state, rule, ts) for s, rule, state in zip(strategies, rules, advanced)]
         return _decision(event, ALLOW, "within_limit", rules, checks, governing, 1, False, decided_at), recorded
-    reason = "rate_limited" if rules[governing].scope == "user" else "rate_limited_type"
+    reason = THROTTLE_REASONS[rules[governing].scope]
     if enforced:
         return _decision(event, THROTTLE, reason, rules, checks, governing, 0, False, decided_at), advanced
     return _decision(event, ALLOW, "shadow:" + reason, rules, checks, governing, 0, True, decided_at), advanced

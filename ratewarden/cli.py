@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-host", default="127.0.0.1", help="address for the metrics port (default loopback)")
     p.set_defaults(func=_worker)
 
-    p = sub.add_parser("limits", help="set, delete or list rate limits (live, no restart)")
+    p = sub.add_parser("limits", help="set, delete or list rate limits (live, no restart)",
+                       epilog="tiers of limits: ratewarden limits tier set|delete|assign|unassign|list (--help)")
     p.add_argument("action", choices=["set", "delete", "list", "load", "rules", "unload"],
                    help="load FILE: descriptor rules (envoyproxy/ratelimit's format, docs/rls.md); rules: list them; "
                         "unload DOMAIN: remove a domain's rules")
@@ -359,7 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, extra = build_parser().parse_known_args(argv)
+    from ratewarden.tiers_cli import tier_command
+
+    argv = sys.argv[1:] if argv is None else argv
+    tier = tier_command(argv)  # `limits tier ...` has a parser of its own
+    args, extra = (tier, []) if tier is not None else build_parser().parse_known_args(argv)
     if extra and getattr(args, "action", None) == "load" and args.user is None and len(extra) == 1:
         args.user = extra.pop()  # `limits load --check FILE`: argparse leaves FILE over after the option
     if extra:

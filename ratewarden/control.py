@@ -1,4 +1,4 @@
-"""Writers for the compacted control topics: rate limits and blocklist entries.
+"""Writers for the compacted control topics: rate limits, tiers of limits and blocklist entries.
 
 Workers follow these topics live (``streams.tables``), so a write takes effect without a restart.
 """
@@ -8,17 +8,18 @@ import logging
 import msgspec
 from kafka import KafkaProducer
 
-from agents.rules import limit_key
+from agents.rules import limit_key, member_key, tier_key
 from ratewarden.client import read_topic_records
 from schemas.descriptors import RULES_KEY_PREFIX, RulesDocument
-from schemas.limits import BlocklistEntry, RateLimit
+from schemas.limits import MEMBER_KEY_PREFIX, TIER_KEY_PREFIX, BlocklistEntry, RateLimit, TierLimit, TierMembership
 from streams.kafka_config import kafka_python_options, resolve_bootstrap
 from streams.settings import Settings, get_settings
 from streams.tables import blocklist_key
 from streams.topics import ensure_topics
 
 __all__ = ["set_limit", "set_limits", "delete_limit", "read_limits", "block", "unblock", "read_blocklist",
-           "publish_rules", "read_rules", "delete_rules"]
+           "publish_rules", "read_rules", "delete_rules", "set_tier_limits", "delete_tier_limits", "assign_tier",
+           "read_tiers"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ def set_limit(limit: RateLimit, settings: Settings | None = None) -> None:
 
 
 def set_limits(limits: list[RateLimit], settings: Settings | None = None) -> None:
+    """ValueError for a user id whose key would be another kind of record (``tier:``, ``member:``, ``domain:``)."""
+    for limit in limits:
+        if limit.user_id.encode().startswith(_OTHER_PREFIXES):
+            raise ValueError(f"user id {limit.user_id!r} cannot have a limit: its key would be read as another record")
     settings = settings or get_settings()
     records = [(limit_key(x.user_id, x.request_type), msgspec.json.encode(x)) for x in limits]
     _send(settings, settings.limits_topic, records)
@@ -62,11 +67,49 @@ def delete_limit(user_id: str, request_type: str | None = None, settings: Settin
     _send(settings, settings.limits_topic, [(limit_key(user_id, request_type), None)])
 
 
+#: Keys of the limits topic that are not a user's limit.
+_OTHER_PREFIXES = tuple(p.encode() for p in (RULES_KEY_PREFIX, TIER_KEY_PREFIX, MEMBER_KEY_PREFIX))
+
+
 def read_limits(settings: Settings | None = None) -> list[RateLimit]:
+    """The users' own limits (not the tiers', not the descriptor rules)."""
     settings = settings or get_settings()
     decode = msgspec.json.Decoder(RateLimit).decode
     return [decode(value) for key, value in _read_all(settings, settings.limits_topic).items()
-            if not key.startswith(RULES_KEY_PREFIX.encode())]
+            if not key.startswith(_OTHER_PREFIXES)]
+
+
+def set_tier_limits(limits: list[TierLimit], settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    _send(settings, settings.limits_topic,
+          [(tier_key(x.tier, x.request_type), msgspec.json.encode(x)) for x in limits])
+
+
+def delete_tier_limits(limits: list[TierLimit], settings: Settings | None = None) -> None:
+    """Tombstone these limits of tiers (their members fall back to their own limits or the default)."""
+    settings = settings or get_settings()
+    _send(settings, settings.limits_topic, [(tier_key(x.tier, x.request_type), None) for x in limits])
+
+
+def assign_tier(user_id: str, tier: str | None, settings: Settings | None = None) -> None:
+    """Make ``user_id`` a member of ``tier``; ``None`` removes it from its tier (a tombstone)."""
+    settings = settings or get_settings()
+    value = None if tier is None else msgspec.json.encode(TierMembership(user_id=user_id, tier=tier))
+    _send(settings, settings.limits_topic, [(member_key(user_id), value)])
+
+
+def read_tiers(settings: Settings | None = None) -> tuple[list[TierLimit], dict[str, str]]:
+    """The tiers' limits, and every membership (user -> tier)."""
+    settings = settings or get_settings()
+    decode_tier, decode_member = msgspec.json.Decoder(TierLimit).decode, msgspec.json.Decoder(TierMembership).decode
+    limits, members = [], {}
+    for key, value in _read_all(settings, settings.limits_topic).items():
+        if key.startswith(TIER_KEY_PREFIX.encode()):
+            limits.append(decode_tier(value))
+        elif key.startswith(MEMBER_KEY_PREFIX.encode()):
+            member = decode_member(value)
+            members[member.user_id] = member.tier
+    return limits, members
 
 
 def publish_rules(documents: list[RulesDocument], settings: Settings | None = None) -> None:

@@ -18,7 +18,7 @@ import schemas
 from schemas.decisions import Decision
 from schemas.events import DeadLetter, RequestEvent
 from schemas.flags import AbuseReport, AutoBan, IpFlag
-from schemas.limits import BlocklistEntry, RateLimit
+from schemas.limits import BlocklistEntry, RateLimit, TierLimit, TierMembership
 from schemas.users import User
 
 __all__ = ["DRAFT", "ID_PREFIX", "SCHEMA_DIR", "SCHEMA_FILES", "main", "render", "stale_files", "write_all"]
@@ -32,6 +32,9 @@ SCHEMA_FILES: dict[str, type[msgspec.Struct]] = {
     "request_event.schema.json": RequestEvent,
     "decision.schema.json": Decision,
     "rate_limit.schema.json": RateLimit,
+    # Tiers of limits on the same topic: a tier's limit and a user's membership of a tier.
+    "tier_limit.schema.json": TierLimit,
+    "tier_membership.schema.json": TierMembership,
     "blocklist_entry.schema.json": BlocklistEntry,
     "dead_letter.schema.json": DeadLetter,
     # Abuse analytics: ``ip-flags``, automatic bans on ``blocklist``, one report per window on ``abuse-reports``.

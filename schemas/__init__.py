@@ -8,7 +8,7 @@ gateway's ``schemas.users.HistoryOwner`` stay in their modules.
 from schemas.decisions import ALLOW, BLOCK, THROTTLE, Decision, Verdict
 from schemas.events import DeadLetter, RequestEvent
 from schemas.flags import AbuseReport, AutoBan, IpFeatures, IpFlag, Population, ReportedIp
-from schemas.limits import BlocklistEntry, RateLimit
+from schemas.limits import BlocklistEntry, RateLimit, TierLimit, TierMembership
 from schemas.users import User
 
 __all__ = [
@@ -26,6 +26,8 @@ __all__ = [
     "RateLimit",
     "ReportedIp",
     "RequestEvent",
+    "TierLimit",
+    "TierMembership",
     "User",
     "Verdict",
 ]

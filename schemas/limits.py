@@ -1,10 +1,18 @@
-"""Records of the compacted control topics: per-user rate limits and blocklist entries."""
+"""Records of the compacted control topics: per-user rate limits, tiers of limits and blocklist entries.
 
+The ``rate-limits`` topic holds four kinds of record, told apart by key (``agents.control_tables``):
+a user's limit (``user`` or ``user\x1ftype``), a tier's limit (``tier:<name>`` or
+``tier:<name>\x1ftype``), a user's membership of a tier (``member:<user>``) and a descriptor rules
+document of the rate limit service (``domain:<name>``, ``schemas.descriptors``).
+"""
+
+import re
 from typing import Annotated, Literal
 
 import msgspec
 
-__all__ = ["ALGORITHMS", "Algorithm", "BURST_DESCRIPTION", "BlocklistEntry", "RateLimit"]
+__all__ = ["ALGORITHMS", "Algorithm", "BURST_DESCRIPTION", "BlocklistEntry", "MEMBER_KEY_PREFIX", "RateLimit",
+           "TIER_KEY_PREFIX", "TIER_PATTERN", "TierLimit", "TierMembership", "TierName", "check_tier_name"]
 
 #: The rate-limiting algorithms, declared here once: the CLI, the HTTP API, the JSON Schema files
 #: and the worker's settings derive their choices from this tuple, and the limiter loads the module
@@ -18,6 +26,25 @@ BURST_DESCRIPTION = (
 )
 
 
+#: Tier names: short, and safe in keys, paths and shells.
+TIER_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
+TierName = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=TIER_PATTERN)]
+#: Key prefixes of tier records on the ``rate-limits`` topic; user ids with them cannot have own limits.
+TIER_KEY_PREFIX, MEMBER_KEY_PREFIX = "tier:", "member:"
+
+Limit = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
+Window = Annotated[float, msgspec.Meta(ge=0.001, le=86_400, description="seconds, at least 1 ms")]
+RequestType = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Burst = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000, description=BURST_DESCRIPTION)]
+
+
+def check_tier_name(name: str) -> str:
+    """``name`` if it is a valid tier name, else ValueError saying what is allowed."""
+    if not re.fullmatch(TIER_PATTERN, name):
+        raise ValueError(f"bad tier name {name!r}: 1 to 32 of A-Z a-z 0-9 _ . -")
+    return name
+
+
 class RateLimit(msgspec.Struct, frozen=True):
     """A limit for one user, or for one (user, request_type) when ``request_type`` is set.
 
@@ -26,12 +53,36 @@ class RateLimit(msgspec.Struct, frozen=True):
     """
 
     user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    limit: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
-    window: Annotated[float, msgspec.Meta(ge=0.001, le=86_400, description="seconds, at least 1 ms")] = 60.0
-    request_type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    limit: Limit
+    window: Window = 60.0
+    request_type: RequestType | None = None
     algorithm: Algorithm = "fixed"
     shadow: bool = False
-    burst: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000, description=BURST_DESCRIPTION)] | None = None
+    burst: Burst | None = None
+
+
+class TierLimit(msgspec.Struct, frozen=True):
+    """The limit every member of tier ``tier`` gets (each its own count: a tier is not a shared pool),
+    or, with ``request_type``, their limit of that request type.
+
+    Keyed ``tier:<tier>`` or ``tier:<tier>\x1f<request_type>``; a tombstone removes it. A member's own
+    limit (``RateLimit``) wins over its tier's; the tier's wins over the default.
+    """
+
+    tier: TierName
+    limit: Limit
+    window: Window = 60.0
+    request_type: RequestType | None = None
+    algorithm: Algorithm = "fixed"
+    shadow: bool = False
+    burst: Burst | None = None
+
+
+class TierMembership(msgspec.Struct, frozen=True):
+    """User ``user_id`` belongs to tier ``tier``; keyed ``member:<user_id>``, a tombstone: no tier."""
+
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    tier: TierName
 
 
 class BlocklistEntry(msgspec.Struct, frozen=True):

@@ -15,10 +15,15 @@ byte (``state_id`` and ``state_version``) in front so a reader knows whose paylo
 import math
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["EPS", "Check", "Rule", "Strategy", "ceil_ms"]
+__all__ = ["EPS", "THROTTLE_REASONS", "Check", "Rule", "Strategy", "ceil_ms"]
 
 #: Slack for comparisons of (fractional) counts with limits.
 EPS = 1e-9
+
+#: The decision's reason when a rule of this scope throttles: the user's own (or the default) limit,
+#: its tier's limit (``agents.rules.LimitBook``), or the typed limit of the user or of its tier.
+THROTTLE_REASONS = {"user": "rate_limited", "type": "rate_limited_type",
+                    "tier": "rate_limited_tier", "tier_type": "rate_limited_tier_type"}
 
 
 class Rule(NamedTuple):
@@ -29,7 +34,7 @@ class Rule(NamedTuple):
     window: float
     algorithm: str = "fixed"
     shadow: bool = False
-    scope: str = "user"  # "user" or "type": which limit this is, for the decision's reason
+    scope: str = "user"  # which limit this is, for the decision's reason: a key of THROTTLE_REASONS
     burst: int | None = None  # extra requests allowed at once (algorithms with burst tolerance)
 
 

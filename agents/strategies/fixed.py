@@ -5,7 +5,7 @@ Also holds :func:`decide_fixed`, the limiter's fast path for its most common cas
 
 import math
 
-from agents.strategies.base import EPS, Check, Rule, ceil_ms
+from agents.strategies.base import EPS, THROTTLE_REASONS, Check, Rule, ceil_ms
 from agents.strategies.window import Counter, WindowStrategy
 from schemas.decisions import ALLOW, BLOCK, THROTTLE, Decision
 from schemas.events import RequestEvent
@@ -62,7 +62,7 @@ def decide_fixed(
                             event.status)
         return decision, Counter(window, counter.index, count + 1, counter.previous)
     retry_after = ceil_ms(end - (ts if ts > start else start))
-    reason = "rate_limited" if rule.scope == "user" else "rate_limited_type"
+    reason = THROTTLE_REASONS[rule.scope]
     remaining = limit - count
     if rule.shadow:
         verdict, reason = ALLOW, "shadow:" + reason

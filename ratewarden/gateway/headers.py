@@ -6,7 +6,9 @@ RFC 8941 Strings with Integer parameters, named after the limit they are:
 
 * ``"default"``: the default limit (the user has no limit of its own),
 * ``"user"``: the user's own limit,
-* ``"type"``: the user's limit on this request type (checked on top of the user or default limit).
+* ``"type"``: the user's limit on this request type (checked on top of the user or default limit),
+* ``"tier"``, ``"tier_type"``: the limit, or the limit on this request type, of the user's tier
+  (the user has no limit of its own there).
 
 ``q`` is the limit and ``w`` its window in whole seconds (rounded up, at least 1); ``r`` is what
 remains of the quota after this request and ``t`` the seconds until the window resets (rounded up).
@@ -20,13 +22,15 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from agents.rules import LimitBook
-from agents.strategies.base import Rule
+from agents.strategies.base import THROTTLE_REASONS, Rule
 from schemas.decisions import Decision
 
-__all__ = ["DEFAULT", "TYPE", "USER", "Policies", "PolicyCache", "governing", "limit_item", "policies", "policy_item",
-           "rate_fields", "rate_headers", "seconds"]
+__all__ = ["DEFAULT", "TIER", "TIER_TYPE", "TYPE", "USER", "Policies", "PolicyCache", "governing", "limit_item",
+           "policies", "policy_item", "rate_fields", "rate_headers", "seconds"]
 
-DEFAULT, USER, TYPE = "default", "user", "type"
+DEFAULT, USER, TYPE, TIER, TIER_TYPE = "default", "user", "type", "tier", "tier_type"
+#: A throttling reason (without ``shadow:``) -> the scope of the rule it names.
+_SCOPES = {reason: scope for scope, reason in THROTTLE_REASONS.items()}
 
 
 def seconds(value: float) -> int:
@@ -65,7 +69,7 @@ class Policies(NamedTuple):
 
 def policies(rules: Sequence[Rule], own_limit: bool) -> Policies:
     """The policies of ``rules`` (``LimitBook.rules_for``: never empty); ``own_limit``: the user has its own."""
-    names = tuple((USER if own_limit else DEFAULT) if rule.scope == "user" else TYPE for rule in rules)
+    names = tuple((USER if own_limit else DEFAULT) if rule.scope == "user" else rule.scope for rule in rules)
     value = ", ".join(_item(n, r.limit, r.window) for n, r in zip(names, rules))
     return Policies(rules, names, value, tuple((r.limit, _window(r.window)) for r in rules))
 
@@ -74,7 +78,7 @@ def governing(p: Policies, d: Decision) -> int:
     """The index of the policy that governed ``d``: the one with the decision's limit and window.
 
     Several alike (or none: the gateway's limits lag the worker's): the scope the reason names
-    (``*_type``: the type limit), else the first.
+    (``rate_limited_type``: the type limit, ...), else the first.
     """
     shape = (d.limit, _window(d.reset_at - d.window_start))
     if len(p.shapes) == 1 and p.shapes[0] == shape:  # the common case: one limit, and it decided
@@ -82,7 +86,7 @@ def governing(p: Policies, d: Decision) -> int:
     matches = [i for i, s in enumerate(p.shapes) if s == shape]
     if len(matches) == 1:
         return matches[0]
-    scope = "type" if d.reason.endswith("_type") else "user"
+    scope = _SCOPES.get(d.reason.removeprefix("shadow:"), "user")
     candidates = matches or range(len(p.rules))
     return next((i for i in candidates if p.rules[i].scope == scope), candidates[0])
 

@@ -7,17 +7,18 @@ Identifiers are printable ASCII so they are safe in paths and in the limiter's k
 from typing import Annotated, Literal
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ratewarden.gateway.net import normalize_ip
-from schemas.limits import BURST_DESCRIPTION, Algorithm
+from schemas.limits import BURST_DESCRIPTION, TIER_PATTERN, Algorithm
 from schemas.users import ID_PATTERN
 
 __all__ = [
     "AbuseReportInfo", "AbuseReportList", "BatchBody", "BatchDecision", "BatchDecisions", "Blocked", "BlockBody", "BlockEntry", "BlockList", "CreatedUser",
-    "HistoryItem", "HistoryPage", "IpPath", "Limit", "LimitBody", "LimitList", "NetworkAddressPath", "NewUser",
-    "PopulationInfo", "PrefixPath", "Problem",
-    "ReportedIpInfo", "ReportShareInfo", "SubmitBody", "Submitted", "Throttled", "Unavailable", "UserInfo", "UserIdPath",
+    "HistoryItem", "HistoryPage", "IpPath", "Limit", "LimitBody", "LimitFields", "LimitList", "NetworkAddressPath",
+    "NewUser", "PopulationInfo", "PrefixPath", "Problem",
+    "ReportedIpInfo", "ReportShareInfo", "SubmitBody", "Submitted", "Throttled", "Tier", "TierBody", "TierLimitInfo",
+    "TierList", "TierMember", "TierPath", "TierTypeBody", "Unavailable", "UserInfo", "UserIdPath",
 ]
 
 #: Printable ASCII.
@@ -47,6 +48,10 @@ NetworkAddressPath = Annotated[
               examples=["198.51.100.0"]),
 ]
 PrefixPath = Annotated[int, Path(ge=0, le=128, description="the prefix length: 0-32 (IPv4), 0-128 (IPv6)", examples=[24])]
+TierPath = Annotated[
+    str, Path(min_length=1, max_length=32, pattern=TIER_PATTERN, description="a tier: 1 to 32 of A-Z a-z 0-9 _ . -",
+              examples=["gold"])
+]
 TypeQuery = Annotated[
     str | None, Query(min_length=1, max_length=64, pattern=TEXT_PATTERN, description="the limit of one request type")
 ]
@@ -124,13 +129,63 @@ class Problem(BaseModel):
     detail: str
 
 
-class LimitBody(_Body):
+class LimitFields(_Body):
+    """A limit's numbers (a user's: :class:`LimitBody`; a tier's: :class:`TierBody`)."""
+
     limit: int = Field(ge=0, le=1_000_000_000, description="requests allowed per window")
     window: float = Field(60.0, ge=0.001, le=86_400, description="seconds, at least 1 ms")
-    request_type: RequestType | None = Field(None, description="limit only this request type (on top of the user limit)")
     algorithm: Algorithm = "fixed"
     shadow: bool = Field(False, description="decide, but never throttle: the reason says what would have happened")
     burst: int | None = Field(None, ge=0, le=1_000_000_000, description=BURST_DESCRIPTION)
+
+
+class LimitBody(LimitFields):
+    request_type: RequestType | None = Field(None, description="limit only this request type (on top of the user limit)")
+
+
+class TierTypeBody(LimitFields):
+    request_type: RequestType = Field(description="the request type this limit applies to")
+
+
+class TierBody(LimitFields):
+    """A tier, whole: the limit each member gets (unless it has its own), and its limits per request type."""
+
+    types: list[TierTypeBody] = Field(
+        [], max_length=100, description="limits of single request types, on top of the tier's limit; a PUT replaces "
+                                        "the tier whole, so types left out are removed"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_types(self) -> "TierBody":
+        seen = [t.request_type for t in self.types]
+        if len(set(seen)) != len(seen):
+            raise ValueError("types: a request type appears twice")
+        return self
+
+
+class TierLimitInfo(BaseModel):
+    limit: int
+    window: float
+    request_type: str | None
+    algorithm: Algorithm
+    shadow: bool
+    burst: int | None
+
+
+class Tier(BaseModel):
+    name: str
+    limit: TierLimitInfo | None = Field(description="the tier's limit; null: its members get the default")
+    types: list[TierLimitInfo] = Field(description="its limits of single request types")
+    members: int = Field(description="users assigned to the tier")
+
+
+class TierList(BaseModel):
+    tiers: list[Tier]
+
+
+class TierMember(BaseModel):
+    user_id: str
+    tier: str
 
 
 class Limit(BaseModel):

@@ -13,6 +13,7 @@ from agents.intake import EventDecoder
 from ratewarden.schema_files import DRAFT, ID_PREFIX, SCHEMA_DIR, SCHEMA_FILES, main, render, stale_files, write_all
 from schemas.events import RequestEvent
 from schemas.flags import AbuseReport, AutoBan, FeaturesWatermark, IpFeatures, IpFlag, IpPartial, Population, ReportedIp
+from schemas.limits import TierLimit, TierMembership
 from schemas.users import HistoryOwner, User
 
 # One line as a load generator writes it to the requests topic (extra fields allowed).
@@ -29,6 +30,8 @@ REQUIRED = {
         "remaining", "window_start", "reset_at", "retry_after", "shadow", "ts_event", "ts_decided",
     ],
     "rate_limit.schema.json": ["user_id", "limit"],
+    "tier_limit.schema.json": ["tier", "limit"],
+    "tier_membership.schema.json": ["user_id", "tier"],
     "blocklist_entry.schema.json": ["subject"],
     "dead_letter.schema.json": ["reason", "detail", "payload", "topic", "partition", "offset", "ts_rejected"],
     "ip_flag.schema.json": [
@@ -212,6 +215,8 @@ RECORDS = {
         population=POPULATION, late_partials=1,
     ),
     "user.schema.json": User(user_id="analyst-1", role="analyst", key_hash="sha256:" + "0" * 64, created_at=NOW),
+    "tier_limit.schema.json": TierLimit(tier="gold", limit=1000, window=60.0, request_type="login", burst=5),
+    "tier_membership.schema.json": TierMembership(user_id="alice", tier="gold"),
 }
 
 

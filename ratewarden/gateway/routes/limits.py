@@ -2,17 +2,20 @@
 
 import msgspec
 from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 
 from agents.rules import limit_key
 from ratewarden.gateway.auth import require
 from ratewarden.gateway.models import Limit, LimitBody, LimitList, TypeQuery, UserIdPath
 from ratewarden.gateway.routes import AUTH_ERRORS, NOT_FOUND, BODY_ERRORS, UNAVAILABLE
-from schemas.limits import RateLimit
+from schemas.descriptors import RULES_KEY_PREFIX
+from schemas.limits import MEMBER_KEY_PREFIX, TIER_KEY_PREFIX, RateLimit
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["limits"])
 ADMIN = require("admin")
+RESERVED_PREFIXES = (TIER_KEY_PREFIX, MEMBER_KEY_PREFIX, RULES_KEY_PREFIX)
 
 
 def _out(limit: RateLimit) -> Limit:
@@ -40,7 +43,13 @@ async def get_limit(user_id: UserIdPath, request: Request, request_type: TypeQue
     dependencies=[ADMIN],
 )
 async def put_limit(user_id: UserIdPath, body: LimitBody, request: Request) -> Limit:
-    """Set a user's limit (or, with ``request_type``, a limit of one request type); workers apply it live."""
+    """Set a user's limit (or, with ``request_type``, a limit of one request type); workers apply it live.
+
+    A user id starting ``tier:``, ``member:`` or ``domain:`` cannot have one (its key would name a tier,
+    a membership or descriptor rules): 422."""
+    if user_id.startswith(RESERVED_PREFIXES):
+        raise RequestValidationError([{"loc": ("path", "user_id"), "type": "value_error",
+                                       "msg": f"a user id starting {user_id.partition(':')[0]}: cannot have a limit"}])
     limit = RateLimit(user_id=user_id, **body.model_dump())
     await request.app.state.gateway.write("limits", limit_key(user_id, body.request_type), msgspec.json.encode(limit))
     return _out(limit)
