@@ -27,6 +27,7 @@ from agents.network_bans import NetworkBans
 from agents.policy import decide
 from agents.rules import LimitBook
 from agents.strategies.fixed import decide_fixed
+from schemas.decisions import Decision
 from schemas.events import RequestEvent
 from schemas.limits import BlocklistEntry
 
@@ -50,13 +51,19 @@ class Replayer:
         self.states: dict = {}
 
     def decide(self, events: Iterable[RequestEvent]) -> tuple[list[str], list[str]]:
-        """(verdicts, reasons) of ``events``, in their order (the loop of ``Limiter.process``)."""
+        """(verdicts, reasons) of ``events``, in their order."""
+        decided = self.decisions(events)
+        verdicts = [NO_DECISION if d is None else d.verdict for d in decided]
+        return verdicts, ["decision_error" if d is None else d.reason for d in decided]
+
+    def decisions(self, events: Iterable[RequestEvent]) -> list[Decision | None]:
+        """The decisions of ``events`` in their order (the loop of ``Limiter.process``); ``None`` for an
+        event the limiter would dead-letter as ``decision_error`` (nothing counted)."""
         states = self.states
         get, set_ = states.get, states.__setitem__
         rules_for, blocked = self.limits.rules_for, self.blocks.get
-        verdicts: list[str] = []
-        reasons: list[str] = []
-        keep_verdict, keep_reason = verdicts.append, reasons.append
+        decided: list[Decision | None] = []
+        keep = decided.append
         for event in events:
             block = blocked(event.request_id)
             try:
@@ -73,13 +80,10 @@ class Replayer:
                     for rule, old, new in zip(rules, before_all, after_all):
                         if new is not old:
                             set_(rule.key, new)
-            except (ArithmeticError, ValueError):  # the limiter dead-letters it: no decision, nothing counted
-                keep_verdict(NO_DECISION)
-                keep_reason("decision_error")
-                continue
-            keep_verdict(decision.verdict)
-            keep_reason(decision.reason)
-        return verdicts, reasons
+            except (ArithmeticError, ValueError):
+                decision = None
+            keep(decision)
+        return decided
 
 
 class Flagged:

@@ -94,10 +94,10 @@ def _summary(console: Console, recorded: "Recorded", result: "Diff", is_candidat
     blocks = f", {len(recorded.blocks):,} blocked as recorded" if recorded.blocks else ""
     if is_candidate:
         console.print(f"candidate: [bold]{result.total - result.reproduced:,}[/bold] of {result.total:,} verdicts "
-                      f"or reasons change{blocks}{left_out}")
+                      f"or reasons change{blocks}{left_out}", soft_wrap=True)
     else:
         console.print(f"[bold]{result.reproduced:,} of {result.total:,}[/bold] verdicts reproduced "
-                      f"(verdict and reason, with the limits in force{blocks}){left_out}")
+                      f"(verdict and reason, limits in force{blocks}){left_out}", soft_wrap=True)
 
 
 def _run(args) -> int:

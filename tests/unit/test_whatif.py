@@ -195,3 +195,27 @@ def test_the_command_reproduces_a_run_and_says_which_line_is_bad(tmp_path, capsy
         assert cli([*base, "--in-force", str(tmp_path / "limits.jsonl")]) == 2
         assert f"d.jsonl:{len(recorded) + 1}: not a decision" in capsys.readouterr().out
         assert cli([*base, "--set", "other=1"]) == 2
+
+
+def test_an_event_the_limiter_dead_letters_has_no_decision_and_counts_nothing():
+    limits = book([])
+    # Constructed without validation, as a record from an older producer could be: a 5e-324 s window.
+    limits.put("broken", RateLimit(user_id="broken", limit=5, window=5e-324))
+    events = [RequestEvent("r0", "broken", "203.0.113.7", "read", T0), RequestEvent("r1", "ok", "203.0.113.7", "read", T0)]
+    assert Replayer(limits, {}).decide(events) == (["none", "allow"], ["decision_error", "within_limit"])
+
+
+def test_events_without_a_recorded_decision_are_left_out(tmp_path):
+    from ratewarden.whatif_inputs import from_files
+
+    events = trace(50)
+    write_trace(tmp_path / "t.jsonl", events)
+    decided = [{"request_id": e.request_id, "verdict": "allow", "reason": "within_limit"} for e in events[::2]]
+    decided[3].update(verdict="block", reason="network_blocked")
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(d) + "\n" for d in decided))
+    (tmp_path / "f.jsonl").write_text(json.dumps({"ip": "2001:db8::/64", "allowlisted": False}) + "\n"
+                                      + json.dumps({"ip": "192.0.2.1", "allowlisted": True}) + "\n")
+    recorded = from_files(tmp_path / "t.jsonl", tmp_path / "d.jsonl", tmp_path / "f.jsonl")
+    assert [e.request_id for e in recorded.events] == [e.request_id for e in events[::2]]
+    assert recorded.unrecorded == 25 and recorded.blocks == {events[6].request_id: "network_blocked"}
+    assert recorded.flagged == ["2001:db8::/64"]  # allow-listed flags are reported, never acted on
