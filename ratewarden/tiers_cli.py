@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="tier_action", required=True)
     p = sub.add_parser("set", help="set a tier's limit (or, with --type, its limit of one request type)")
-    p.add_argument("name", help="the tier: 1 to 32 of A-Z a-z 0-9 _ . -")
+    p.add_argument("name", help="the tier: 1 to 32 of A-Z a-z 0-9 _ . -, the first a letter or digit")
     p.add_argument("limit", type=int, help="requests per window, for each member")
     p.add_argument("--window", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--algorithm", choices=ALGORITHMS, default="fixed")

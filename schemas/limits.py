@@ -26,8 +26,8 @@ BURST_DESCRIPTION = (
 )
 
 
-#: Tier names: short, and safe in keys, paths and shells.
-TIER_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
+#: Tier names: short, and safe in keys, paths (no "." or "..") and shells.
+TIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
 TierName = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=TIER_PATTERN)]
 #: Key prefixes of tier records on the ``rate-limits`` topic; user ids with them cannot have own limits.
 TIER_KEY_PREFIX, MEMBER_KEY_PREFIX = "tier:", "member:"
@@ -41,7 +41,7 @@ Burst = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000, description=BURST_DE
 def check_tier_name(name: str) -> str:
     """``name`` if it is a valid tier name, else ValueError saying what is allowed."""
     if not re.fullmatch(TIER_PATTERN, name):
-        raise ValueError(f"bad tier name {name!r}: 1 to 32 of A-Z a-z 0-9 _ . -")
+        raise ValueError(f"bad tier name {name!r}: 1 to 32 of A-Z a-z 0-9 _ . -, the first a letter or digit")
     return name
 
 

@@ -49,8 +49,8 @@ NetworkAddressPath = Annotated[
 ]
 PrefixPath = Annotated[int, Path(ge=0, le=128, description="the prefix length: 0-32 (IPv4), 0-128 (IPv6)", examples=[24])]
 TierPath = Annotated[
-    str, Path(min_length=1, max_length=32, pattern=TIER_PATTERN, description="a tier: 1 to 32 of A-Z a-z 0-9 _ . -",
-              examples=["gold"])
+    str, Path(min_length=1, max_length=32, pattern=TIER_PATTERN, examples=["gold"],
+              description="a tier: 1 to 32 of A-Z a-z 0-9 _ . -, the first a letter or digit")
 ]
 TypeQuery = Annotated[
     str | None, Query(min_length=1, max_length=64, pattern=TEXT_PATTERN, description="the limit of one request type")

@@ -92,7 +92,7 @@ def test_records_under_another_key_and_bad_names_are_refused(book, apply):
     assert book.tiers() == {}
     for name in ("gold", "tier-1", "a.b_C", "x" * 32):
         assert check_tier_name(name) == name
-    for name in ("", "x" * 33, "bad name", "a/b", "a:b", "gölд"):
+    for name in ("", "x" * 33, "bad name", "a/b", "a:b", "gölд", ".", "..", "-x", "gold\n"):
         with pytest.raises(ValueError):
             check_tier_name(name)
 
@@ -167,6 +167,7 @@ def test_gateway_tier_routes(api):
 
 @pytest.mark.parametrize("method, path, body", [
     ("put", "/tiers/bad%20name", {"limit": 1}), ("put", "/tiers/" + "x" * 33, {"limit": 1}),
+    ("put", "/tiers/.x", {"limit": 1}),
     ("put", "/tiers/gold", {"limit": -1}), ("put", "/tiers/gold", {"limit": 1, "extra": 1}),
     ("put", "/tiers/gold", {"limit": 1, "types": [{"request_type": "a", "limit": 1}] * 2}),
     ("put", "/limits/tier:gold", {"limit": 1}), ("put", "/limits/member:alice", {"limit": 1}),
