@@ -101,6 +101,7 @@ def _summary(console: Console, recorded: "Recorded", result: "Diff", is_candidat
 
 
 def _run(args) -> int:
+    from agents.rules import limit_key
     from ratewarden.whatif_inputs import (
         from_files, from_topics, limits_in_force, new_book, parse_default, parse_set, parse_time, put_limits,
         read_limits_file,
@@ -118,13 +119,15 @@ def _run(args) -> int:
     changes = [parse_set(spec) for spec in args.set or ()]
     default = parse_default(args.default) if args.default else RateLimit(
         user_id="*", limit=settings.default_limit, window=settings.default_window, algorithm=settings.default_algorithm)
-    if args.limits:  # a candidate replaces the limits in force
-        book = new_book(default, read_limits_file(Path(args.limits)), changes)
-    elif args.in_force:
-        book = new_book(default, read_limits_file(Path(args.in_force)), changes)
-    else:
+    if args.in_force:
+        book = new_book(default, read_limits_file(Path(args.in_force)))
+    else:  # tiers and memberships too, as the worker reads them
         book = limits_in_force(settings, new_book(default))
-        put_limits(book, changes)
+    if args.limits:  # the users' own limits replaced; tiers in force kept
+        for limit in book:
+            book.put(limit_key(limit.user_id, limit.request_type), None)
+        put_limits(book, read_limits_file(Path(args.limits)))
+    put_limits(book, changes)
     if args.from_topics:
         since, until = (parse_time(args.since) if args.since else None), (parse_time(args.until) if args.until else None)
         source = partial(from_topics, settings, since, until)
@@ -144,8 +147,9 @@ def add_parser(sub) -> None:
     p.add_argument("--from-topics", action="store_true", help="read the requests, decisions and ip-flags topics")
     p.add_argument("--since", help="--from-topics: events from this time (epoch seconds or ISO 8601, UTC)")
     p.add_argument("--until", help="--from-topics: events before this time")
-    p.add_argument("--in-force", help="limits in force (JSON array or lines of RateLimit; default: the rate-limits topic)")
-    p.add_argument("--limits", help="candidate limits replacing those in force (same format)")
+    p.add_argument("--in-force", help="users' limits in force (JSON array or lines of RateLimit, as `limits list --json` "
+                   "prints; default: the rate-limits topic, tiers included)")
+    p.add_argument("--limits", help="candidate: users' limits replacing theirs in force (same format; tiers kept)")
     p.add_argument("--set", action="append", metavar="USER[:TYPE]=LIMIT/WINDOW[/ALGORITHM[/BURST]]",
                    help="a candidate limit for one user (repeatable), over the limits in force or --limits")
     p.add_argument("--default", metavar="LIMIT/WINDOW[/ALGORITHM]", help="candidate default limit")

@@ -5,6 +5,7 @@ import json
 import random
 
 import msgspec
+import pandas as pd
 import pytest
 
 from agents.limiter import Limiter
@@ -184,6 +185,13 @@ def test_the_command_reproduces_a_run_and_says_which_line_is_bad(tmp_path, capsy
             patch.setenv(name, value)
         assert cli([*base, "--in-force", str(tmp_path / "limits.jsonl")]) == 0
         assert "600 of 600 verdicts reproduced" in capsys.readouterr().out
+        (tmp_path / "fewer.json").write_text(json.dumps([msgspec.to_builtins(x) for x in LIMITS[:3]]))
+        fewer = tmp_path / "fewer"
+        assert cli([*base, "--in-force", str(tmp_path / "limits.jsonl"), "--limits", str(tmp_path / "fewer.json"),
+                    "--out", str(fewer)]) == 0
+        assert "candidate:" in capsys.readouterr().out
+        # Only the users whose limits the candidate left out (typed, quiet: now on the default) change.
+        assert set(pd.read_csv(fewer / "changed.csv")["user_id"]) == {"typed", "quiet"}
         out = tmp_path / "out"
         assert cli([*base, "--in-force", str(tmp_path / "limits.jsonl"), "--set", "other=1/10", "--out", str(out)]) == 0
         printed = capsys.readouterr().out
