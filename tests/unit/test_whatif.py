@@ -16,7 +16,7 @@ from ratewarden.cli import main as cli
 from ratewarden.replay import write_trace
 from ratewarden.whatif_inputs import parse_default, parse_set, read_limits_file
 from schemas.events import RequestEvent
-from schemas.limits import BlocklistEntry, RateLimit
+from schemas.limits import BlocklistEntry, RateLimit, TierLimit
 from streams.settings import Settings
 from streams.state import MemoryPartitionStore
 from tests.unit.test_limiter_loop import CollectingSender, Record
@@ -30,13 +30,19 @@ LIMITS = [
     RateLimit(user_id="typed", request_type="login", limit=2, window=10),
     RateLimit(user_id="quiet", limit=2, window=10, shadow=True),
 ]
-USERS = ["fixed", "slide", "cell", "typed", "quiet", "other", "banned-user"]
+USERS = ["fixed", "slide", "cell", "typed", "quiet", "other", "banned-user", "gold-1", "gold-2"]
 
 
-def book(limits=LIMITS, default=(4, 10.0, "fixed")) -> LimitBook:
+def book(limits=LIMITS, default=(4, 10.0, "fixed"), tiers: bool = True) -> LimitBook:
     limits_book = LimitBook(*default)
     for limit in limits:
         limits_book.put(limit_key(limit.user_id, limit.request_type), limit)
+    if tiers:  # a tier with a sliding limit and a typed one; gold-2 also has a limit of its own
+        limits_book.put_tier("gold", TierLimit(tier="gold", limit=6, window=10, algorithm="sliding"))
+        limits_book.put_tier(limit_key("gold", "login"), TierLimit(tier="gold", limit=1, window=10, request_type="login"))
+        for user in ("gold-1", "gold-2"):
+            limits_book.put_member(user, "gold")
+        limits_book.put("gold-2", RateLimit(user_id="gold-2", limit=3, window=10, algorithm="gcra"))
     return limits_book
 
 
@@ -78,7 +84,8 @@ def test_every_verdict_and_reason_of_the_limiter_comes_out_again(tmp_path):
     events = trace()
     recorded = limiter_decisions(events, book(), blocklist(), tmp_path)
     assert {d["reason"] for d in recorded} >= {"within_limit", "rate_limited", "rate_limited_type", "ip_blocked",
-                                                "network_blocked", "user_blocked", "shadow:rate_limited"}
+                                                "network_blocked", "user_blocked", "shadow:rate_limited",
+                                                "rate_limited_tier", "rate_limited_tier_type"}
     blocks = {d["request_id"]: d["reason"] for d in recorded if d["verdict"] == "block"}
     replayer = Replayer(book(), blocks)
     verdicts, reasons = [], []
@@ -105,7 +112,7 @@ def test_a_candidate_gives_what_the_limiter_would_have_given_with_the_same_bans(
 
 def test_a_lower_fixed_limit_throttles_what_an_oracle_counts():
     events = [RequestEvent(f"r{i}", "alice", "203.0.113.7", "read", T0 + i * 0.5) for i in range(200)]
-    verdicts, _ = Replayer(book([RateLimit(user_id="alice", limit=7, window=10)]), {}).decide(events)
+    verdicts, _ = Replayer(book([RateLimit(user_id="alice", limit=7, window=10)], tiers=False), {}).decide(events)
     per_window: dict[int, int] = {}
     expected = []
     for e in events:  # the oracle: at most 7 allowed per epoch-aligned 10 s window
@@ -117,7 +124,7 @@ def test_a_lower_fixed_limit_throttles_what_an_oracle_counts():
 
 def test_recorded_blocks_stay_blocked_and_do_not_count():
     events = [RequestEvent(f"r{i}", "bob", "203.0.113.7", "read", T0 + i) for i in range(6)]
-    verdicts, reasons = Replayer(book([], (3, 60.0, "fixed")), {"r0": "ip_blocked", "r1": "user_blocked"}).decide(events)
+    verdicts, reasons = Replayer(book([], (3, 60.0, "fixed"), tiers=False), {"r0": "ip_blocked", "r1": "user_blocked"}).decide(events)
     assert list(zip(verdicts, reasons)) == [("block", "ip_blocked"), ("block", "user_blocked")] + [
         ("allow", "within_limit")] * 3 + [("throttle", "rate_limited")]
 
@@ -173,8 +180,7 @@ def test_limits_files_as_array_or_lines_and_their_errors(tmp_path):
 
 def test_the_command_reproduces_a_run_and_says_which_line_is_bad(tmp_path, capsys):
     events = trace(600)
-    limiter_book = book()
-    recorded = limiter_decisions(events, limiter_book, blocklist(), tmp_path)
+    recorded = limiter_decisions(events, book(tiers=False), blocklist(), tmp_path)  # files carry no tiers
     write_trace(tmp_path / "t.jsonl", events)
     (tmp_path / "d.jsonl").write_bytes(b"".join(msgspec.json.encode(d) + b"\n" for d in recorded))
     (tmp_path / "limits.jsonl").write_bytes(b"".join(msgspec.json.encode(x) + b"\n" for x in LIMITS))
@@ -206,7 +212,7 @@ def test_the_command_reproduces_a_run_and_says_which_line_is_bad(tmp_path, capsy
 
 
 def test_an_event_the_limiter_dead_letters_has_no_decision_and_counts_nothing():
-    limits = book([])
+    limits = book([], tiers=False)
     # Constructed without validation, as a record from an older producer could be: a 5e-324 s window.
     limits.put("broken", RateLimit(user_id="broken", limit=5, window=5e-324))
     events = [RequestEvent("r0", "broken", "203.0.113.7", "read", T0), RequestEvent("r1", "ok", "203.0.113.7", "read", T0)]
