@@ -56,7 +56,8 @@ def run_whatif(
         clock = now
 
     columns = (TextColumn("{task.description:8s}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
+    with Progress(*columns, console=console, disable=not (show_progress and console.is_terminal),
+                  transient=True) as progress:
         task = progress.add_task("reading", total=None)
         recorded = recorded_source()
         phase("read")
