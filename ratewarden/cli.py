@@ -226,7 +226,12 @@ def _simulate(args) -> int:
     from ratewarden.replay import write_trace
     from ratewarden.simulate import simulate, write_labels
 
-    sim = simulate(minutes=args.minutes, users=args.users, seed=args.seed)
+    if args.profiles:  # honest users of known rate profiles (labels["profiles"]), for `ratewarden advise`
+        from ratewarden.sim_profiles import simulate_profiles
+
+        sim = simulate_profiles(minutes=args.minutes, users=args.users, seed=args.seed)
+    else:
+        sim = simulate(minutes=args.minutes, users=args.users, seed=args.seed)
     n = write_trace(Path(args.out), sim.events)
     write_labels(Path(args.labels), sim.labels)
     print(f"wrote {n} events to {args.out}; {len(sim.labels['attackers'])} attacking IPs in {args.labels}")
@@ -323,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", required=True, help="trace (JSON lines, replay format)")
     p.add_argument("--labels", required=True, help="labels (JSON): attacking IPs and from when, offices, allow-list")
+    p.add_argument("--profiles", action="store_true", help="instead: honest users of named rate profiles (light, "
+                   "regular, heavy, api) and a few attacks; labels[\"profiles\"] names each user's")
     p.set_defaults(func=_simulate)
 
     p = sub.add_parser("report", help="abuse report: top offenders, timeline, CSV + Parquet, PNG charts")
@@ -336,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ratewarden.whatif import add_parser as add_whatif_parser
 
     add_whatif_parser(sub)  # ratewarden whatif
+
+    from ratewarden.advise import add_parser as add_advise_parser
+
+    add_advise_parser(sub)  # ratewarden advise
 
     p = sub.add_parser("gateway", help="serve the HTTP API (POST /requests, history, limits, users, blocklist)")
     p.add_argument("--host", default="127.0.0.1")
