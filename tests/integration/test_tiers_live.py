@@ -1,0 +1,73 @@
+"""Tiers of limits on the real broker: a running worker picks up tier limits and memberships live."""
+
+import time
+
+import pytest
+
+from ratewarden.control import assign_tier, delete_limit, set_limit, set_tier_limits
+from schemas.events import RequestEvent
+from schemas.limits import RateLimit, TierLimit
+
+pytestmark = pytest.mark.kafka
+
+T0 = 1_732_899_960.0  # a multiple of 60: the start of a window
+
+
+class Probe:
+    """Replays requests in windows of their own (one minute apart), so each burst starts from zero."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline, self.ts, self.n = pipeline, T0, 0
+
+    def burst(self, user: str, n: int, request_type: str = "read"):
+        self.ts += 60.0
+        events = [RequestEvent(f"r{self.n}-{i}", user, "203.0.113.7", request_type, self.ts + i * 0.01)
+                  for i in range(n)]
+        self.n += 1
+        return self.pipeline.replay(events)
+
+    def until(self, user: str, limit: int, timeout: float = 30.0) -> None:
+        """Wait until the worker decides ``user``'s requests under ``limit`` (it follows the topic live)."""
+        deadline = time.monotonic() + timeout
+        while self.burst(user, 1)[0].limit != limit:
+            assert time.monotonic() < deadline, f"{user} never got limit {limit}"
+
+
+def verdicts(decisions) -> list[tuple[str, str]]:
+    return [(d.verdict, d.reason) for d in decisions]
+
+
+def test_tier_limits_and_memberships_apply_live_without_a_restart(make_core_pipeline):
+    pipeline = make_core_pipeline(default_limit=100)
+    settings = pipeline.settings
+    worker = pipeline.start_worker()
+    probe = Probe(pipeline)
+    assert {d.limit for d in probe.burst("alice", 3) + probe.burst("bob", 3)} == {100}
+
+    # a tier set and a user assigned while the worker runs: that user's next requests follow the tier
+    set_tier_limits([TierLimit(tier="gold", limit=3, window=60.0),
+                     TierLimit(tier="gold", limit=1, window=60.0, request_type="login")], settings)
+    assign_tier("alice", "gold", settings)
+    probe.until("alice", 3)
+    allowed, throttled = ("allow", "within_limit"), ("throttle", "rate_limited_tier")
+    assert verdicts(probe.burst("alice", 5)) == [allowed] * 3 + [throttled] * 2
+    assert verdicts(probe.burst("alice", 2, "login")) == [allowed, ("throttle", "rate_limited_tier_type")]
+    assert [d.verdict for d in probe.burst("bob", 5)] == ["allow"] * 5 and probe.burst("bob", 1)[0].limit == 100
+
+    # changing the tier's limit changes the decisions of its members, live
+    set_tier_limits([TierLimit(tier="gold", limit=5, window=60.0)], settings)
+    probe.until("alice", 5)
+    assert verdicts(probe.burst("alice", 7)) == [allowed] * 5 + [throttled] * 2
+
+    # a user's own limit wins over its tier's; removing it brings the tier back
+    set_limit(RateLimit(user_id="alice", limit=2, window=60.0), settings)
+    probe.until("alice", 2)
+    assert verdicts(probe.burst("alice", 3)) == [allowed] * 2 + [("throttle", "rate_limited")]
+    delete_limit("alice", settings=settings)
+    probe.until("alice", 5)
+
+    # unassigned: back to the default
+    assign_tier("alice", None, settings)
+    probe.until("alice", 100)
+    assert [d.verdict for d in probe.burst("alice", 7)] == ["allow"] * 7
+    assert worker.poll() is None
