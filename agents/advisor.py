@@ -12,9 +12,10 @@ members) the smallest such ``L`` is found by bisection, each candidate checked b
 honest requests again with the limiter's own code: the groups are made tiers of a :class:`LimitBook`
 (each member its own count, as the limiter counts tier members) and every round of the bisection is
 one replay of all honest traffic, the groups' candidates side by side (states are per user, so the
-groups do not interact). Throttles fall as the limit grows for every algorithm here, so the bisection
-finds the smallest passing limit; the final limits are checked once more and that replay's counts are
-what :class:`Advice` reports, with the abusive requests that the advised limits would stop.
+groups do not interact). For ``fixed`` throttles cannot grow with the limit, so the bisection finds
+the smallest passing limit; for the others the limit found passed and the one below failed. The final
+limits are checked once more and that replay's counts are what :class:`Advice` reports, with the
+abusive requests that the advised limits would stop.
 """
 
 import logging

@@ -43,6 +43,7 @@ def build_frames(profiles, members, tier_advice, user_advice, in_force, policy) 
         "p50": float(users.loc[users.tier == a.group, "p50"].median()),
         "p99": float(users.loc[users.tier == a.group, "p99"].median()),
         "max": int(users.loc[users.tier == a.group, "max"].max()),
+        "peak_user": users.loc[users.tier == a.group].sort_values(["max", "user"], ascending=[False, True]).user.iloc[0],
         "limit": a.limit, "window": policy.window, "algorithm": policy.algorithm, "burst": policy.burst,
         "requests": a.requests, "throttled": a.throttled, "share": a.share, "abusive": a.abusive,
         "stopped": a.stopped} for a in tier_advice.values()])
@@ -50,10 +51,11 @@ def build_frames(profiles, members, tier_advice, user_advice, in_force, policy) 
 
 
 def print_tables(frames: dict[str, pd.DataFrame], console: Console, top: int = 10) -> None:
-    table = Table("tier", "users", "p50", "p99", "max", "limit", "honest", "throttled", "share", "abusive", "stopped",
-                  title="tiers: median profile per window and the advised limit (the what-if's counts)")
+    table = Table("tier", "users", "p50", "p99", "max", "peak user", "limit", "honest", "throttled", "share",
+                  "abusive", "stopped", title="tiers: median profile per window, the advised limit, the what-if's counts")
     for r in frames["tiers"].itertuples():
-        table.add_row(escape(r.tier), f"{r.users:,}", f"{r.p50:g}", f"{r.p99:g}", f"{r.max:,}", f"{r.limit:,}",
+        table.add_row(escape(r.tier), f"{r.users:,}", f"{r.p50:g}", f"{r.p99:.1f}", f"{r.max:,}", escape(r.peak_user),
+                      f"{r.limit:,}",
                       f"{r.requests:,}", f"{r.throttled:,}", f"{r.share:.3%}", f"{r.abusive:,}", f"{r.stopped:,}")
     console.print(table)
     users = frames["users"].dropna(subset=["advised"])
