@@ -99,7 +99,14 @@ class Flagged:
                 self.addresses.add(subject)
 
     def __contains__(self, ip: str) -> bool:
-        return ip in self.addresses or (bool(self.networks) and self.networks.lookup(ip) is not None)
+        return self.subject_of(ip) is not None
+
+    def subject_of(self, ip: str) -> str | None:
+        """The flagged address itself, or the flagged network (as flagged) that holds it; None if neither."""
+        if ip in self.addresses:
+            return ip
+        entry = self.networks.lookup(ip) if self.networks else None
+        return None if entry is None else entry.subject
 
     def __len__(self) -> int:
         return len(self.addresses) + len(self.networks)

@@ -60,11 +60,12 @@ def build_frames(recorded: Recorded, replayed: tuple[list[str], list[str]], resu
     rows = []
     for i in result.changed:
         e = events[i]
+        subject = flagged.subject_of(e.ip)
         rows.append((e.request_id, e.user_id, e.ip, e.request_type, e.ts, recorded.verdicts[i], recorded.reasons[i],
-                     replayed[0][i], replayed[1][i], e.ip in flagged))
+                     replayed[0][i], replayed[1][i], subject is not None, subject or ""))
     frame = pd.DataFrame.from_records(rows, columns=[
         "request_id", "user_id", "ip", "request_type", "ts_event", "recorded_verdict", "recorded_reason",
-        "verdict", "reason", "from_flagged"])
+        "verdict", "reason", "from_flagged", "flagged_as"])
     frame.insert(5, "minute", pd.to_datetime((frame["ts_event"] // 60) * 60, unit="s", utc=True))
     return WhatIfFrames(users, minutes, frame)
 
@@ -93,8 +94,8 @@ def print_tables(frames: WhatIfFrames, result: Diff, console: Console, flagged: 
     console.print(f"changes from flagged IPs ({len(flagged):,} addresses and networks): {len(from_flagged):,} of "
                   f"{len(changed):,} changed requests")
     if len(from_flagged):
-        table = Table("ip", "changed", "transitions", title=f"flagged IPs with the most changes (top {top})")
-        moves = (from_flagged["recorded_verdict"] + "->" + from_flagged["verdict"]).groupby(from_flagged["ip"])
+        table = Table("flagged as", "changed", "transitions", title=f"flagged IPs with the most changes (top {top})")
+        moves = (from_flagged["recorded_verdict"] + "->" + from_flagged["verdict"]).groupby(from_flagged["flagged_as"])
         for ip, labels in sorted(moves, key=lambda item: (-len(item[1]), item[0]))[:top]:
             table.add_row(ip, f"{len(labels):,}", ", ".join(f"{k} {v:,}" for k, v in labels.value_counts().items()))
         console.print(table)

@@ -141,6 +141,8 @@ def test_the_diff_counts_transitions_users_hurt_and_changes_from_flagged_address
     assert result.changed == [0, 1, 2, 3] and result.reproduced == 2
     assert result.by_user["b"] == {"allow->throttle": 1, "throttle->allow": 1}
     assert result.from_flagged == 3  # r0 and r3 from the address, r1 from inside the /64
+    flagged = Flagged(["198.51.100.1", "2001:db8:1:2::/64"])
+    assert [flagged.subject_of(ip) for ip in ips[:3]] == ["198.51.100.1", "2001:db8:1:2::/64", None]
     assert result.hurt == [("a", 1), ("b", 1)]
 
 
