@@ -127,18 +127,16 @@ def _run(args) -> int:
     else:
         source = partial(from_files, Path(args.trace), Path(args.decisions), Path(args.flags) if args.flags else None)
     plans = None
-    if args.plans == "in-force":
-        plans = {user: tier for user in _users_of(book) if (tier := book.tier_of(user)) is not None}
+    if args.plans == "in-force":  # the memberships on the rate-limits topic
+        from ratewarden.control import read_tiers
+
+        plans = read_tiers(settings)[1]
     elif args.plans:
         plans = read_plans(Path(args.plans))
     policy = Policy(args.max_throttled, args.window, args.algorithm, args.burst)
     run_advise(source, book, policy, args.tiers, plans, Path(args.out) if args.out else None, Console(), args.top,
                args.seed)
     return 0
-
-
-def _users_of(book: "LimitBook") -> list[str]:
-    return list(book._members)  # the memberships in force (the book has no public list of them)
 
 
 def add_parser(sub) -> None:
@@ -163,7 +161,8 @@ def add_parser(sub) -> None:
     p.add_argument("--burst", type=int, help=f"of the advised limits: {BURST_DESCRIPTION}")
     p.add_argument("--tiers", type=int, metavar="K", help="learn K tiers (default: the K of 2-8 the silhouette picks)")
     p.add_argument("--plans", metavar="FILE|in-force",
-                   help="given tiers: user -> tier (JSON object or USER,TIER lines), or the memberships in force")
+                   help="given tiers: user -> tier (JSON object or USER,TIER lines), or `in-force`: the memberships "
+                   "on the rate-limits topic")
     p.add_argument("--seed", type=int, default=0, help="of the k-means starts")
     p.add_argument("--out", help="directory for the CSV, Parquet, PNG, rules and script files")
     p.add_argument("--top", type=int, default=10, help="rows in the users table")
