@@ -112,7 +112,8 @@ def profile_users(events: Sequence[RequestEvent], window: float = 60.0) -> dict[
     return dict(sorted(found.items()))
 
 
-def _book(policy: Policy, limits: Mapping[str, int], members: Mapping[str, str], default: RateLimit | None) -> LimitBook:
+def _book(policy: Policy, limits: Mapping[str, int], members: Mapping[str, str],
+          default: RateLimit | None) -> LimitBook:
     """A book where group ``g`` is a tier with limit ``limits[g]`` and ``members`` (user -> group)."""
     base = default or RateLimit(user_id="*", limit=_NEVER, window=policy.window)
     book = LimitBook(base.limit, base.window, base.algorithm)

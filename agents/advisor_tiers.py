@@ -23,7 +23,8 @@ def features(profiles: Mapping[str, UserProfile]) -> np.ndarray:
     return np.array([[np.log1p(p.p50), np.log1p(p.p99)] for p in profiles.values()]).reshape(-1, 2)
 
 
-def kmeans(points: np.ndarray, k: int, seed: int = 0, restarts: int = 5, iterations: int = 100) -> tuple[np.ndarray, float]:
+def kmeans(points: np.ndarray, k: int, seed: int = 0, restarts: int = 5,
+           iterations: int = 100) -> tuple[np.ndarray, float]:
     """(labels, within-cluster sum of squares) of the best of ``restarts`` k-means++ runs."""
     rng = np.random.default_rng(seed)
     best: tuple[np.ndarray, float] | None = None
@@ -32,7 +33,8 @@ def kmeans(points: np.ndarray, k: int, seed: int = 0, restarts: int = 5, iterati
         for _ in range(1, k):  # k-means++: the next centre far from those chosen
             d2 = ((points[:, None, :] - np.array(centres)[None]) ** 2).sum(-1).min(1)
             total = d2.sum()
-            centres.append(points[rng.choice(len(points), p=d2 / total)] if total > 0 else points[rng.integers(len(points))])
+            pick = rng.choice(len(points), p=d2 / total) if total > 0 else rng.integers(len(points))
+            centres.append(points[pick])
         centre = np.array(centres)
         labels = np.zeros(len(points), int)
         for _ in range(iterations):

@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # imported where used: the CLI builds its parser from this mo
     from agents.advisor import Advice, Policy
     from agents.rules import LimitBook
     from ratewarden.whatif_inputs import Recorded
-    from schemas.limits import RateLimit
 
 __all__ = ["AdviseRun", "add_parser", "read_plans", "run_advise"]
 
@@ -122,7 +121,8 @@ def _run(args) -> int:
     if args.from_topics and not args.in_force:
         book = limits_in_force(settings, book)
     if args.from_topics:
-        since, until = (parse_time(args.since) if args.since else None), (parse_time(args.until) if args.until else None)
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
         source = partial(from_topics, settings, since, until)
     else:
         source = partial(from_files, Path(args.trace), Path(args.decisions), Path(args.flags) if args.flags else None)

@@ -33,26 +33,34 @@ def build_frames(profiles, members, tier_advice, user_advice, in_force, policy) 
         rows.append({"user": user, "tier": tier, "requests": p.requests, "windows": p.windows, "p50": p.p50,
                      "p95": p.p95, "p99": p.p99, "max": p.max, "cv": round(p.cv, 3),
                      "burstiness": round(p.burstiness, 2), "in_force": rule.limit * policy.window / rule.window,
-                     "in_force_scope": "own" if in_force.get(user) else "tier" if rule.scope == "tier" else "default", "advised": advice.limit if advice else None,
+                     "in_force_scope": "own" if in_force.get(user) else "tier" if rule.scope == "tier" else "default",
+                     "advised": advice.limit if advice else None,
                      "tier_limit": tier_advice[tier].limit if tier in tier_advice else None,
                      "throttled": advice.throttled if advice else 0})
-    users = pd.DataFrame(rows, columns=["user", "tier", "requests", "windows", "p50", "p95", "p99", "max", "cv",
-                                        "burstiness", "in_force", "in_force_scope", "advised", "tier_limit", "throttled"])
+    columns = ["user", "tier", "requests", "windows", "p50", "p95", "p99", "max", "cv", "burstiness", "in_force",
+               "in_force_scope", "advised", "tier_limit", "throttled"]
+    users = pd.DataFrame(rows, columns=columns)
     tiers = pd.DataFrame([{
         "tier": a.group, "users": a.users,
         "p50": float(users.loc[users.tier == a.group, "p50"].median()),
         "p99": float(users.loc[users.tier == a.group, "p99"].median()),
         "max": int(users.loc[users.tier == a.group, "max"].max()),
-        "peak_user": users.loc[users.tier == a.group].sort_values(["max", "user"], ascending=[False, True]).user.iloc[0],
+        "peak_user": _peak_user(users, a.group),
         "limit": a.limit, "window": policy.window, "algorithm": policy.algorithm, "burst": policy.burst,
         "requests": a.requests, "throttled": a.throttled, "share": a.share, "abusive": a.abusive,
         "stopped": a.stopped} for a in tier_advice.values()])
     return {"users": users, "tiers": tiers}
 
 
+def _peak_user(users: pd.DataFrame, tier: str) -> str:
+    """The member with the most requests in one window (the first by name of equals): who sets the limit."""
+    return users.loc[users.tier == tier].sort_values(["max", "user"], ascending=[False, True]).user.iloc[0]
+
+
 def print_tables(frames: dict[str, pd.DataFrame], console: Console, top: int = 10) -> None:
     table = Table("tier", "users", "p50", "p99", "max", "peak user", "limit", "honest", "throttled", "share",
-                  "abusive", "stopped", title="tiers: median profile per window, the advised limit, the what-if's counts")
+                  "abusive", "stopped",
+                  title="tiers: median profile per window, the advised limit, the what-if's counts")
     for r in frames["tiers"].itertuples():
         table.add_row(escape(r.tier), f"{r.users:,}", f"{r.p50:g}", f"{r.p99:.1f}", f"{r.max:,}", escape(r.peak_user),
                       f"{r.limit:,}",
