@@ -6,6 +6,13 @@ docs/architecture.md). Per fetched batch and partition it decodes raw bytes, cal
 :func:`agents.policy.decide`, appends decisions to one record batch per partition; every
 ``flush_interval`` seconds or ``flush_events`` events it flushes (``streams.flushing``): each touched
 counter once to the changelog, then delivery, offsets and RocksDB, completing in the background.
+
+Late events: a partition's counters expire by its event time (its largest ``ts`` so far, the
+watermark), ``LATE_WINDOWS`` windows after their own began. An event so much older than the
+watermark that its window's counter is certainly gone (old traffic replayed into a partition that
+live traffic has moved on, or a producer hours behind) is still decided, against no counter, as if
+it were the first of its window: that is counted (``ratewarden_limiter_late_events_total``) and
+logged per batch, never silent.
 """
 
 import logging
@@ -19,12 +26,17 @@ from agents.limiter_feeds import DecisionFeeds
 from agents.partition_counting import PartitionCounting
 from agents.policy import decide, decide_fixed
 from agents.rules import Blocklist, LimitBook
+from agents.strategies.window import WindowStrategy
 from streams import metrics
 from streams.settings import Settings
 
-__all__ = ["Limiter"]
+__all__ = ["LATE_WINDOWS", "Limiter"]
 
 logger = logging.getLogger(__name__)
+
+#: An event whose ts is this many windows (of its first rule) before the last expiry's watermark has lost
+#: its window counter (a counter is dropped ``lag_windows`` windows after its window began).
+LATE_WINDOWS = WindowStrategy.lag_windows
 
 
 class Limiter(DecisionFeeds, PartitionCounting):
@@ -71,8 +83,8 @@ class Limiter(DecisionFeeds, PartitionCounting):
         topic, replies_topic, reply_to = self.settings.decisions_topic, self.replies.topic, self.replies.partition
         sender = self.outputs.sender(partition)
         batch = sender.batch(topic, partition)
-        allowed = throttled = blocked = 0
-        watermark = store.watermark
+        allowed = throttled = blocked = late = 0
+        watermark, expired_at = store.watermark, store.expired_at
         keep = None if self.decided is None else self.decided.setdefault(partition, []).append  # attach()
         for record in records:
             event = decode(record.value, now)
@@ -82,6 +94,8 @@ class Limiter(DecisionFeeds, PartitionCounting):
             try:
                 rules = rules_for(event.user_id, event.request_type)
                 block = blocked_reason(event.user_id, event.ip, event.ts)
+                if event.ts < expired_at and event.ts + LATE_WINDOWS * rules[0].window <= expired_at:  # rare
+                    late += 1
                 if len(rules) == 1 and rules[0].algorithm == "fixed":  # the common case
                     rule = rules[0]
                     before = get(rule.key)
@@ -112,6 +126,10 @@ class Limiter(DecisionFeeds, PartitionCounting):
             if record.headers and (reply := reply_to(record.headers)) is not None:  # a waiting client
                 await sender.add(replies_topic, reply, key_bytes, value)
         store.watermark = watermark
+        if late:
+            metrics.LATE_EVENTS.inc(late)
+            logger.warning("partition %d: %d late events, %d windows or more before the counters' expiry at event "
+                           "time %.0f: decided as the first of their windows", partition, late, LATE_WINDOWS, expired_at)
         self.counted(partition, records)
         metrics.EVENTS_IN.inc(len(records))
         metrics.DECISIONS.labels("allow").inc(allowed)

@@ -7,6 +7,10 @@ __all__ = ["LAG", "EVENTS_IN", "DECISIONS", "DEAD_LETTERS", "FLUSHES", "FLUSH_SE
            "RLS_ANSWERS", "RLS_ASSIGNED", "RLS_COUNTERS", "RLS_HITS_IN"]
 
 EVENTS_IN = Counter("ratewarden_events_in_total", "Request events consumed by the limiter")
+LATE_EVENTS = Counter(
+    "ratewarden_limiter_late_events_total",
+    "Events older than the state the limiter still keeps (their window's counter may have expired)",
+)
 DECISIONS = Counter("ratewarden_decisions_total", "Decisions published", ["verdict"])
 DEAD_LETTERS = Counter("ratewarden_dead_letters_total", "Malformed events sent to the dead-letter topic", ["reason"])
 FLUSHES = Counter("ratewarden_flushes_total", "State flushes (changelog, RocksDB, offsets)")

@@ -87,6 +87,7 @@ class PartitionStore(Protocol):
     position: int | None  # None: nothing persisted yet (consume from the group's offset)
     changelog_next: int
     watermark: float  # highest event time seen in this partition; the expiry clock
+    expired_at: float  # the watermark of the last expiry: state needed only before it may be gone
     #: The value of a key or None (hot path: a bound method the caller may keep as a local).
     get: Callable[[str], Any]
     #: Set a key's value and remember that it changed (hot path, as ``get``).
@@ -119,7 +120,7 @@ class DictBackedStore:
         self.codec = codec
         self.position: int | None = None
         self.changelog_next = 0
-        self.watermark = 0.0
+        self.watermark = self.expired_at = 0.0
         values: dict[str, Any] = {}
         changed: set[str] = set()
         self._values, self._changed = values, changed
@@ -157,6 +158,7 @@ class DictBackedStore:
     def expire(self) -> int:
         """Delete the values the codec says are no longer needed at the watermark; return how many."""
         watermark, expired = self.watermark, self.codec.expired
+        self.expired_at = watermark
         dead = [key for key, value in self._values.items() if expired(value, watermark)]
         for key in dead:
             del self._values[key]

@@ -100,3 +100,29 @@ def test_a_stamped_request_gets_its_decision_also_on_its_reply_partition(tmp_pat
     assert settings.limits_topic not in sender.by_topic
     assert (limiter.replies.routed, limiter.replies.refused) == (1, 2)
     limiter.stores[0].close()
+
+
+def test_events_older_than_the_kept_counters_are_decided_counted_and_logged(tmp_path, caplog):
+    """Old traffic replayed into a partition live traffic has moved on: its counters expired; not silent."""
+    from streams import metrics
+
+    settings = Settings(var_dir=tmp_path, kafka_bootstrap_servers="unused:9092")
+    limiter = Limiter(settings, LimitBook(2, 60.0), Blocklist(), clock=lambda: 1_732_900_100.0)
+    sender = CollectingSender()
+    limiter.outputs.sender = lambda partition: sender
+    store = limiter.stores[0] = MemoryPartitionStore(0, STATE_CODEC)
+    store.watermark = 1_732_900_000.0 + 3_600  # live traffic an hour ahead, and an expiry since
+    store.expire()
+    before = metrics.LATE_EVENTS._value.get()
+    asyncio.run(limiter.process(0, event_records(settings, ["alice"] * 3)))  # ts 1_732_900_000 + 0, 1, 2
+    verdicts = [msgspec.json.decode(v)["verdict"] for _, v in sender.by_topic[settings.decisions_topic]]
+    assert verdicts == ["allow", "allow", "throttle"]  # decided, counted from then on
+    assert metrics.LATE_EVENTS._value.get() - before == 3
+    assert "3 late events" in caplog.text
+    fresh = Limiter(settings, LimitBook(2, 60.0), Blocklist(), clock=lambda: 1_732_900_100.0)
+    fresh.outputs.sender = lambda partition: CollectingSender()
+    fresh.stores[0] = MemoryPartitionStore(0, STATE_CODEC)
+    caplog.clear()
+    asyncio.run(fresh.process(0, event_records(settings, ["bob"] * 3)))  # no expiry yet: nothing late
+    assert "late events" not in caplog.text
+    store.close()
