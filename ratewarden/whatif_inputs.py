@@ -208,8 +208,15 @@ def limits_in_force(settings, book: LimitBook) -> LimitBook:
     from agents.control_tables import limits_table
     from ratewarden.client import read_topic_records
 
+    from kafka.errors import KafkaError
+
     apply = limits_table(settings, book)._apply  # the worker's own routing of the topic's keys
-    for record in read_topic_records(settings, settings.limits_topic):
+    try:
+        records = read_topic_records(settings, settings.limits_topic)
+    except KafkaError as exc:
+        raise RuntimeError(f"cannot read the limits in force from {settings.limits_topic} ({exc}); "
+                           "give them with --in-force FILE (`ratewarden limits list --json`)") from None
+    for record in records:
         try:
             apply(record.key, record.value)
         except (msgspec.MsgspecError, UnicodeDecodeError, ValueError) as exc:  # the worker skips it too
