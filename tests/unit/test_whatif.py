@@ -17,7 +17,7 @@ from ratewarden.replay import write_trace
 from ratewarden.whatif_inputs import parse_default, parse_set, read_limits_file
 from schemas.events import RequestEvent
 from schemas.limits import BlocklistEntry, RateLimit, TierLimit
-from streams.settings import Settings
+from streams.settings import Settings, get_settings
 from streams.state import MemoryPartitionStore
 from tests.unit.test_limiter_loop import CollectingSender, Record
 
@@ -180,7 +180,8 @@ def test_limits_files_as_array_or_lines_and_their_errors(tmp_path):
         read_limits_file(tmp_path / "bad.jsonl")
 
 
-def test_the_command_reproduces_a_run_and_says_which_line_is_bad(tmp_path, capsys):
+def test_the_command_reproduces_a_run_and_says_which_line_is_bad(tmp_path, capsys, request):
+    request.addfinalizer(get_settings.cache_clear)  # the next test reads its own environment
     events = trace(600)
     recorded = limiter_decisions(events, book(tiers=False), blocklist(), tmp_path)  # files carry no tiers
     write_trace(tmp_path / "t.jsonl", events)
@@ -191,6 +192,7 @@ def test_the_command_reproduces_a_run_and_says_which_line_is_bad(tmp_path, capsy
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
+        get_settings.cache_clear()  # read the patched environment, whatever an earlier test cached
         assert cli([*base, "--in-force", str(tmp_path / "limits.jsonl")]) == 0
         assert "600 of 600 verdicts reproduced" in capsys.readouterr().out
         (tmp_path / "fewer.json").write_text(json.dumps([msgspec.to_builtins(x) for x in LIMITS[:3]]))
