@@ -29,7 +29,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(kafka_bootst
         run = subprocess.run(
             [cli, "run", f"{stack.url}/openapi.json", "--header", f"Authorization: Bearer {stack.keys['admin']}",
              "--checks", CHECKS, "--phases", "examples,coverage,fuzzing", "--max-examples", "15",
-             "--max-time", "60", "--workers", "2", "--request-timeout", "10", "--seed", "1",
+             # one worker: schemathesis' threads parsing sources at once hit CPython 3.11's spurious "AST
+             # constructor recursion depth mismatch" (python/cpython#106905) in 3 of 5 runs with 24 operations
+             "--max-time", "60", "--workers", "1", "--request-timeout", "10", "--seed", "1",
              "--exclude-operation-id", "delete_user_users__user_id__delete"],  # keep the admin key alive
             capture_output=True, text=True, timeout=300, cwd=tmp_path,
         )
