@@ -10,7 +10,6 @@ It applies nothing. See docs/advisor.md.
 """
 
 import logging
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
@@ -98,34 +97,18 @@ def run_advise(recorded_source: Callable[[], "Recorded"], in_force: "LimitBook",
 
 def _run(args) -> int:
     from agents.advisor import Policy
-    from ratewarden.whatif_inputs import (
-        from_files, from_topics, limits_in_force, new_book, parse_default, parse_time, read_limits_file,
-    )
-    from schemas.limits import RateLimit
+    from ratewarden.whatif_inputs import default_limit, limits_in_force, new_book, read_limits_file, recorded_source
     from streams.settings import get_settings
 
     settings = get_settings()
-    if args.from_topics == bool(args.trace or args.decisions):
-        raise ValueError("give --trace FILE and --decisions FILE (and --flags FILE), or --from-topics")
-    if not args.from_topics and not (args.trace and args.decisions):
-        raise ValueError("--trace and --decisions go together")
-    if (args.since or args.until) and not args.from_topics:
-        raise ValueError("--since and --until go with --from-topics")
+    source = recorded_source(args, settings)
     if args.tiers is not None and args.plans:
         raise ValueError("--tiers K and --plans FILE exclude each other")
     if not 0 <= args.max_throttled < 1:
         raise ValueError("--max-throttled is a share in [0, 1)")
-    default = parse_default(args.default) if args.default else RateLimit(
-        user_id="*", limit=settings.default_limit, window=settings.default_window, algorithm=settings.default_algorithm)
-    book = new_book(default, read_limits_file(Path(args.in_force)) if args.in_force else [])
+    book = new_book(default_limit(args.default, settings), read_limits_file(Path(args.in_force)) if args.in_force else [])
     if args.from_topics and not args.in_force:
         book = limits_in_force(settings, book)
-    if args.from_topics:
-        since = parse_time(args.since) if args.since else None
-        until = parse_time(args.until) if args.until else None
-        source = partial(from_topics, settings, since, until)
-    else:
-        source = partial(from_files, Path(args.trace), Path(args.decisions), Path(args.flags) if args.flags else None)
     plans = None
     if args.plans == "in-force":  # the memberships on the rate-limits topic
         from ratewarden.control import read_tiers
@@ -141,15 +124,11 @@ def _run(args) -> int:
 
 def add_parser(sub) -> None:
     """Register ``ratewarden advise`` on the CLI's subparsers."""
+    from ratewarden.whatif_inputs import add_recorded_arguments
     from schemas.limits import ALGORITHMS, BURST_DESCRIPTION
 
     p = sub.add_parser("advise", help="recommend limits per user and per tier from recorded traffic (applies nothing)")
-    p.add_argument("--trace", help="the requests (JSON lines of RequestEvent, as `replay` reads)")
-    p.add_argument("--decisions", help="their recorded decisions (JSON lines, as `replay --out` writes)")
-    p.add_argument("--flags", help="flags (JSON lines of IpFlag): requests from flagged IPs and networks are abusive")
-    p.add_argument("--from-topics", action="store_true", help="read the requests, decisions and ip-flags topics")
-    p.add_argument("--since", help="--from-topics: events from this time (epoch seconds or ISO 8601, UTC)")
-    p.add_argument("--until", help="--from-topics: events before this time")
+    add_recorded_arguments(p, "flags (JSON lines of IpFlag): requests from flagged IPs and networks are abusive")
     p.add_argument("--in-force", help="users' limits in force (as `limits list --json` prints; default: the "
                    "rate-limits topic with --from-topics, else none)")
     p.add_argument("--default", metavar="LIMIT/WINDOW[/ALGORITHM]",

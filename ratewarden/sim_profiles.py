@@ -15,10 +15,9 @@ import math
 import random
 from typing import NamedTuple
 
-from ratewarden.sim_honest import HONEST, MINUTE, STUFFING, Addresses, draw_status, honest_type
+from ratewarden.sim_honest import HONEST, MINUTE, STUFFING, Addresses, honest_type
 from ratewarden.sim_shapes import Trace, ipv6_rotation
 from ratewarden.simulate import Simulation
-from schemas.events import RequestEvent
 
 __all__ = ["PROFILES", "Profile", "simulate_profiles"]
 
@@ -94,14 +93,5 @@ def simulate_profiles(minutes: float = 30.0, users: int = 600, seed: int = 11, s
         trace.attack("account_takeover", [trace.during(0.5, 0.8)], 120, lambda: takeover, lambda: "read")
         labels["takeover"] = takeover
         ipv6_rotation(trace, 0.1, 0.25, 600)
-    labels["kinds"] = {}
-    for source, label in labels["attackers"].items():
-        labels["kinds"].setdefault(label["kind"], []).append(source)
-    rows = sorted((round(start_ts + t, 3), user, ip, kind, outcome) for t, user, ip, kind, outcome in trace.rows
-                  if 0 <= t < span)
-    draw = random.Random(f"outcomes-{seed}")
-    events = [RequestEvent(request_id=f"prof-{seed}-{i:08d}", user_id=user, ip=ip, request_type=kind, ts=ts,
-                           status=draw_status(draw, kind, outcome))
-              for i, (ts, user, ip, kind, outcome) in enumerate(rows)]
-    labels["events"] = len(events)
+    events = trace.events("prof", seed)
     return Simulation(events, labels)

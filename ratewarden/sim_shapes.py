@@ -6,7 +6,8 @@ seconds) and rate; an IPv6 network also with ``"network": True``. Bots send at a
 
 import random
 
-from ratewarden.sim_honest import HONEST, MINUTE, OK, STUFFING, Addresses, honest_type
+from ratewarden.sim_honest import HONEST, MINUTE, OK, STUFFING, Addresses, draw_status, honest_type
+from schemas.events import RequestEvent
 
 __all__ = ["Trace", "account_rotation", "distributed_stuffing", "ipv6_rotation", "steady"]
 
@@ -36,6 +37,24 @@ class Trace:
         shown = [[round(self.start_ts + a, 3), round(self.start_ts + b, 3)] for a, b in intervals]
         self.labels["attackers"][source] = {"kind": kind, "start": shown[0][0], "intervals": shown,
                                             "per_minute": per_minute, **extra}
+
+    def events(self, prefix: str, seed: int, outcomes: bool = True) -> list[RequestEvent]:
+        """The rows inside the span as events in ts order (ids ``<prefix>-<seed>-<n>``), statuses drawn from
+        their own stream (``outcomes=False``: none, the events otherwise the same); labels ``kinds`` and ``events``."""
+        kinds = self.labels["kinds"] = {}
+        for source, label in self.labels["attackers"].items():
+            kinds.setdefault(label["kind"], []).append(source)
+        start_ts, span = self.start_ts, self.span
+        rows = sorted((round(start_ts + t, 3), user, ip, kind, outcome) for t, user, ip, kind, outcome in self.rows
+                      if 0 <= t < span)
+        draw = random.Random(f"outcomes-{seed}")
+        events = [
+            RequestEvent(request_id=f"{prefix}-{seed}-{i:08d}", user_id=user, ip=ip, request_type=kind, ts=ts,
+                         status=draw_status(draw, kind, outcome) if outcomes else None)
+            for i, (ts, user, ip, kind, outcome) in enumerate(rows)
+        ]
+        self.labels["events"] = len(events)
+        return events
 
     def attack(self, kind: str, intervals, per_minute: float, user, request_type, outcome: int = OK) -> str:
         """One attacking IP; ``user()`` and ``request_type()`` give each request's account and type."""

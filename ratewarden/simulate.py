@@ -51,7 +51,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ratewarden.sim_honest import MINUTE, STUFFING, Addresses, draw_status, honest_type, honest_user, retry_burst
+from ratewarden.sim_honest import MINUTE, STUFFING, Addresses, honest_type, honest_user, retry_burst
 from ratewarden.sim_shapes import Trace, account_rotation, distributed_stuffing, ipv6_rotation
 from schemas.events import RequestEvent
 
@@ -170,19 +170,7 @@ def simulate(
     ipv6_rotation(trace)
     account_rotation(trace)
     labels["victims"] = distributed_stuffing(trace)
-    labels["kinds"] = {}
-    for source, label in labels["attackers"].items():
-        labels["kinds"].setdefault(label["kind"], []).append(source)
-
-    rows = sorted((round(start_ts + t, 3), user, ip, kind, outcome) for t, user, ip, kind, outcome in trace.rows
-                  if 0 <= t < span)
-    draw = random.Random(f"outcomes-{seed}")
-    events = [
-        RequestEvent(request_id=f"sim-{seed}-{i:08d}", user_id=user, ip=ip, request_type=kind, ts=ts,
-                     status=draw_status(draw, kind, outcome) if outcomes else None)
-        for i, (ts, user, ip, kind, outcome) in enumerate(rows)
-    ]
-    labels["events"] = len(events)
+    events = trace.events("sim", seed, outcomes)
     return Simulation(events, labels)
 
 

@@ -9,7 +9,6 @@ recorded verdict and reason should come out again. Bans are taken as recorded (s
 
 import logging
 import time
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
@@ -104,22 +103,14 @@ def _summary(console: Console, recorded: "Recorded", result: "Diff", is_candidat
 def _run(args) -> int:
     from agents.rules import limit_key
     from ratewarden.whatif_inputs import (
-        from_files, from_topics, limits_in_force, new_book, parse_default, parse_set, parse_time, put_limits,
-        read_limits_file,
+        default_limit, limits_in_force, new_book, parse_set, put_limits, read_limits_file, recorded_source,
     )
-    from schemas.limits import RateLimit
     from streams.settings import get_settings
 
     settings = get_settings()
-    if args.from_topics == bool(args.trace or args.decisions):
-        raise ValueError("give --trace FILE and --decisions FILE (and --flags FILE), or --from-topics")
-    if not args.from_topics and not (args.trace and args.decisions):
-        raise ValueError("--trace and --decisions go together")
-    if (args.since or args.until) and not args.from_topics:
-        raise ValueError("--since and --until go with --from-topics")
+    source = recorded_source(args, settings)
     changes = [parse_set(spec) for spec in args.set or ()]
-    default = parse_default(args.default) if args.default else RateLimit(
-        user_id="*", limit=settings.default_limit, window=settings.default_window, algorithm=settings.default_algorithm)
+    default = default_limit(args.default, settings)
     if args.in_force:
         book = new_book(default, read_limits_file(Path(args.in_force)))
     else:  # tiers and memberships too, as the worker reads them
@@ -129,11 +120,6 @@ def _run(args) -> int:
             book.put(limit_key(limit.user_id, limit.request_type), None)
         put_limits(book, read_limits_file(Path(args.limits)))
     put_limits(book, changes)
-    if args.from_topics:
-        since, until = (parse_time(args.since) if args.since else None), (parse_time(args.until) if args.until else None)
-        source = partial(from_topics, settings, since, until)
-    else:
-        source = partial(from_files, Path(args.trace), Path(args.decisions), Path(args.flags) if args.flags else None)
     is_candidate = bool(args.limits or changes or args.default)
     run = run_whatif(source, book, Path(args.out) if args.out else None, Console(), args.top, is_candidate=is_candidate)
     return 0 if is_candidate or run.diff.reproduced == run.diff.total else 1
@@ -141,13 +127,10 @@ def _run(args) -> int:
 
 def add_parser(sub) -> None:
     """Register ``ratewarden whatif`` on the CLI's subparsers."""
+    from ratewarden.whatif_inputs import add_recorded_arguments
+
     p = sub.add_parser("whatif", help="replay recorded traffic offline under candidate limits; diff the verdicts")
-    p.add_argument("--trace", help="the requests (JSON lines of RequestEvent, as `replay` reads)")
-    p.add_argument("--decisions", help="their recorded decisions (JSON lines, as `replay --out` writes)")
-    p.add_argument("--flags", help="flags (JSON lines of IpFlag): changes from flagged IPs are counted")
-    p.add_argument("--from-topics", action="store_true", help="read the requests, decisions and ip-flags topics")
-    p.add_argument("--since", help="--from-topics: events from this time (epoch seconds or ISO 8601, UTC)")
-    p.add_argument("--until", help="--from-topics: events before this time")
+    add_recorded_arguments(p, "flags (JSON lines of IpFlag): changes from flagged IPs are counted")
     p.add_argument("--in-force", help="users' limits in force (JSON array or lines of RateLimit, as `limits list --json` "
                    "prints; default: the rate-limits topic, tiers included)")
     p.add_argument("--limits", help="candidate: users' limits replacing theirs in force (same format; tiers kept)")

@@ -1,4 +1,4 @@
-"""Inputs of ``ratewarden whatif``: recorded traffic (files or topics), limits (in force and candidate).
+"""Inputs of ``ratewarden whatif`` and ``advise``: recorded traffic (files or topics), limits (in force and candidate).
 
 Every reader names the file and line of a bad record (``ValueError``, which the CLI turns into one
 line and exit status 2).
@@ -7,8 +7,9 @@ line and exit status 2).
 import logging
 import math
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import msgspec
 
@@ -18,8 +19,9 @@ from ratewarden.replay import read_trace
 from schemas.events import RequestEvent
 from schemas.limits import ALGORITHMS, RateLimit
 
-__all__ = ["Recorded", "from_files", "limits_in_force", "new_book", "put_limits", "from_topics", "parse_default", "parse_set", "parse_time",
-           "read_jsonl", "read_limits_file"]
+__all__ = ["Recorded", "add_recorded_arguments", "default_limit", "from_files", "from_topics", "limits_in_force",
+           "new_book", "parse_default", "parse_set", "parse_time", "put_limits", "read_jsonl", "read_limits_file",
+           "recorded_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -222,3 +224,35 @@ def limits_in_force(settings, book: LimitBook) -> LimitBook:
         except (msgspec.MsgspecError, UnicodeDecodeError, ValueError) as exc:  # the worker skips it too
             logger.warning("skipping bad record at %s@%d: %s", settings.limits_topic, record.offset, exc)
     return book
+
+
+def add_recorded_arguments(parser, flags_help: str) -> None:
+    """The options that say where the recorded traffic is (``whatif`` and ``advise`` read it alike)."""
+    parser.add_argument("--trace", help="the requests (JSON lines of RequestEvent, as `replay` reads)")
+    parser.add_argument("--decisions", help="their recorded decisions (JSON lines, as `replay --out` writes)")
+    parser.add_argument("--flags", help=flags_help)
+    parser.add_argument("--from-topics", action="store_true", help="read the requests, decisions and ip-flags topics")
+    parser.add_argument("--since", help="--from-topics: events from this time (epoch seconds or ISO 8601, UTC)")
+    parser.add_argument("--until", help="--from-topics: events before this time")
+
+
+def recorded_source(args, settings) -> Callable[[], Recorded]:
+    """The reader of the recorded traffic the options name (checked: a ValueError says what is wrong)."""
+    if args.from_topics == bool(args.trace or args.decisions):
+        raise ValueError("give --trace FILE and --decisions FILE (and --flags FILE), or --from-topics")
+    if not args.from_topics and not (args.trace and args.decisions):
+        raise ValueError("--trace and --decisions go together")
+    if (args.since or args.until) and not args.from_topics:
+        raise ValueError("--since and --until go with --from-topics")
+    if args.from_topics:
+        since, until = (parse_time(args.since) if args.since else None), (parse_time(args.until) if args.until else None)
+        return partial(from_topics, settings, since, until)
+    return partial(from_files, Path(args.trace), Path(args.decisions), Path(args.flags) if args.flags else None)
+
+
+def default_limit(spec: str | None, settings) -> RateLimit:
+    """``--default LIMIT/WINDOW[/ALGORITHM]``, else the default the workers use (``RATEWARDEN_DEFAULT_*``)."""
+    if spec:
+        return parse_default(spec)
+    return RateLimit(user_id="*", limit=settings.default_limit, window=settings.default_window,
+                     algorithm=settings.default_algorithm)
