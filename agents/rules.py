@@ -90,7 +90,7 @@ class LimitBook:
             self._members[user_id] = tier
             _count(self._member_counts, tier, +1)
         self._cache.clear()
-        logger.info("member %s -> tier %s", user_id, tier)
+        logger.debug("member %s -> tier %s", user_id, tier)  # many at start-up: one line each would flood the log
 
     def tier_of(self, user_id: str) -> str | None:
         return self._members.get(user_id)
