@@ -56,7 +56,6 @@ class WindowFeatures:
         )
         self.victims: dict[str, float] = {}  # account -> event time it stops being a victim
 
-
     def warm(self, end: float) -> bool:
         since = self.memory.warm_since
         return since is not None and end - since >= self.settings.account_warmup
@@ -90,7 +89,6 @@ class WindowFeatures:
                 acc.new_users = len(acc.users & new) if new else 0
             if victims:
                 acc.victim_users = len(acc.users & victims)
-
 
     def _victims(self, end: float, user_networks: dict[str, set[str]]) -> set[str]:
         """This window's victims (tried from many networks) and those still remembered; expired ones forgotten."""
