@@ -106,10 +106,12 @@ def write_files(frames, tier_advice, user_advice, members, policy, out: Path) ->
         f" --burst {policy.burst}" if policy.burst is not None else "")
     head = ["#!/bin/sh", f"# written by ratewarden advise (throttle at most {policy.max_throttled:g} of honest "
             "requests); review, then run. Nothing has been applied.", "set -e"]
-    tiers_script = out / "advice_apply.sh"
+    tiers_script = out / "advice_apply.sh"  # one send: a command per member would take minutes for thousands
     tiers_script.write_text("\n".join(
-        head + [f"ratewarden limits tier set {t.tier} {t.limit}{flags}" for t in tier_limits]
-        + [f"ratewarden limits tier assign {shlex.quote(m.user_id)} {m.tier}" for m in memberships]) + "\n")
+        head + ['ratewarden limits tier import "$(dirname "$0")/advice_tiers.jsonl"',
+                "# the same, one command each:"]
+        + [f"# ratewarden limits tier set {t.tier} {t.limit}{flags}" for t in tier_limits]
+        + [f"# ratewarden limits tier assign {shlex.quote(m.user_id)} {m.tier}" for m in memberships]) + "\n")
     users_script = out / "advice_users.sh"
     users_script.write_text("\n".join(
         head + [f"ratewarden limits set {shlex.quote(u)} {a.limit}{flags}" for u, a in sorted(user_advice.items())])

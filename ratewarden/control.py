@@ -98,6 +98,14 @@ def assign_tier(user_id: str, tier: str | None, settings: Settings | None = None
     _send(settings, settings.limits_topic, [(member_key(user_id), value)])
 
 
+def import_tiers(limits: list[TierLimit], members: list[TierMembership], settings: Settings | None = None) -> None:
+    """Tiers' limits, then memberships, in one send (a member never arrives before its tier's limit)."""
+    settings = settings or get_settings()
+    records = [(tier_key(x.tier, x.request_type), msgspec.json.encode(x)) for x in limits]
+    records += [(member_key(m.user_id), msgspec.json.encode(m)) for m in members]
+    _send(settings, settings.limits_topic, records)
+
+
 def read_tiers(settings: Settings | None = None) -> tuple[list[TierLimit], dict[str, str]]:
     """The tiers' limits, and every membership (user -> tier)."""
     settings = settings or get_settings()

@@ -1,4 +1,4 @@
-"""``ratewarden limits tier set|delete|assign|unassign|list``: tiers of limits.
+"""``ratewarden limits tier set|delete|assign|unassign|list|import``: tiers of limits.
 
 A tier is a named set of limits (one untyped, any number per request type) that each of its members
 gets, unless the member has a limit of its own; memberships and the tiers' limits are records on the
@@ -10,6 +10,7 @@ its own: :func:`tier_command` picks it out of the command line before the main p
 
 import argparse
 import logging
+from pathlib import Path
 
 import msgspec
 from rich.console import Console
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from schemas.limits import ALGORITHMS, BURST_DESCRIPTION, TierLimit, TierMembership, check_tier_name
 
-__all__ = ["build_parser", "run", "tier_command"]
+__all__ = ["build_parser", "read_tier_records", "run", "tier_command"]
 
 logger = logging.getLogger(__name__)
 console = Console()
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("unassign", help="remove USER from its tier (back to its own limit or the default)")
     p.add_argument("user")
     sub.add_parser("list", help="the tiers, their limits and member counts")
+    p = sub.add_parser("import", help="tiers' limits and memberships from FILE (JSON lines, as `advise` writes "
+                       "advice_tiers.jsonl), in one send; nothing sent unless every line is valid")
+    p.add_argument("file")
     return parser
 
 
@@ -76,6 +80,15 @@ def run(args: argparse.Namespace) -> int:
         control.assign_tier(args.user, None)
         console.print(f"removed {escape(args.user)} from tier {escape(members[args.user])}")
         return 0
+    if action == "import":
+        limits, members = read_tier_records(Path(args.file))
+        in_force = {x.tier for x in control.read_tiers()[0]} | {x.tier for x in limits}
+        orphans = sorted({m.tier for m in members} - in_force)
+        if orphans:
+            raise ValueError(f"{args.file}: members of tiers without limits (in the file or in force): {orphans}")
+        control.import_tiers(limits, members)
+        console.print(f"imported {len(limits)} tier limit(s) and {len(members)} membership(s) from {escape(args.file)}")
+        return 0
     name = check_tier_name(args.name)
     if action == "set":  # the record's constraints first (as ValueError), before Kafka is asked anything
         fields = dict(tier=name, limit=args.limit, window=args.window, request_type=args.type,
@@ -102,6 +115,24 @@ def run(args: argparse.Namespace) -> int:
         was = members.get(args.user)
         console.print(f"{escape(args.user)} is in tier {name}" + (f" (was {escape(was)})" if was else ""))
     return 0
+
+
+def read_tier_records(path: Path) -> tuple[list[TierLimit], list[TierMembership]]:
+    """``TierLimit`` and ``TierMembership`` records, one JSON object a line (a line with ``user_id`` is a
+    membership); a bad line raises ValueError naming it."""
+    limits, members = [], []
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = msgspec.json.decode(line)
+            if isinstance(item, dict) and "user_id" in item:
+                members.append(msgspec.convert(item, TierMembership))
+            else:
+                limits.append(msgspec.convert(item, TierLimit))
+        except msgspec.MsgspecError as exc:
+            raise ValueError(f"{path}:{number}: not a tier limit or membership: {exc}") from None
+    return limits, members
 
 
 def _count(members: dict[str, str], tier: str) -> int:

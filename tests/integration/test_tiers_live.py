@@ -4,9 +4,12 @@ import time
 
 import pytest
 
-from ratewarden.control import assign_tier, delete_limit, set_limit, set_tier_limits
+import msgspec
+
+from ratewarden.control import assign_tier, delete_limit, import_tiers, set_limit, set_tier_limits
+from ratewarden.tiers_cli import read_tier_records
 from schemas.events import RequestEvent
-from schemas.limits import RateLimit, TierLimit
+from schemas.limits import RateLimit, TierLimit, TierMembership
 
 pytestmark = pytest.mark.kafka
 
@@ -37,7 +40,7 @@ def verdicts(decisions) -> list[tuple[str, str]]:
     return [(d.verdict, d.reason) for d in decisions]
 
 
-def test_tier_limits_and_memberships_apply_live_without_a_restart(make_core_pipeline):
+def test_tier_limits_and_memberships_apply_live_without_a_restart(make_core_pipeline, tmp_path):
     pipeline = make_core_pipeline(default_limit=100)
     settings = pipeline.settings
     worker = pipeline.start_worker()
@@ -70,4 +73,12 @@ def test_tier_limits_and_memberships_apply_live_without_a_restart(make_core_pipe
     assign_tier("alice", None, settings)
     probe.until("alice", 100)
     assert [d.verdict for d in probe.burst("alice", 7)] == ["allow"] * 7
+
+    # a file of tier records (as `ratewarden advise` writes it) imported in one send: limits, then members
+    records = [TierLimit(tier="silver", limit=4, window=60.0), TierMembership(user_id="carol", tier="silver"),
+               TierMembership(user_id="alice", tier="silver")]
+    (tmp_path / "advice_tiers.jsonl").write_bytes(b"".join(msgspec.json.encode(x) + b"\n" for x in records))
+    import_tiers(*read_tier_records(tmp_path / "advice_tiers.jsonl"), settings)
+    probe.until("carol", 4)
+    assert verdicts(probe.burst("alice", 5)) == [allowed] * 4 + [throttled]
     assert worker.poll() is None

@@ -16,7 +16,7 @@ from agents.whatif import Flagged, Replayer
 from ratewarden.cli import main as cli
 from ratewarden.replay import write_decisions, write_trace
 from ratewarden.sim_profiles import simulate_profiles
-from ratewarden.tiers_cli import tier_command
+from ratewarden.tiers_cli import read_tier_records, tier_command
 from ratewarden.whatif_inputs import read_limits_file
 from schemas.limits import TierLimit, TierMembership
 from streams.settings import get_settings
@@ -145,8 +145,14 @@ def test_rules_files_and_scripts(advised):
     tier_limits = {x.user_id: x.limit for x in read_limits_file(advised / "advice_tier_limits.jsonl")}
     users = pd.read_csv(advised / "advice_users.csv")
     assert tier_limits == dict(zip(users.user, users.tier_limit))
-    lines = [line for line in (advised / "advice_apply.sh").read_text().splitlines() if line.startswith("ratewarden")]
-    parsed = [tier_command(shlex.split(line)[1:]) for line in lines]  # the tiers CLI's own parser accepts them
+    script = (advised / "advice_apply.sh").read_text().splitlines()
+    [command] = [line for line in script if line.startswith("ratewarden")]  # one import of the records file
+    assert tier_command(shlex.split(command)[1:]).tier_action == "import" and "advice_tiers.jsonl" in command
+    limits, members = read_tier_records(advised / "advice_tiers.jsonl")
+    assert {m.user_id: m.tier for m in members} == dict(zip(users.user, users.tier))
+    assert {x.tier: x.limit for x in limits} == dict(zip(users.tier, users.tier_limit))
+    one_by_one = [line[2:] for line in script if line.startswith("# ratewarden")]  # spelled out, commented
+    parsed = [tier_command(shlex.split(line)[1:]) for line in one_by_one]  # the tiers CLI's own parser accepts them
     assert {p.tier_action for p in parsed} == {"set", "assign"}
     assert sum(p.tier_action == "assign" for p in parsed) == len(users)
     for name in ("advice_users.parquet", "advice_tiers.parquet", "advice_tiers.png", "advice_users.sh"):

@@ -195,3 +195,15 @@ def test_the_governing_policy_of_a_tier_decision(api):
     assert answer.status_code == 429
     assert answer.headers["RateLimit-Policy"] == '"tier";q=10;w=60, "tier_type";q=10;w=60'
     assert answer.headers["RateLimit"].startswith('"tier_type";r=0')
+
+
+def test_tier_records_file_reads_limits_and_members_and_names_a_bad_line(tmp_path):
+    from ratewarden.tiers_cli import read_tier_records
+
+    path = tmp_path / "tiers.jsonl"
+    path.write_text('{"tier": "gold", "limit": 5}\n\n{"user_id": "u1", "tier": "gold"}\n')
+    limits, members = read_tier_records(path)
+    assert [(x.tier, x.limit) for x in limits] == [("gold", 5)] and [(m.user_id, m.tier) for m in members] == [("u1", "gold")]
+    path.write_text('{"tier": "gold", "limit": 5}\n{"user_id": "u2", "tier": "no/slash"}\n')
+    with pytest.raises(ValueError, match="tiers.jsonl:2: not a tier limit or membership"):
+        read_tier_records(path)
