@@ -24,7 +24,7 @@ import msgspec
 from agents.intake import EventDecoder, Rejection
 from agents.limiter_feeds import DecisionFeeds
 from agents.partition_counting import PartitionCounting
-from agents.policy import decide, decide_fixed
+from agents.policy import decide_and_store, decide_fixed
 from agents.rules import Blocklist, LimitBook
 from agents.strategies.window import WindowStrategy
 from streams import metrics
@@ -103,7 +103,7 @@ class Limiter(DecisionFeeds, PartitionCounting):
                     if after is not before:
                         set_(rule.key, after)
                 else:
-                    decision = self._decide_general(event, rules, block, get, set_, now)
+                    decision = decide_and_store(event, rules, block, get, set_, now)
             except (ArithmeticError, ValueError) as exc:  # a limit or event the policy cannot take
                 logger.exception("partition %d: no decision for %s", partition, event.request_id)
                 await self.dead_letter(partition, record, Rejection("decision_error", repr(exc)), now)
@@ -135,14 +135,3 @@ class Limiter(DecisionFeeds, PartitionCounting):
         metrics.DECISIONS.labels("allow").inc(allowed)
         metrics.DECISIONS.labels("throttle").inc(throttled)
         metrics.DECISIONS.labels("block").inc(blocked)
-
-    @staticmethod
-    def _decide_general(event, rules, block, get, set_, now: float):
-        """The decision for one valid event under any rules; stores the counters it changed."""
-        before = [get(rule.key) for rule in rules]
-        decision, after = decide(event, rules, before, block, now)
-        for rule, old, new in zip(rules, before, after):
-            if new is not old:
-                set_(rule.key, new)
-        return decision
-

@@ -15,7 +15,7 @@ Semantics, in one place (each algorithm's own are in its module under ``agents.s
 """
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from agents.strategies.base import EPS, THROTTLE_REASONS, Check, Rule
 from agents.strategies.fixed import decide_fixed
@@ -23,7 +23,7 @@ from agents.strategies.registry import STRATEGIES
 from schemas.decisions import ALLOW, BLOCK, THROTTLE, Decision
 from schemas.events import RequestEvent
 
-__all__ = ["Check", "Rule", "check", "decide", "decide_fixed"]
+__all__ = ["Check", "Rule", "check", "decide", "decide_and_store", "decide_fixed"]
 
 
 def check(state: Any, rule: Rule, ts: float) -> Check:
@@ -69,6 +69,20 @@ def decide(
     if enforced:
         return _decision(event, THROTTLE, reason, rules, checks, governing, 0, False, decided_at), advanced
     return _decision(event, ALLOW, "shadow:" + reason, rules, checks, governing, 0, True, decided_at), advanced
+
+
+def decide_and_store(event: RequestEvent, rules: Sequence[Rule], blocked: str | None,
+                     get: Callable[[str], Any], set_: Callable[[str, Any], None], decided_at: float) -> Decision:
+    """:func:`decide` over states read with ``get`` by rule key; the states it changed written with ``set_``.
+
+    The limiter's path for every request but one under a single fixed-window rule (which it inlines
+    with :func:`decide_fixed`); the what-if replay (``agents.whatif``) takes the same path."""
+    before = [get(rule.key) for rule in rules]
+    decision, after = decide(event, rules, before, blocked, decided_at)
+    for rule, old, new in zip(rules, before, after):
+        if new is not old:
+            set_(rule.key, new)
+    return decision
 
 
 def _decision(

@@ -2,7 +2,7 @@
 
 :class:`Replayer` decides events exactly as ``agents.limiter.Limiter.process`` does: the rules from a
 :class:`agents.rules.LimitBook`, one state per rule key in a dict, :func:`decide_fixed` for a request
-under one fixed-window rule and :func:`agents.policy.decide` for every other. ``decided_at`` only
+under one fixed-window rule and :func:`agents.policy.decide_and_store` for every other. ``decided_at`` only
 fills the decision's ``ts_decided``; neither a verdict nor a state depends on it, so the event time
 is passed. Events must come in the limiter's order for each user (a trace's lines; a topic's offsets
 per partition): state is per rule key and every key belongs to one user, so the interleaving of
@@ -24,7 +24,7 @@ from collections import Counter
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from agents.network_bans import NetworkBans
-from agents.policy import decide
+from agents.policy import decide_and_store
 from agents.rules import LimitBook
 from agents.strategies.fixed import decide_fixed
 from schemas.decisions import Decision
@@ -75,11 +75,7 @@ class Replayer:
                     if after is not before:
                         set_(rule.key, after)
                 else:
-                    before_all = [get(rule.key) for rule in rules]
-                    decision, after_all = decide(event, rules, before_all, block, event.ts)
-                    for rule, old, new in zip(rules, before_all, after_all):
-                        if new is not old:
-                            set_(rule.key, new)
+                    decision = decide_and_store(event, rules, block, get, set_, event.ts)
             except (ArithmeticError, ValueError):
                 decision = None
             keep(decision)
