@@ -90,10 +90,9 @@ def _encode_lines(path: Path, records: list) -> Path:
 def write_files(frames, tier_advice, user_advice, members, policy, out: Path) -> list[Path]:
     from schemas.limits import RateLimit, TierLimit, TierMembership
 
-    written = []
-    for name, frame in frames.items():
-        written += [out / f"advice_{name}.csv", out / f"advice_{name}.parquet"]
-        frame.to_csv(written[-2], index=False), frame.to_parquet(written[-1], index=False)
+    from ratewarden.reports import write_frames
+
+    written = write_frames(frames, out, prefix="advice_")
     shape = {"window": policy.window, "algorithm": policy.algorithm, "burst": policy.burst}
     tier_limits = [TierLimit(tier=a.group, limit=a.limit, **shape) for a in tier_advice.values()]
     memberships = [TierMembership(user_id=u, tier=t) for u, t in sorted(members.items()) if t in tier_advice]

@@ -107,11 +107,9 @@ def _same(label: str) -> bool:
 
 
 def write_tables(frames: WhatIfFrames, out: Path) -> list[Path]:
-    written = []
-    for name, frame in frames._asdict().items():
-        written += [out / f"{name}.csv", out / f"{name}.parquet"]
-        frame.to_csv(written[-2], index=False), frame.to_parquet(written[-1], index=False)
-    return written
+    from ratewarden.reports import write_frames
+
+    return write_frames(frames._asdict(), out)
 
 
 def draw_charts(frames: WhatIfFrames, out: Path, top: int = 20) -> list[Path]:

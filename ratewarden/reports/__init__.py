@@ -5,6 +5,7 @@ of flags, writes CSV and Parquet tables (``flags``, ``ips``, ``timeline``) and t
 """
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
 
 from rich.console import Console
 
@@ -12,21 +13,28 @@ from ratewarden.reports.charts import draw_all
 from ratewarden.reports.frames import Frames, build_frames, read_lines
 from ratewarden.reports.terminal import print_report
 
-__all__ = ["Frames", "build_frames", "latest_abuse_reports", "print_report", "read_topic", "run_report", "write_tables"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Frames", "build_frames", "latest_abuse_reports", "print_report", "read_topic", "run_report", "write_frames", "write_tables"]
 
 TABLES = ("flags", "ips", "timeline")
 
 
-def write_tables(frames: Frames, out: Path) -> list[Path]:
+def write_frames(frames: Mapping[str, "pd.DataFrame"], out: Path, prefix: str = "") -> list[Path]:
+    """Each frame as ``<prefix><name>.csv`` and ``.parquet`` in ``out`` (the report, whatif and advise
+    write their tables alike); the paths written, in order."""
     written = []
-    for name in TABLES:
-        frame = getattr(frames, name)
-        for suffix, write in ((".csv", lambda f, p: f.to_csv(p, index=False)),
-                              (".parquet", lambda f, p: f.to_parquet(p, index=False))):
-            path = out / f"{name}{suffix}"
-            write(frame, path)
-            written.append(path)
+    for name, frame in frames.items():
+        csv, parquet = out / f"{prefix}{name}.csv", out / f"{prefix}{name}.parquet"
+        frame.to_csv(csv, index=False)
+        frame.to_parquet(parquet, index=False)
+        written += [csv, parquet]
     return written
+
+
+def write_tables(frames: Frames, out: Path) -> list[Path]:
+    return write_frames({name: getattr(frames, name) for name in TABLES}, out)
 
 
 def read_topic(settings, topic: str, last: int | None = None) -> list[bytes]:
