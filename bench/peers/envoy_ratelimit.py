@@ -6,8 +6,8 @@
 Not a ratewarden dependency: ``build()`` (and ``build_client()``, ``build_ghz()``) run ``go install`` of
 a pinned version once (``bench/peers/go_tools.py``: ``GOPATH=${RATEWARDEN_GOPATH:-$HOME/.cache/ratewarden/go}``,
 a stamp file next to each binary); Redis and ``wrk`` come from Debian's
-packages (``ensure_packages()`` installs what ``shutil.which`` does not find, with ``apt-get``, and says
-so). ``EnvoyRateLimit`` starts ``redis-server`` (no persistence) and the service on free loopback
+packages (``ensure_packages()``, shared in ``bench/debian_packages.py``, installs what ``shutil.which``
+does not find, with ``apt-get``, and says so). ``EnvoyRateLimit`` starts ``redis-server`` (no persistence) and the service on free loopback
 ports (``HOST``, ``GRPC_HOST`` and ``DEBUG_HOST`` are all ``127.0.0.1``: it listens on all interfaces
 by default; ``grpc_target`` is its gRPC ``ShouldRateLimit``), with its rules YAML in a temporary
 directory (``rules=`` a whole file, else one rule: ``user``, LIMIT per minute, ``rules_yaml()``),
@@ -38,6 +38,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from bench.commands import interrupt_on_signals  # noqa: E402
+from bench.debian_packages import ensure_packages  # noqa: E402  (re-exported: its callers import it from here)
 from bench.peers.go_tools import RATELIMIT_VERSION, TOOLS, build_tool, gopath  # noqa: E402
 
 __all__ = ["VERSION", "MODULE", "ensure_packages", "build", "build_client", "build_ghz", "gopath", "EnvoyRateLimit",
@@ -45,30 +46,12 @@ __all__ = ["VERSION", "MODULE", "ensure_packages", "build", "build_client", "bui
 
 MODULE = TOOLS["service_cmd"].module
 VERSION = RATELIMIT_VERSION
-PACKAGES = {"redis-server": "redis-server", "wrk": "wrk"}  # command -> Debian package
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def ensure_packages(say: Callable[[str], None] = print, commands: tuple[str, ...] = ("redis-server", "wrk")) -> None:
-    """Install the Debian packages of ``commands`` that are not on PATH (apt-get; needs root)."""
-    missing = [PACKAGES[c] for c in commands if shutil.which(c) is None]
-    if not missing:
-        return
-    say(f"installing Debian packages {', '.join(missing)} (apt-get install -y; not on PATH)")
-    if os.geteuid() != 0:
-        raise RuntimeError(f"{', '.join(missing)} missing and not root: run `sudo apt-get install -y {' '.join(missing)}`")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    done = subprocess.run(["apt-get", "install", "-y", *missing], capture_output=True, text=True, env=env)
-    if done.returncode != 0:  # maybe the package lists are stale
-        subprocess.run(["apt-get", "update"], capture_output=True, text=True, env=env)
-        done = subprocess.run(["apt-get", "install", "-y", *missing], capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"apt-get install {' '.join(missing)} failed:\n{done.stderr[-2000:]}")
 
 
 def build(say: Callable[[str], None] = print) -> Path:
