@@ -240,13 +240,15 @@ def _simulate(args) -> int:
 
 def _report(args) -> int:
     from ratewarden.reports import run_report
+    from ratewarden.reports.links import console_url_from_env
     from streams.settings import get_settings
 
     if args.decisions is None and not args.from_topics:
         raise ValueError("give --decisions FILE (and --flags FILE), or --from-topics")
     settings = get_settings() if args.from_topics else None
     flags = Path(args.flags) if args.flags else None
-    run_report(Path(args.out), Path(args.decisions) if args.decisions else None, flags, settings, console, args.top)
+    run_report(Path(args.out), Path(args.decisions) if args.decisions else None, flags, settings, console, args.top,
+               console_url=args.console_url or console_url_from_env())
     return 0
 
 
@@ -338,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-topics", action="store_true", help="read the decisions and ip-flags topics instead")
     p.add_argument("--out", required=True, help="directory for the CSV, Parquet and PNG files")
     p.add_argument("--top", type=int, default=15, help="offenders to list")
+    p.add_argument("--console-url", help="the gateway's URL (e.g. http://127.0.0.1:8080): print each top "
+                   "offender's web console page; default $RATEWARDEN_GATEWAY_URL, else no links")
     p.set_defaults(func=_report)
 
     from ratewarden.whatif import add_parser as add_whatif_parser

@@ -1,7 +1,8 @@
 """``ratewarden report``: what the abuse analytics saw, for analysts.
 
-Reads decisions and flags (JSON-lines files or the topics), prints the top offenders and a timeline
-of flags, writes CSV and Parquet tables (``flags``, ``ips``, ``timeline``) and three PNG charts.
+Reads decisions and flags (JSON-lines files or the topics), prints the top offenders (with links
+to their pages in the gateway's web console when its URL is known) and a timeline of flags, writes
+CSV and Parquet tables (``flags``, ``ips``, ``timeline``) and three PNG charts.
 """
 
 from pathlib import Path
@@ -37,11 +38,12 @@ def write_tables(frames: Frames, out: Path) -> list[Path]:
     return write_frames({name: getattr(frames, name) for name in TABLES}, out)
 
 
-def read_topic(settings, topic: str, last: int | None = None) -> list[bytes]:
-    """Every value of ``topic`` from the beginning (or the ``last`` ones of each partition) to its current end."""
+def read_topic(settings, topic: str, last: int | None = None, deadline: float | None = None) -> list[bytes]:
+    """Every value of ``topic`` from the beginning (or the ``last`` ones of each partition) to its current end
+    (by ``deadline``, a ``time.monotonic()``, if given: TimeoutError after it)."""
     from ratewarden.client import read_topic_records
 
-    return [r.value for r in read_topic_records(settings, topic, last=last) if r.value is not None]
+    return [r.value for r in read_topic_records(settings, topic, last=last, deadline=deadline) if r.value is not None]
 
 
 def latest_abuse_reports(settings, last: int = 10) -> list[dict]:
@@ -65,8 +67,12 @@ def run_report(
     settings=None,
     console: Console | None = None,
     top: int = 15,
+    console_url: str | None = None,
 ) -> list[Path]:
-    """Build, print and write the report; with ``settings`` (and no files) read the topics instead."""
+    """Build, print and write the report; with ``settings`` (and no files) read the topics instead.
+
+    ``console_url`` (a gateway's URL): each top offender's console page is printed under the table.
+    """
     console = console or Console()
     if settings is not None and decisions is None:
         decision_values = read_topic(settings, settings.decisions_topic)
@@ -77,7 +83,7 @@ def run_report(
         raise ValueError("no decisions to report on")
     frames = build_frames(decision_values, flag_values)
     out.mkdir(parents=True, exist_ok=True)
-    print_report(frames, console, top=top)
+    print_report(frames, console, top=top, console_url=console_url)
     written = write_tables(frames, out) + draw_all(frames, out)
     console.print(f"wrote {', '.join(p.name for p in written)} to {out}/")
     return written

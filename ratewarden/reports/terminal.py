@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ratewarden.reports.frames import Frames
+from ratewarden.reports.links import console_link
 
 __all__ = ["print_report"]
 
@@ -14,7 +15,8 @@ def _clock(ts: float) -> str:
     return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%H:%M:%S")
 
 
-def print_report(frames: Frames, console: Console, top: int = 15) -> None:
+def print_report(frames: Frames, console: Console, top: int = 15, console_url: str | None = None) -> None:
+    """Top offenders, their console pages when ``console_url`` (a gateway or console URL) is given, timeline."""
     d, flags, ips = frames.decisions, frames.flags, frames.ips
     flagged = ips[ips["flagged_windows"] > 0]
     console.print(
@@ -31,6 +33,11 @@ def print_report(frames: Frames, console: Console, top: int = 15) -> None:
             f"{int(row.throttle):,}", f"{int(row.ip_blocked):,}",
         )
     console.print(table)
+    if console_url and len(flagged):
+        console.print("console pages of the top offenders:")
+        for subject in flagged.head(top)["ip"]:  # whole URLs on one line each, to click or copy
+            console.print(f"  {subject}  {console_link(console_url, subject)}", soft_wrap=True, markup=False,
+                          highlight=False)
     timeline = Table("window", "requests", "throttled", "blocked", "flags", "newly flagged",
                      title="timeline of the windows with flags (UTC)")
     t = frames.timeline.set_index("minute")
