@@ -149,9 +149,11 @@ class DecisionSubscriber:
 
 
 def read_topic_records(
-    settings: Settings, topic: str, last: int | None = None, isolation_level: str = "read_uncommitted"
+    settings: Settings, topic: str, last: int | None = None, isolation_level: str = "read_uncommitted",
+    deadline: float | None = None,
 ) -> list:
-    """Every record of ``topic`` from the beginning (or the ``last`` of each partition) to its end now."""
+    """Every record of ``topic`` from the beginning (or the ``last`` of each partition) to its end now.
+    ``deadline``: ``time.monotonic()`` by which the read must end; TimeoutError after it."""
     consumer = KafkaConsumer(
         bootstrap_servers=resolve_bootstrap(settings), group_id=None, enable_auto_commit=False,
         isolation_level=isolation_level, **kafka_python_options(settings),
@@ -167,6 +169,8 @@ def read_topic_records(
                 consumer.seek(tp, max(starts[tp], ends[tp] - last))
         records: list = []
         while any(consumer.position(tp) < end for tp, end in ends.items()):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} did not end in time")
             for batch in consumer.poll(timeout_ms=500, max_records=50_000).values():
                 records.extend(batch)
         return records

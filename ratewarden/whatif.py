@@ -17,10 +17,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 if TYPE_CHECKING:  # imported where used: the CLI builds its parser from this module for every command
     from agents.rules import LimitBook
-    from agents.whatif import Diff
+    from agents.whatif import Diff, Flagged
     from ratewarden.whatif_inputs import Recorded
 
-__all__ = ["WhatIfRun", "add_parser", "run_whatif"]
+__all__ = ["WhatIfRun", "add_parser", "compare", "decide_recorded", "run_whatif"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +35,39 @@ class WhatIfRun(NamedTuple):
     timings: dict[str, float]  # seconds per phase
 
 
+def decide_recorded(recorded: "Recorded", book: "LimitBook",
+                    progress: Callable[[int], None] | None = None) -> tuple[list[str], list[str]]:
+    """(verdicts, reasons) of every recorded event decided again under ``book``, in chunks (``progress``
+    is told how many are done after each)."""
+    from agents.whatif import Replayer
+
+    events = recorded.events
+    replayer, verdicts, reasons = Replayer(book, recorded.blocks), [], []
+    for start in range(0, len(events), _CHUNK):
+        got_verdicts, got_reasons = replayer.decide(events[start:start + _CHUNK])
+        verdicts += got_verdicts
+        reasons += got_reasons
+        if progress is not None:
+            progress(len(verdicts))
+    return verdicts, reasons
+
+
+def compare(recorded: "Recorded", replayed: tuple[list[str], list[str]], top: int = 10) -> tuple["Diff", "Flagged"]:
+    """The diff of recorded and replayed verdicts (``agents.whatif.diff``) and the flagged subjects it used."""
+    from agents.whatif import Flagged, diff
+
+    flagged = Flagged(recorded.flagged)
+    events = recorded.events
+    return diff((recorded.verdicts, recorded.reasons), replayed, [e.user_id for e in events],
+                [e.ip for e in events], flagged, top), flagged
+
+
 def run_whatif(
     recorded_source: Callable[[], "Recorded"], book: "LimitBook", out: Path | None = None, console: Console | None = None,
     top: int = 10, show_progress: bool = True, is_candidate: bool = False,
 ) -> WhatIfRun:
     """Read (``recorded_source()``), decide under ``book``, compare, print, write. ``is_candidate`` words
     the summary as a candidate's changes, else as the reproduction check; ``timings`` has seconds per phase."""
-    from agents.whatif import Flagged, Replayer, diff
     from ratewarden.whatif_report import build_frames, draw_charts, print_tables, write_tables
 
     console = console or Console()
@@ -60,20 +86,12 @@ def run_whatif(
         task = progress.add_task("reading", total=None)
         recorded = recorded_source()
         phase("read")
-        events = recorded.events
-        progress.update(task, description="deciding", total=len(events), completed=0)
-        replayer, verdicts, reasons = Replayer(book, recorded.blocks), [], []
-        for start in range(0, len(events), _CHUNK):
-            got_verdicts, got_reasons = replayer.decide(events[start:start + _CHUNK])
-            verdicts += got_verdicts
-            reasons += got_reasons
-            progress.update(task, completed=len(verdicts))
+        progress.update(task, description="deciding", total=len(recorded.events), completed=0)
+        replayed = decide_recorded(recorded, book, lambda done: progress.update(task, completed=done))
         phase("decide")
         progress.update(task, description="comparing", total=None)
-        flagged = Flagged(recorded.flagged)
-        result = diff((recorded.verdicts, recorded.reasons), (verdicts, reasons),
-                      [e.user_id for e in events], [e.ip for e in events], flagged, top)
-        frames = build_frames(recorded, (verdicts, reasons), result, flagged)
+        result, flagged = compare(recorded, replayed, top)
+        frames = build_frames(recorded, replayed, result, flagged)
         phase("compare")
     _summary(console, recorded, result, is_candidate)
     print_tables(frames, result, console, flagged, top)
@@ -86,7 +104,7 @@ def run_whatif(
         written += draw_charts(frames, out)
         phase("charts")
         console.print(f"wrote {', '.join(p.name for p in written)} to {out}/")
-    return WhatIfRun(recorded, (verdicts, reasons), result, written, timings)
+    return WhatIfRun(recorded, replayed, result, written, timings)
 
 
 def _summary(console: Console, recorded: "Recorded", result: "Diff", is_candidate: bool) -> None:
@@ -101,26 +119,23 @@ def _summary(console: Console, recorded: "Recorded", result: "Diff", is_candidat
 
 
 def _run(args) -> int:
-    from agents.rules import limit_key
-    from ratewarden.whatif_inputs import (
-        default_limit, limits_in_force, new_book, parse_set, put_limits, read_limits_file, recorded_source,
+    from ratewarden.whatif_limits import (
+        candidate_book, default_limit, limits_in_force, new_book, parse_set, parse_tier_set, read_limits_file,
     )
+    from ratewarden.whatif_inputs import recorded_source
     from streams.settings import get_settings
 
     settings = get_settings()
     source = recorded_source(args, settings)
     changes = [parse_set(spec) for spec in args.set or ()]
+    tier_changes = [parse_tier_set(spec) for spec in args.set_tier or ()]
     default = default_limit(args.default, settings)
     if args.in_force:
         book = new_book(default, read_limits_file(Path(args.in_force)))
     else:  # tiers and memberships too, as the worker reads them
         book = limits_in_force(settings, new_book(default))
-    if args.limits:  # the users' own limits replaced; tiers in force kept
-        for limit in book:
-            book.put(limit_key(limit.user_id, limit.request_type), None)
-        put_limits(book, read_limits_file(Path(args.limits)))
-    put_limits(book, changes)
-    is_candidate = bool(args.limits or changes or args.default)
+    candidate_book(book, read_limits_file(Path(args.limits)) if args.limits else None, changes, tier_changes)
+    is_candidate = bool(args.limits or changes or tier_changes or args.default)
     run = run_whatif(source, book, Path(args.out) if args.out else None, Console(), args.top, is_candidate=is_candidate)
     return 0 if is_candidate or run.diff.reproduced == run.diff.total else 1
 
@@ -136,6 +151,8 @@ def add_parser(sub) -> None:
     p.add_argument("--limits", help="candidate: users' limits replacing theirs in force (same format; tiers kept)")
     p.add_argument("--set", action="append", metavar="USER[:TYPE]=LIMIT/WINDOW[/ALGORITHM[/BURST]]",
                    help="a candidate limit for one user (repeatable), over the limits in force or --limits")
+    p.add_argument("--set-tier", action="append", metavar="TIER[:TYPE]=LIMIT/WINDOW[/ALGORITHM[/BURST]]",
+                   help="a candidate limit for one tier in force (repeatable)")
     p.add_argument("--default", metavar="LIMIT/WINDOW[/ALGORITHM]", help="candidate default limit")
     p.add_argument("--out", help="directory for the CSV, Parquet and PNG files")
     p.add_argument("--top", type=int, default=10, help="rows in the users and IPs tables")
