@@ -17,8 +17,9 @@ venv: $(STAMP)
 kafka-jars: venv
 	$(BIN)/python -c "from streams.devkafka.jars import ensure_jars; print('Kafka jars in', ensure_jars())"
 
+# KEEP=1: afterwards the broker, worker and gateway stay up for the web console (URL and keys printed) until Ctrl-C
 demo: kafka-jars
-	$(BIN)/ratewarden demo
+	$(BIN)/ratewarden demo $(if $(filter 1,$(KEEP)),--keep)
 
 test: kafka-jars
 	$(BIN)/python -m pytest

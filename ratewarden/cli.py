@@ -174,7 +174,7 @@ def _trace(args) -> int:
 def _demo(args) -> int:
     from ratewarden.demo import run_demo
 
-    return run_demo(console, users=args.users, minutes=args.minutes, seed=args.seed)
+    return run_demo(console, users=args.users, minutes=args.minutes, seed=args.seed, keep=args.keep)
 
 
 def _schemas(args) -> int:
@@ -320,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=300)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--keep", action="store_true", help="afterwards keep broker, worker and gateway running for the "
+                   "web console: print its URL and an analyst's and an admin's key; Ctrl-C stops everything")
     p.set_defaults(func=_demo)
 
     sub.add_parser("schemas", help="regenerate the JSON Schema files").set_defaults(func=_schemas)

@@ -3,9 +3,16 @@
 Broker (local KRaft JVM) -> one worker (limiter, history, analytics) and the HTTP gateway -> a
 simulated trace with labelled attacks replayed through Kafka -> a few calls through the gateway ->
 the analyst report (terminal, CSV, Parquet, PNG). Everything lives in ``var/demo`` (wiped first).
+
+With ``keep`` (``ratewarden demo --keep``, ``make demo KEEP=1``) the broker, the worker and the
+gateway stay up after the report, so the web console can be opened on what the demo produced: it
+prints the console's URL and the keys of an analyst and an admin, and waits for Ctrl-C (or SIGTERM);
+then, as without ``keep``, it stops everything it started, each by its own PID.
 """
 
+import logging
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -23,6 +30,8 @@ from streams.devkafka.broker import LocalKafka
 
 __all__ = ["run_demo"]
 
+logger = logging.getLogger(__name__)
+
 
 def _gateway_calls(stack: GatewayStack, console: Console) -> None:
     """Three calls of a client whose limit is 2 per minute, then its history, through HTTP."""
@@ -39,8 +48,35 @@ def _gateway_calls(stack: GatewayStack, console: Console) -> None:
                   [(item["verdict"], item["reason"]) for item in history["requests"]])
 
 
-def run_demo(console: Console, users: int = 300, minutes: float = 10.0, seed: int = 7) -> int:
-    home = Path("var/demo")
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _serve_until_interrupted(stack: GatewayStack, console: Console) -> None:
+    """Print where the console is and two login keys, then wait for Ctrl-C or SIGTERM (both end the wait).
+
+    The keys are those of the stack's ``analyst-1`` and ``admin-1`` users, made for this run only; the
+    lines are flushed at once, so a script reading the output through a pipe sees them.
+    """
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        console.print(f"console: {stack.url}/console/", soft_wrap=True, markup=False, highlight=False)
+        console.print(f"analyst key (analyst-1): {stack.keys['analyst']}", soft_wrap=True, markup=False, highlight=False)
+        console.print(f"admin key (admin-1): {stack.keys['admin']}", soft_wrap=True, markup=False, highlight=False)
+        console.print("broker, worker and gateway keep running; Ctrl-C stops them")
+        console.file.flush()
+        workers = ", ".join(f"{name} {process.pid}" for name, process in stack.workers.items())
+        logger.info("kept running: workers %s, gateway on %s", workers, stack.url)
+        signal.pause()  # until a signal: SIGINT and SIGTERM raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        console.print("stopping the gateway, the worker and the broker ...")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_demo(console: Console, users: int = 300, minutes: float = 10.0, seed: int = 7, keep: bool = False) -> int:
+    # Absolute: worker processes run from the repository, and must use this directory, not one there.
+    home = Path("var/demo").resolve()
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     broker = LocalKafka(home / "kafka")
@@ -72,8 +108,11 @@ def run_demo(console: Console, users: int = 300, minutes: float = 10.0, seed: in
             time.sleep(settings.analytics_idle + 1)  # let the last analytics window close on its idle timeout
             # The report covers the replayed trace (event time of 2024), not the live gateway calls.
             (home / "flags.jsonl").write_bytes(b"".join(v + b"\n" for v in read_topic(settings, settings.ip_flags_topic)))
-            run_report(home / "report", decisions=home / "decisions.jsonl", flags=home / "flags.jsonl", console=console)
-        console.print(f"trace, labels, decisions and report in {home}/")
+            run_report(home / "report", decisions=home / "decisions.jsonl", flags=home / "flags.jsonl", console=console,
+                       console_url=stack.url if keep else None)
+            if keep:
+                _serve_until_interrupted(stack, console)
+        console.print(f"trace, labels, decisions and report in {home}/", soft_wrap=True)
         return 0
     finally:
         broker.stop()

@@ -1,10 +1,17 @@
-"""`make demo` end to end (smaller): it prints its summary, writes the report, and stops what it started."""
+"""`make demo` end to end (smaller): it prints its summary, writes the report, and stops what it started;
+with `--keep` (`make demo KEEP=1`) it serves the console until Ctrl-C, then stops everything too."""
 
 import os
+import queue
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.kafka
@@ -37,3 +44,69 @@ def _processes_mentioning(text: str) -> list[int]:
             if text.encode() in blob:
                 found.append(int(entry.name))
     return found
+
+
+def _lines(stream) -> queue.Queue:
+    """The lines of ``stream`` as a reader thread gets them (None at the end)."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _read_until(lines: queue.Queue, pattern: str, seen: list[str], timeout: float) -> re.Match:
+    """The first match of ``pattern`` in the next lines (each kept in ``seen``), within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no {pattern!r} within {timeout:g} s:\n{''.join(seen)[-3000:]}") from None
+        assert line is not None, f"the demo ended before printing {pattern!r}:\n{''.join(seen)[-3000:]}"
+        seen.append(line)
+        if found := re.search(pattern, line):
+            return found
+
+
+def test_demo_keep_serves_the_console_until_sigint_then_stops_every_child(tmp_path):
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "ratewarden.cli", "demo", "--users", "60", "--minutes", "3", "--keep"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    seen: list[str] = []
+    try:
+        lines = _lines(demo.stdout)
+        url = _read_until(lines, r"^console: (http://127\.0\.0\.1:\d+/console/)$", seen, 600).group(1)
+        analyst = _read_until(lines, r"^analyst key \(analyst-1\): (rw_\S+)$", seen, 10).group(1)
+        admin = _read_until(lines, r"^admin key \(admin-1\): (rw_\S+)$", seen, 10).group(1)
+        _read_until(lines, "Ctrl-C stops them", seen, 10)
+        assert re.search(r"/console/ip/\d", "".join(seen)), "the report links no offender to the console"
+
+        login = httpx.get(url + "login", timeout=30)
+        assert login.status_code == 200 and 'id="login-form"' in login.text, login.text[:500]
+        gateway = url.removesuffix("/console/")
+        as_analyst, as_admin = ({"Authorization": f"Bearer {key}"} for key in (analyst, admin))
+        assert httpx.get(gateway + "/blocklist", headers=as_analyst).status_code == 200
+        assert httpx.get(gateway + "/limits", headers=as_analyst).status_code == 403  # admins only
+        assert httpx.get(gateway + "/limits", headers=as_admin).status_code == 200
+        children = _processes_mentioning(str(tmp_path))
+        assert len(children) >= 2, f"broker and worker should be running: {children}"
+
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(120) == 0, "".join(seen)[-3000:]
+    finally:  # on a failure too: SIGINT first, so the demo stops its children; SIGKILL would orphan them
+        if demo.poll() is None:
+            demo.send_signal(signal.SIGINT)
+            try:
+                demo.wait(120)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()
+    assert not _processes_mentioning(str(tmp_path)), "the demo left processes running"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "login", timeout=5)
