@@ -19,7 +19,7 @@ from streams.topics import ensure_topics
 
 __all__ = ["set_limit", "set_limits", "delete_limit", "read_limits", "block", "unblock", "read_blocklist",
            "publish_rules", "read_rules", "delete_rules", "set_tier_limits", "delete_tier_limits", "assign_tier",
-           "read_tiers"]
+           "read_tiers", "publish_advice"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,3 +155,8 @@ def read_blocklist(settings: Settings | None = None) -> list[BlocklistEntry]:
     settings = settings or get_settings()
     decode = msgspec.json.Decoder(BlocklistEntry).decode
     return [decode(value) for value in _read_all(settings, settings.blocklist_topic).values()]
+
+def publish_advice(records: list[tuple[str, bytes]], settings: Settings | None = None) -> None:
+    """``ratewarden advise --publish``: the advice records (``schemas.advice``), in order, on the advice topic."""
+    settings = settings or get_settings()
+    _send(settings, settings.advice_topic, records)

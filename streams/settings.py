@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.settings_sections import (
     AnalyticsSettings,
     BanSettings,
+    ConsoleSettings,
     DetectorSettings,
     GatewaySettings,
     HistorySettings,
@@ -45,7 +46,7 @@ class _SectionOf(Generic[S]):
 
 class Settings(
     KafkaSettings, TopicSettings, LimiterSettings, HistorySettings, DetectorSettings, BanSettings,
-    AnalyticsSettings, GatewaySettings, RlsSettings, BaseSettings,
+    AnalyticsSettings, GatewaySettings, RlsSettings, ConsoleSettings, BaseSettings,
 ):
     """Every setting; read once per process from ``RATEWARDEN_*`` variables (:func:`get_settings`)."""
 
@@ -64,6 +65,7 @@ class Settings(
     analytics = _SectionOf(AnalyticsSettings)
     gateway = _SectionOf(GatewaySettings)
     rls = _SectionOf(RlsSettings)
+    console = _SectionOf(ConsoleSettings)
 
     @property
     def state_dir(self) -> Path:

@@ -64,6 +64,7 @@ class TopicSettings(Section):
     replies_partitions: int = Field(default=16, ge=1, le=1024, description="reply partitions: gateways pick one each")
     rls_hits_topic: str = Field(default="rls-hits", description="descriptor hits of rate limit service calls, keyed by counter")
     rls_decisions_topic: str = Field(default="rls-decisions", description="every descriptor answer (audit)")
+    advice_topic: str = Field(default="advice", description="compacted: the latest `advise --publish` (GET /advice)")
 
     @property
     def changelog_topic(self) -> str:
@@ -194,6 +195,12 @@ class GatewaySettings(Section):
     gateway_auth_failure_window: float = Field(default=60.0, gt=0, le=86_400, description="seconds failures are counted and refused")
     gateway_auth_exempt_cidrs: str = Field(default="", description="comma-separated IPs/CIDRs never limited for failed keys")
     gateway_auth_max_addresses: int = Field(default=100_000, ge=1, description="addresses the failed-key limiter keeps")
+    gateway_whatif_max_events: int = Field(default=1_000_000, ge=1, le=100_000_000,
+                                           description="recorded events one POST /whatif may decide again")
+    gateway_whatif_max_range: float = Field(default=86_400.0, gt=0, le=366 * 86_400,
+                                            description="seconds of event time one POST /whatif may cover")
+    gateway_whatif_read_timeout: float = Field(default=60.0, gt=0, le=3_600,
+                                               description="seconds POST /whatif may take to read the topics")
 
 
 class RlsSettings(Section):

@@ -13,7 +13,7 @@ from ratewarden.gateway.auth import auth_limiter, require
 from ratewarden.gateway.hot import HotRoutes
 from ratewarden.gateway.inline import Inline
 from ratewarden.gateway.models import Problem
-from ratewarden.gateway.routes import blocklist, limits, reports, requests, rls, tiers, users
+from ratewarden.gateway.routes import advice, blocklist, limits, reports, requests, rls, tiers, users, whatif
 from ratewarden.gateway.runtime import Gateway, Unavailable
 from streams.settings import Settings, get_settings
 
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.state.auth_limiter = auth_limiter(gateway.settings.gateway)
     app.state.inline = Inline(gateway)
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
-    for module in (requests, limits, tiers, users, blocklist, reports, rls):
+    for module in (requests, limits, tiers, users, blocklist, reports, rls, whatif, advice):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)
