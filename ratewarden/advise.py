@@ -5,8 +5,9 @@ from flagged addresses and networks, profiles each user's requests per window, g
 (learned with k-means, or given plans) and finds, for every tier and every user, the smallest limit that
 throttles at most ``--max-throttled`` of their honest requests, each candidate checked by the what-if's
 replay (``agents.advisor``). Prints the tiers and the users whose advice differs most from their limit in
-force; with ``--out``, tables, a chart, rules files and a shell script of ``ratewarden limits`` commands.
-It applies nothing. See docs/advisor.md.
+force; with ``--out``, tables, a chart, rules files and a shell script of ``ratewarden limits`` commands;
+with ``--publish``, the advice on the advice topic, where ``GET /advice`` serves it. It applies nothing.
+See docs/advisor.md.
 """
 
 import logging
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # imported where used: the CLI builds its parser from this mo
     from agents.rules import LimitBook
     from ratewarden.whatif_inputs import Recorded
 
-__all__ = ["AdviseRun", "add_parser", "read_plans", "run_advise"]
+__all__ = ["AdviseRun", "add_parser", "advice_records", "read_plans", "run_advise"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,28 @@ class AdviseRun(NamedTuple):
     members: dict[str, str]  # user -> tier
     frames: dict[str, "pd.DataFrame"]
     written: list[Path]
+    counts: tuple[int, int, int] = (0, 0, 0)  # recorded requests, honest ones, flagged sources
+
+
+def advice_records(run: AdviseRun, policy: "Policy", made_at: float) -> list[tuple[str, bytes]]:
+    """The advice topic's records of ``run`` (``schemas.advice``): every tier's and user's advice, then the run."""
+    import msgspec
+
+    from schemas.advice import ADVICE_RUN_KEY, AdvicePolicy, AdviceRun, LimitAdvice
+
+    encode = msgspec.json.encode
+    records = []
+    for kind, advice in (("tier", run.tiers), ("user", run.users)):
+        for name, a in sorted(advice.items()):
+            record = LimitAdvice(kind=kind, name=name, made_at=made_at, limit=a.limit, window=policy.window,
+                                 algorithm=policy.algorithm, burst=policy.burst, users=a.users, requests=a.requests,
+                                 throttled=a.throttled, abusive=a.abusive, stopped=a.stopped,
+                                 tier=run.members.get(name) if kind == "user" else None)
+            records.append((f"{kind}:{name}", encode(record)))
+    recorded, honest, flagged = run.counts
+    summary = AdviceRun(made_at=made_at, policy=AdvicePolicy(*policy), tiers=len(run.tiers), users=len(run.users),
+                        recorded=recorded, honest=honest, flagged_sources=flagged)
+    return records + [(ADVICE_RUN_KEY, encode(summary))]
 
 
 def read_plans(path: Path) -> dict[str, str]:
@@ -92,7 +115,8 @@ def run_advise(recorded_source: Callable[[], "Recorded"], in_force: "LimitBook",
         written = write_files(frames, tier_advice, user_advice, members, policy, out)
         written.append(draw_chart(honest, members, tier_advice, policy, out / "advice_tiers.png"))
         console.print(f"wrote {', '.join(p.name for p in written)} to {out}/ (nothing applied)", soft_wrap=True)
-    return AdviseRun(tier_advice, user_advice, members, frames, written)
+    return AdviseRun(tier_advice, user_advice, members, frames, written,
+                     (len(recorded.events), len(honest), len(flagged)))
 
 
 def _run(args) -> int:
@@ -117,8 +141,18 @@ def _run(args) -> int:
     elif args.plans:
         plans = read_plans(Path(args.plans))
     policy = Policy(args.max_throttled, args.window, args.algorithm, args.burst)
-    run_advise(source, book, policy, args.tiers, plans, Path(args.out) if args.out else None, Console(), args.top,
-               args.seed)
+    console = Console()
+    run = run_advise(source, book, policy, args.tiers, plans, Path(args.out) if args.out else None, console,
+                     args.top, args.seed)
+    if args.publish:
+        import time
+
+        from ratewarden.control import publish_advice
+
+        records = advice_records(run, policy, time.time())
+        publish_advice(records, settings)
+        console.print(f"published {len(run.tiers):,} tiers' and {len(run.users):,} users' advice to "
+                      f"{settings.advice_topic} (GET /advice; nothing applied)")
     return 0
 
 
@@ -145,4 +179,6 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="of the k-means starts")
     p.add_argument("--out", help="directory for the CSV, Parquet, PNG, rules and script files")
     p.add_argument("--top", type=int, default=10, help="rows in the users table")
+    p.add_argument("--publish", action="store_true",
+                   help="write the advice to the advice topic, where GET /advice serves it (applies nothing)")
     p.set_defaults(func=_run)

@@ -17,7 +17,7 @@ from schemas.limits import Algorithm
 
 __all__ = [
     "Section", "KafkaSettings", "TopicSettings", "LimiterSettings", "HistorySettings", "DetectorSettings",
-    "BanSettings", "AnalyticsSettings", "GatewaySettings", "RlsSettings",
+    "BanSettings", "AnalyticsSettings", "GatewaySettings", "RlsSettings", "ConsoleSettings",
 ]
 
 
@@ -218,3 +218,14 @@ class RlsSettings(Section):
     rls_max_entries: int = Field(default=16, ge=1, le=256, description="entries per descriptor")
     rls_max_entry_bytes: int = Field(default=1_024, ge=16, le=65_536, description="bytes of one entry's key or value")
     rls_max_hits_addend: int = Field(default=1_000_000, ge=1, description="hits one call may count")
+
+
+class ConsoleSettings(Section):
+    """The gateway's web console (docs/console.md): sessions signed with a secret, their lifetime."""
+
+    console_enabled: bool = Field(default=True, description="serve the web console under /console")
+    console_secret: SecretStr | None = Field(
+        default=None, description="key that signs session cookies and CSRF tokens; unset: one generated per "
+                                  "process start (sessions then end when the gateway restarts)")
+    console_session_max_age: float = Field(default=8 * 3600.0, ge=60, le=30 * 86_400,
+                                           description="seconds a console login lasts")

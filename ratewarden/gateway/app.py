@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ratewarden.gateway.auth import auth_limiter, require
+from ratewarden.gateway.console import install as install_console
 from ratewarden.gateway.hot import HotRoutes
 from ratewarden.gateway.inline import Inline
 from ratewarden.gateway.models import Problem
@@ -72,6 +73,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         finally:
             if grpc_server is not None:
                 await grpc_server.stop(1.0)
+            if getattr(app.state, "console", None) is not None:  # its pulse reader, if a view started it
+                await app.state.console.stop()
             await gateway.stop()
 
     app = FastAPI(
@@ -90,6 +93,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
     for module in (requests, limits, tiers, users, blocklist, reports, rls, whatif, advice):
         app.include_router(module.router)
+    install_console(app)  # /console: the web console (docs/console.md), not in the OpenAPI document
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
