@@ -88,8 +88,9 @@ class Visit:
         self.until(lambda: self.driver.title.startswith(name), what=f"title {name!r}, got {self.driver.title!r}")
         assert self.css("h1")[0].text == name
         self.driver.set_window_size(1280, 800)  # measured at the smallest size: the page's own height
-        height = self.driver.execute_script("return document.documentElement.scrollHeight")
-        self.driver.set_window_size(1280, max(800, min(int(height) + 140, 2400)))  # the whole page, bounded
+        height, chrome = self.driver.execute_script(
+            "return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]")
+        self.driver.set_window_size(1280, max(800, min(int(height) + int(chrome), 2400)))  # the whole page, bounded
         path = self.out / f"console_{shot}.png"
         assert self.driver.save_screenshot(str(path))
         self.shots.append(path)
