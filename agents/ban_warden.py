@@ -11,6 +11,13 @@ offence within ``offence_memory`` still gets the longer TTL. So every automatic 
 both topics, and the previous ban a flag is judged against is the blocklist entry if there is one,
 else the remembered one. A decision (flag -> ban) and an expiry pass (tombstones) hold one lock,
 including their sends, so the topic sees them in the order they were decided.
+
+Stage 2's progress markers (:class:`schemas.flags.FlagsWatermark`) arrive on ``ip-flags`` after the
+flags they cover; once every source has marked a window, the agent writes the partition's
+:class:`schemas.flags.BanHorizon` to ``blocklist`` after the bans it wrote for them
+(:mod:`agents.ban_horizon`). A ban for a window a horizon already covered (a forced-out window
+corrected later) is written all the same, counted and logged: a limiter waiting on horizons may have
+decided past its start.
 """
 
 import asyncio
@@ -20,9 +27,11 @@ import faust
 import msgspec
 
 from agents.ban_expiry import BanClock, expired, forgotten, owner
+from agents.ban_horizon import FlagsProgress, horizon_key, is_mark
 from agents.blocklist import BanBook, ban_end, next_ban
 from agents.detectors import is_allowlisted, parse_networks
-from schemas.flags import AutoBan, IpFlag
+from schemas.flags import AutoBan, FlagsWatermark, IpFlag
+from streams import metrics
 from streams.settings import Settings
 from streams.tables import ControlTable, blocklist_key
 
@@ -55,7 +64,8 @@ class BanWarden:
         self.clock = BanClock()  # flags and reports: when bans end
         self.flags_clock = BanClock()  # flags alone: what the flags still to come can start before
         self.ended: dict[str, AutoBan] = {}  # tombstoned here, while a flag still to come may fall inside
-        self.stats = {"flags": 0, "bad": 0, "bans": 0, "tombstones": 0, "forgotten": 0}
+        self.progress = FlagsProgress(settings.partitions)  # ip-features partitions: the sources of flags
+        self.stats = {"flags": 0, "bad": 0, "bans": 0, "tombstones": 0, "forgotten": 0, "late_bans": 0, "horizons": 0}
         raw = dict(key_serializer="raw", value_serializer="raw", partitions=1, replicas=settings.replication_factor)
         self.blocklist_topic = app.topic(settings.blocklist_topic, **raw)
         self.memory_topic = app.topic(settings.ban_offences_topic, compacting=True, **raw)
@@ -63,6 +73,7 @@ class BanWarden:
         self.reports = ControlTable(settings, settings.abuse_reports_topic, self._on_report)
         self.networks = parse_networks(settings.allowlist)
         self._decode_flag = msgspec.json.Decoder(IpFlag).decode
+        self._decode_mark = msgspec.json.Decoder(FlagsWatermark).decode
         self._decode_report = msgspec.json.Decoder(_ReportView).decode
         self._encode = msgspec.json.Encoder().encode
         self._lock = asyncio.Lock()
@@ -105,18 +116,32 @@ class BanWarden:
                 self._due.set()
 
     async def on_flag(self, partition: int, value: bytes) -> None:
-        """One record of ``ip-flags``: maybe a ban; the flag's window start moves the partition's time."""
+        """One record of ``ip-flags``: maybe a ban, the flag's window start moving the partition's time; or a
+        progress marker, maybe a new horizon."""
         try:
-            flag = self._decode_flag(value)
+            flag = self._decode_mark(value) if is_mark(value) else self._decode_flag(value)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self.stats["bad"] += 1
             logger.warning("skipping a bad flag on partition %d: %s", partition, exc)
+            return
+        if type(flag) is FlagsWatermark:
+            async with self._lock:  # after the bans of the flags it covers
+                horizon = self.progress.advance(partition, flag)
+                if horizon is not None:
+                    await self.blocklist_topic.send(key=horizon_key(partition).encode(), value=self._encode(horizon))
+                    self.stats["horizons"] += 1
             return
         self.stats["flags"] += 1
         async with self._lock:
             previous = previous_ban(self.book, self.memory, flag.ip, self.ended, flag.kind)
             entry = next_ban(previous, flag, self.settings.bans, is_allowlisted(flag.ip, self.networks))
             if entry is not None:
+                if self.progress.covers(partition, flag.window_end):
+                    self.stats["late_bans"] += 1
+                    metrics.LATE_BANS.inc()
+                    logger.warning("ban of %s from window ending %.3f is late: ip-flags partition %d was complete to "
+                                   "%.3f (a corrected window)", flag.ip, flag.window_end, partition,
+                                   self.progress.published[partition])
                 await self._ban(entry)
         # A ban may be decided after reports moved the time past its end (reports and flags are
         # read separately): check expiry after every ban as well as when time moves.

@@ -21,7 +21,7 @@ from typing import Callable
 
 import msgspec
 
-from schemas.flags import AutoBan, IpFlag
+from schemas.flags import HORIZON_KEY_PREFIX, AutoBan, IpFlag
 from schemas.limits import BlocklistEntry
 from streams.settings_sections import BanSettings
 from streams.tables import blocklist_key
@@ -42,7 +42,8 @@ def ban_ttl(offences: int, settings: BanSettings) -> float:
 
 
 def next_ban(previous: AutoBan | None, flag: IpFlag, settings: BanSettings, allowlisted: bool = False) -> AutoBan | None:
-    """The entry to write for ``flag`` (starting at its window's end), or None.
+    """The entry to write for ``flag`` (starting at its window's end, plus ``ban_delay`` with
+    ``ban_timing=event_time``: :mod:`agents.ban_gate`), or None.
 
     None when the subject is allow-listed, or when the flag's window starts before the end of the
     subject's current ban (manual or automatic): what it did while banned (e.g. hammering against the
@@ -54,7 +55,7 @@ def next_ban(previous: AutoBan | None, flag: IpFlag, settings: BanSettings, allo
     """
     if allowlisted or flag.allowlisted:
         return None
-    at = flag.window_end
+    at = flag.window_end + settings.ban_start_delay
     offences = 0
     if previous is not None:
         end = ban_end(previous)
@@ -110,8 +111,10 @@ class BanBook:
         return self._entries
 
     def apply(self, key: bytes, value: bytes | None) -> None:
-        """One record of the topic (``ControlTable`` callback); ``None`` is a tombstone."""
+        """One record of the topic (``ControlTable`` callback); ``None`` is a tombstone. Ban horizons are not entries."""
         k = key.decode()
+        if k.startswith(HORIZON_KEY_PREFIX):
+            return
         pending = self._pending.get(k)
         if pending is not None:
             if value == pending[0]:  # our oldest outstanding write is back

@@ -4,6 +4,8 @@
 
 import msgspec
 
+from agents.ban_gate import BanGate
+from agents.ban_horizon import is_horizon_key
 from agents.descriptor_rules import RuleBook
 from agents.rules import Blocklist, LimitBook, limit_key
 from schemas.descriptors import RULES_KEY_PREFIX, RulesDocument
@@ -47,11 +49,18 @@ def limits_table(settings: Settings, book: LimitBook, rules: RuleBook | None = N
     return ControlTable(settings, settings.limits_topic, apply)
 
 
-def blocklist_table(settings: Settings, blocklist: Blocklist) -> ControlTable:
+def blocklist_table(settings: Settings, blocklist: Blocklist, gate: BanGate | None = None) -> ControlTable:
+    """The blocklist topic: entries into ``blocklist``; the analytics' ban horizons (``horizon:<p>``) into
+    ``gate`` (the limiter's), skipped by readers without one (the gateway)."""
     decode = msgspec.json.Decoder(BlocklistEntry).decode
 
     def apply(key: bytes, value: bytes | None) -> None:
-        kind, _, subject = key.decode().partition(":")
+        name = key.decode()
+        if is_horizon_key(name):
+            if gate is not None:
+                gate.put(value)
+            return
+        kind, _, subject = name.partition(":")
         blocklist.put(kind, subject, None if value is None else decode(value))
 
     return ControlTable(settings, settings.blocklist_topic, apply)

@@ -15,12 +15,14 @@ it were the first of its window: that is counted (``ratewarden_limiter_late_even
 logged per batch, never silent.
 """
 
+import asyncio
 import logging
 import time
 from typing import Callable
 
 import msgspec
 
+from agents.ban_gate import BanGate
 from agents.intake import EventDecoder, Rejection
 from agents.limiter_feeds import DecisionFeeds
 from agents.partition_counting import PartitionCounting
@@ -47,13 +49,16 @@ class Limiter(DecisionFeeds, PartitionCounting):
     """
 
     def __init__(
-        self, settings: Settings, limits: LimitBook, blocklist: Blocklist, clock: Callable[[], float] = time.time
+        self, settings: Settings, limits: LimitBook, blocklist: Blocklist, clock: Callable[[], float] = time.time,
+        gate: BanGate | None = None,
     ) -> None:
         super().__init__(settings, topic=settings.requests_topic, group=settings.limiter_group,
                          changelog_topic=settings.changelog_topic, state_dir=settings.state_dir, role="limiter")
         self.limits = limits
         self.blocklist = blocklist
         self.clock = clock
+        #: When bans apply (``RATEWARDEN_BAN_TIMING``): on arrival, or by event time with a bounded wait.
+        self.gate = gate or BanGate.from_settings(settings)
         self.decoder = EventDecoder(settings.max_event_bytes, settings.max_future_skew)
         self._encode = msgspec.json.Encoder().encode
         self.init_feeds()
@@ -75,7 +80,38 @@ class Limiter(DecisionFeeds, PartitionCounting):
         await super().run()
 
     async def process(self, partition: int, records) -> None:
-        """Decide one fetched batch of one partition (the hot loop: locals only, one rule fast path)."""
+        """Decide one fetched batch of one partition; with ``ban_timing=event_time`` in parts, waiting for the
+        bans of the analytics (:mod:`agents.ban_gate`) before each event past their horizon."""
+        start, gate = 0, self.gate
+        while start < len(records):
+            start, ts = await self._decide(partition, records, start, gate.until(partition))
+            if start < len(records):
+                await self._wait_for_bans(partition, ts)
+        if gate.degraded:
+            gate.ungated(self.stores[partition].watermark, len(records))
+            metrics.BAN_GATE_UNGATED.inc(len(records))
+
+    async def _wait_for_bans(self, partition: int, ts: float) -> None:
+        """Deliver what is decided (the analytics see it once the flush completes), then wait until the horizon
+        passes ``ts``, ``ban_wait`` seconds at most."""
+        gate, loop = self.gate, asyncio.get_running_loop()
+        await self.outputs.send_all()
+        await self._flush()
+        started = loop.time()
+        deadline = started + gate.wait_bound
+        gate.stats["waits"] += 1
+        while ts >= gate.until(partition, ts):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                gate.give_up(partition, ts)
+                metrics.BAN_GATE_TIMEOUTS.inc()
+                break
+            await gate.wait(remaining)
+        metrics.BAN_GATE_WAIT.observe(loop.time() - started)
+
+    async def _decide(self, partition: int, records, first: int, until: float) -> tuple[int, float]:
+        """Decide ``records[first:]`` up to the first event at or past event time ``until``: the hot loop (locals
+        only, one rule fast path). Returns where it stopped (``len(records)`` when done) and that event's time."""
         store = self.stores[partition]
         get, set_ = store.get, store.set
         decode, encode, now = self.decoder.decode, self._encode, self.clock()
@@ -86,11 +122,17 @@ class Limiter(DecisionFeeds, PartitionCounting):
         allowed = throttled = blocked = late = 0
         watermark, expired_at = store.watermark, store.expired_at
         keep = None if self.decided is None else self.decided.setdefault(partition, []).append  # attach()
-        for record in records:
+        stop, stopped_at = len(records), 0.0
+        for index, record in enumerate(records if first == 0 else records[first:], first):
             event = decode(record.value, now)
             if type(event) is Rejection:
                 await self.dead_letter(partition, record, event, now)
                 continue
+            if event.ts >= until:  # rare: only with ban_timing=event_time
+                until = self.gate.until(partition, event.ts)
+                if event.ts >= until:
+                    stop, stopped_at = index, event.ts
+                    break
             try:
                 rules = rules_for(event.user_id, event.request_type)
                 block = blocked_reason(event.user_id, event.ip, event.ts)
@@ -130,8 +172,10 @@ class Limiter(DecisionFeeds, PartitionCounting):
             metrics.LATE_EVENTS.inc(late)
             logger.warning("partition %d: %d late events, %d windows or more before the counters' expiry at event "
                            "time %.0f: decided as the first of their windows", partition, late, LATE_WINDOWS, expired_at)
-        self.counted(partition, records)
-        metrics.EVENTS_IN.inc(len(records))
+        if stop > first:
+            self.counted(partition, records if first == 0 and stop == len(records) else records[first:stop])
+        metrics.EVENTS_IN.inc(stop - first)
         metrics.DECISIONS.labels("allow").inc(allowed)
         metrics.DECISIONS.labels("throttle").inc(throttled)
         metrics.DECISIONS.labels("block").inc(blocked)
+        return stop, stopped_at

@@ -3,7 +3,9 @@
 :class:`agents.window_merger.WindowMerger` says when a window is complete (every source closed it)
 or forced (a bounded wait for idle sources), and which kept windows late partials corrected; this
 stage runs the detectors on each and publishes flags to ``ip-flags`` (keyed by IP) and one
-:class:`schemas.flags.AbuseReport` to ``abuse-reports``, and exports what the merger counted.
+:class:`schemas.flags.AbuseReport` to ``abuse-reports``, and exports what the merger counted. After
+the flags of the windows its sources have closed, it marks every ``ip-flags`` partition with a
+:class:`schemas.flags.FlagsWatermark` (how far bans are known: :mod:`agents.ban_horizon`).
 """
 
 import json
@@ -17,7 +19,7 @@ from agents.batch_stage import BatchStage
 from agents.crowd import CrowdBaseline
 from agents.detectors import base_frame, detect, parse_networks
 from agents.window_merger import MergedWindow, WindowMerger
-from schemas.flags import AbuseReport, FeaturesWatermark, IpFlag, IpPartial, ReportedIp, ReportShare
+from schemas.flags import AbuseReport, FeaturesWatermark, FlagsWatermark, IpFlag, IpPartial, ReportedIp, ReportShare
 from streams.kafka_io import partition_for
 from streams.metrics import ANALYTICS_FORCED, ANALYTICS_LATE_PARTIALS
 from streams.settings import Settings
@@ -43,6 +45,7 @@ class MergeStage(BatchStage):
         self.baseline = CrowdBaseline(s.crowd_baseline_windows)
         self.decode = msgspec.json.Decoder(IpPartial | FeaturesWatermark).decode
         self._encode = msgspec.json.Encoder().encode
+        self.marked: dict[int, float] = {}  # ip-features partition -> FlagsWatermark last sent
         self.stats.update(windows=0, flags=0)
 
     def on_start(self, partitions: dict[str, int]) -> None:
@@ -54,6 +57,7 @@ class MergeStage(BatchStage):
 
     def revoke(self, partition: int) -> None:
         self.merger.revoke(partition)
+        self.marked.pop(partition, None)
         self.positions.pop(partition, None)
 
     async def process(self, partition: int, items, now: float) -> None:
@@ -70,6 +74,18 @@ class MergeStage(BatchStage):
         for window in self.merger.ready(now):
             await self.publish(window)
         self._count_late()
+        await self.mark_flags(now)
+
+    async def mark_flags(self, now: float) -> None:
+        """After the flags: tell every ``ip-flags`` partition how far each owned partition's flags are complete."""
+        for partition in sorted(self.merger.assigned):
+            closed = self.merger.closed_until(partition, now)
+            if closed is None or closed <= self.marked.get(partition, float("-inf")):
+                continue
+            self.marked[partition] = closed
+            value = self._encode(FlagsWatermark(source=partition, closed_until=closed))
+            for out in range(self.flag_partitions):
+                await self.sender.add(self.settings.ip_flags_topic, out, None, value)
 
     def _count_late(self) -> None:
         """Log and export what the merger saw since the last tick: forced closes and late partials."""

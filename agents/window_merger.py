@@ -169,6 +169,20 @@ class WindowMerger:
                     return True
         return False
 
+    def closed_until(self, partition: int, now: float) -> float | None:
+        """Every window of ``partition`` ending by this has been handed out by :meth:`ready` for good: the
+        least mark of its sources, leaving out those silent for ``idle`` (as :meth:`ready` does). None while a
+        source never heard is still waited for, or none is left."""
+        marks, heard = self.marks.get(partition, {}), []
+        for source in range(self.sources):
+            mark = marks.get(source)
+            if mark is None:
+                if now - self.assigned.get(partition, now) <= self.idle:
+                    return None
+            elif now - mark[1] <= self.idle:
+                heard.append(mark[0])
+        return min(heard, default=None)
+
     def _missing(self, end: float) -> list[int]:
         """The sources that have not closed ``end`` on every assigned partition."""
         return sorted({s for p in self.assigned for s in range(self.sources) if not self._covered(p, s, end)})

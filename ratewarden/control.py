@@ -11,6 +11,7 @@ from kafka import KafkaProducer
 from agents.rules import limit_key, member_key, tier_key
 from ratewarden.client import read_topic_records
 from schemas.descriptors import RULES_KEY_PREFIX, RulesDocument
+from schemas.flags import HORIZON_KEY_PREFIX
 from schemas.limits import MEMBER_KEY_PREFIX, TIER_KEY_PREFIX, BlocklistEntry, RateLimit, TierLimit, TierMembership
 from streams.kafka_config import kafka_python_options, resolve_bootstrap
 from streams.settings import Settings, get_settings
@@ -154,7 +155,9 @@ def unblock(kind: str, subject: str, settings: Settings | None = None) -> None:
 def read_blocklist(settings: Settings | None = None) -> list[BlocklistEntry]:
     settings = settings or get_settings()
     decode = msgspec.json.Decoder(BlocklistEntry).decode
-    return [decode(value) for value in _read_all(settings, settings.blocklist_topic).values()]
+    return [decode(value) for key, value in _read_all(settings, settings.blocklist_topic).items()
+            if not key.startswith(HORIZON_KEY_PREFIX.encode())]  # the analytics' progress, not an entry
+
 
 def publish_advice(records: list[tuple[str, bytes]], settings: Settings | None = None) -> None:
     """``ratewarden advise --publish``: the advice records (``schemas.advice``), in order, on the advice topic."""

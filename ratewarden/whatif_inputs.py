@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 
 import msgspec
 
+from agents.ban_horizon import only_flags
 from agents.whatif import BLOCK_REASONS
 from ratewarden.replay import read_trace
 from ratewarden.whatif_limits import (  # noqa: F401 (re-exported: the limits' readers lived here first)
@@ -88,7 +89,7 @@ def from_files(trace: Path, decisions: Path, flags: Path | None) -> Recorded:
     if not events:
         raise ValueError(f"{trace}: no events")
     return _join(events, read_jsonl(decisions, _Decided, "decision"),
-                 read_jsonl(flags, _Flag, "flag") if flags else [])
+                 read_jsonl(flags, _Flag, "flag", only_flags(Path(flags).read_bytes().splitlines())) if flags else [])
 
 
 class TooManyEvents(ValueError):
@@ -122,7 +123,7 @@ def from_topics(settings, since: float | None, until: float | None, max_events: 
     decided = read_jsonl(settings.decisions_topic, _Decided, "decision",
                          read_topic(settings, settings.decisions_topic, deadline=deadline))
     flags = read_jsonl(settings.ip_flags_topic, _Flag, "flag",
-                       read_topic(settings, settings.ip_flags_topic, deadline=deadline))
+                       only_flags(read_topic(settings, settings.ip_flags_topic, deadline=deadline)))
     recorded = _join(events, decided, flags)
     return recorded._replace(unrecorded=recorded.unrecorded + unreadable)
 

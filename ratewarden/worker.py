@@ -15,6 +15,7 @@ from mode import Service
 from agents.descriptor_counter import DescriptorCounter
 from agents.history import HistoryService
 from agents.limiter import Limiter
+from agents.ban_gate import BanGate
 from agents.rules import Blocklist, LimitBook
 from streams.kafka_config import faust_credentials, resolve_bootstrap
 from streams.settings import Settings, get_settings
@@ -56,8 +57,9 @@ class LimiterService(Service):
         self.settings = settings
         self.limits = LimitBook(settings.default_limit, settings.default_window, settings.default_algorithm)
         self.blocklist = Blocklist()
-        self.tables = [limits_table(settings, self.limits), blocklist_table(settings, self.blocklist)]
-        self.limiter = Limiter(settings, self.limits, self.blocklist)
+        gate = BanGate.from_settings(settings)  # ban_timing=event_time: wait for the analytics' bans
+        self.tables = [limits_table(settings, self.limits), blocklist_table(settings, self.blocklist, gate)]
+        self.limiter = Limiter(settings, self.limits, self.blocklist, gate=gate)
 
     async def on_start(self) -> None:
         partitions = await asyncio.to_thread(ensure_topics, self.settings)

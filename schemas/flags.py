@@ -7,7 +7,10 @@ for the subject, so readers of older records see nothing change.
 Flow: ``decisions`` -> per-partition partials (:class:`IpPartial`) and progress markers
 (:class:`FeaturesWatermark`) on ``ip-features`` keyed by network (or address) -> merged per-subject features
 (:class:`IpFeatures`) -> :class:`IpFlag` on ``ip-flags`` -> :class:`AutoBan` on ``blocklist``;
-one :class:`AbuseReport` per window on ``abuse-reports``. No logic here.
+one :class:`AbuseReport` per window on ``abuse-reports``. Progress travels with the flags: stage 2
+follows each window's flags with a :class:`FlagsWatermark` on every ``ip-flags`` partition, and the
+blocklist agent turns them into a :class:`BanHorizon` on ``blocklist`` (key ``horizon:<partition>``),
+after the bans they cover. No logic here.
 """
 
 from typing import Literal
@@ -20,8 +23,12 @@ SubjectKind = Literal["ip", "network"]
 Severity = Literal["low", "medium", "high"]
 
 __all__ = [
-    "AbuseReport", "AutoBan", "ReportShare", "FeaturesWatermark", "IpFeatures", "IpFlag", "IpPartial", "Population", "ReportedIp",
+    "AbuseReport", "AutoBan", "BanHorizon", "FeaturesWatermark", "FlagsWatermark", "HORIZON_KEY_PREFIX", "IpFeatures",
+    "IpFlag", "IpPartial", "Population", "ReportShare", "ReportedIp",
 ]
+
+#: Key prefix of :class:`BanHorizon` records on the ``blocklist`` topic (``horizon:<ip-flags partition>``).
+HORIZON_KEY_PREFIX = "horizon:"
 
 
 class IpPartial(msgspec.Struct, frozen=True, tag="partial"):
@@ -113,6 +120,22 @@ class IpFlag(msgspec.Struct, frozen=True):
     population: Population
     kind: SubjectKind = "ip"
     severity: Severity = "high"
+
+
+class FlagsWatermark(msgspec.Struct, frozen=True, tag="flags_watermark"):
+    """On an ``ip-flags`` partition: stage 2 has published every flag of the windows of ``ip-features``
+    partition ``source`` that end by ``closed_until`` (every decisions partition had closed them)."""
+
+    source: int
+    closed_until: float
+
+
+class BanHorizon(msgspec.Struct, frozen=True):
+    """On ``blocklist``, after the bans it covers: every ban from the flags of ``ip-flags`` partition
+    ``partition`` of windows ending by ``closed_until`` has been written."""
+
+    partition: int
+    closed_until: float
 
 
 class AutoBan(BlocklistEntry, frozen=True):

@@ -4,7 +4,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = ["LAG", "EVENTS_IN", "DECISIONS", "DEAD_LETTERS", "FLUSHES", "FLUSH_SECONDS", "COUNTERS", "ASSIGNED", "RESTORED", "REPLIES_REFUSED",
            "ANALYTICS_BAD_RECORDS", "ANALYTICS_FORCED", "ANALYTICS_LATE_EVENTS", "ANALYTICS_LATE_PARTIALS",
-           "RLS_ANSWERS", "RLS_ASSIGNED", "RLS_COUNTERS", "RLS_HITS_IN"]
+           "RLS_ANSWERS", "RLS_ASSIGNED", "RLS_COUNTERS", "RLS_HITS_IN", "LATE_BANS", "BAN_GATE_WAIT",
+           "BAN_GATE_TIMEOUTS", "BAN_GATE_UNGATED"]
 
 EVENTS_IN = Counter("ratewarden_events_in_total", "Request events consumed by the limiter")
 LATE_EVENTS = Counter(
@@ -40,3 +41,14 @@ RLS_HITS_IN = Counter("ratewarden_rls_hits_in_total", "Descriptor hits consumed 
 RLS_ANSWERS = Counter("ratewarden_rls_answers_total", "Descriptor answers published", ["code"])
 RLS_COUNTERS = Gauge("ratewarden_rls_counters", "Live descriptor counters held by this worker")
 RLS_ASSIGNED = Gauge("ratewarden_rls_assigned_partitions", "rls-hits partitions assigned to this worker")
+LATE_BANS = Counter(
+    "ratewarden_late_bans_total", "Automatic bans for windows a ban horizon had already covered (corrected windows)"
+)
+BAN_GATE_WAIT = Histogram(
+    "ratewarden_ban_gate_wait_seconds", "Limiter waits for the ban horizon (ban_timing=event_time)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+BAN_GATE_TIMEOUTS = Counter("ratewarden_ban_gate_timeouts_total", "Limiter waits for the ban horizon that timed out")
+BAN_GATE_UNGATED = Counter(
+    "ratewarden_ban_gate_ungated_events_total", "Events decided past the ban horizon after a wait timed out"
+)

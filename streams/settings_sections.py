@@ -162,6 +162,22 @@ class BanSettings(Section):
         default="report", description="a low-severity first offence: reported only, or a short ban"
     )
     ban_short_ttl: float = Field(default=60.0, gt=0, description="seconds of event time of a short ban")
+    ban_timing: Literal["arrival", "event_time"] = Field(
+        default="arrival",
+        description="arrival: a ban applies from when it reaches the limiter; event_time: from its window's end plus "
+                    "ban_delay, the limiter waiting (ban_wait at most) until the analytics have judged that far, so "
+                    "replays give identical verdicts (docs/analytics.md)",
+    )
+    ban_delay: float = Field(
+        default=20.0, ge=0, le=3_600,
+        description="event_time: seconds of event time from a window's end to its bans' start; more than analytics_grace",
+    )
+    ban_wait: float = Field(default=30.0, gt=0, le=3_600, description="event_time: wall seconds the limiter waits for bans")
+
+    @property
+    def ban_start_delay(self) -> float:
+        """Event time from a flagged window's end to its ban's start."""
+        return self.ban_delay if self.ban_timing == "event_time" else 0.0
 
 
 class AnalyticsSettings(Section):

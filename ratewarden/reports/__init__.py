@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from rich.console import Console
 
+from agents.ban_horizon import only_flags
 from ratewarden.reports.charts import draw_all
 from ratewarden.reports.frames import Frames, build_frames, read_lines
 from ratewarden.reports.terminal import print_report
@@ -81,7 +82,7 @@ def run_report(
         decision_values, flag_values = read_lines(decisions), read_lines(flags)
     if not decision_values:
         raise ValueError("no decisions to report on")
-    frames = build_frames(decision_values, flag_values)
+    frames = build_frames(decision_values, only_flags(flag_values))  # progress markers are no flags
     out.mkdir(parents=True, exist_ok=True)
     print_report(frames, console, top=top, console_url=console_url)
     written = write_tables(frames, out) + draw_all(frames, out)

@@ -5,6 +5,7 @@ import time
 import msgspec
 import pytest
 
+from agents.ban_horizon import is_horizon_key
 from ratewarden.control import block
 from schemas.events import RequestEvent
 from schemas.flags import AutoBan, IpFeatures, IpFlag, Population
@@ -36,7 +37,8 @@ def publish_flags(settings: Settings, flags: list[IpFlag]) -> None:
 
 def bans(pipeline) -> list[AutoBan]:
     decode = msgspec.json.Decoder(AutoBan).decode
-    return [decode(r.value) for r in pipeline.read_topic(pipeline.settings.blocklist_topic) if r.value is not None]
+    return [decode(r.value) for r in pipeline.read_topic(pipeline.settings.blocklist_topic)
+            if r.value is not None and not is_horizon_key(r.key.decode())]
 
 
 def wait_for_bans(pipeline, n: int, timeout: float = 60.0) -> list[AutoBan]:

@@ -13,6 +13,7 @@ from collections import defaultdict
 import msgspec
 import pytest
 
+from agents.ban_horizon import is_horizon_key, is_mark
 from ratewarden.cli import main as cli
 from ratewarden.client import RequestPublisher
 from ratewarden.replay import write_decisions
@@ -55,7 +56,8 @@ def wait_until(pipeline, read, done, timeout: float = 60.0):
 
 def decode_all(records, kind):
     decode = msgspec.json.Decoder(kind).decode
-    return [(r, decode(r.value)) for r in records if r.value is not None]
+    return [(r, decode(r.value)) for r in records  # progress (ban horizons, flags watermarks) left out
+            if r.value is not None and not is_mark(r.value) and not is_horizon_key((r.key or b"").decode())]
 
 
 def first_decisions(pipeline) -> dict[str, Decision]:

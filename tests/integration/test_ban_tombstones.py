@@ -8,6 +8,7 @@ import time
 import msgspec
 import pytest
 
+from agents.ban_horizon import is_horizon_key, is_mark
 from agents.blocklist import ban_end, next_ban
 from agents.detectors import is_allowlisted, parse_networks
 from ratewarden.control import block
@@ -38,8 +39,9 @@ def snapshot(pipeline):
     s = pipeline.settings
     reports = [msgspec.json.decode(r.value, type=AbuseReport) for r in pipeline.read_topic(s.abuse_reports_topic)]
     reached = max((r.window_start for r in reports), default=float("-inf"))
-    flags = pipeline.read_topic(s.ip_flags_topic)
-    return reached, flags, pipeline.read_topic(s.blocklist_topic), pipeline.read_topic(s.ban_offences_topic)
+    flags = [r for r in pipeline.read_topic(s.ip_flags_topic) if r.value is not None and not is_mark(r.value)]
+    bans = [r for r in pipeline.read_topic(s.blocklist_topic) if not is_horizon_key(r.key.decode())]
+    return reached, flags, bans, pipeline.read_topic(s.ban_offences_topic)
 
 
 def shape(entry: BlocklistEntry) -> tuple:

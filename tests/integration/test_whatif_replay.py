@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 import pandas as pd
 import pytest
 
+from agents.ban_horizon import only_flags
 from ratewarden.control import set_limits
 from ratewarden.replay import write_decisions, write_trace
 from ratewarden.simulate import simulate
@@ -54,7 +55,7 @@ def test_whatif_reproduces_a_run_with_bans_and_a_candidate_moves_what_an_oracle_
     trace, recorded, flags = tmp_path / "trace.jsonl", tmp_path / "decisions.jsonl", tmp_path / "flags.jsonl"
     write_trace(trace, events)
     write_decisions(recorded, decisions)
-    flag_values = [r.value for r in pipeline.read_topic(pipeline.settings.ip_flags_topic) if r.value is not None]
+    flag_values = only_flags(r.value for r in pipeline.read_topic(pipeline.settings.ip_flags_topic))
     flags.write_bytes(b"".join(value + b"\n" for value in flag_values))
     exported = whatif(pipeline, "limits", "list", "--json")
     assert exported.returncode == 0, exported.stderr
