@@ -85,4 +85,7 @@ def refused_page(request: Request, exc: Refused) -> HTMLResponse:
     """The HTML answer to a refused console request (401 with a link to the login page)."""
     if exc.status >= 500 or exc.status == 400:
         logger.info("console: %s %s answered %d: %s", request.method, request.url.path, exc.status, exc.message)
-    return render(request, "refused.html", None, exc.status, exc.headers, status=exc.status, message=exc.message)
+    headers = dict(exc.headers)
+    if exc.status == 401 and request.headers.get("hx-request"):
+        headers["HX-Redirect"] = "/console/login"  # a polled fragment whose session ended: htmx goes to the login
+    return render(request, "refused.html", None, exc.status, headers, status=exc.status, message=exc.message)
