@@ -122,3 +122,31 @@ def test_recent_decisions_decode_what_the_pulse_kept(console):
     pulse.recent.append(b"not json")
     assert [d.user_id for d in pulse.recent_decisions()] == [EVIL]
     assert isinstance(pulse.recent_decisions()[0], Decision)
+
+
+def sign_in(client, role: str):
+    login = client.get("/console/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)
+    return client.post("/console/login", data={"key": client.keys[role], "csrf": token}, follow_redirects=False)
+
+
+def test_over_https_the_session_cookie_is_secure_and_an_admin_session_lifts_a_ban(console):
+    console.base_url = "https://testserver"
+    answer = sign_in(console, "admin")
+    assert answer.status_code == 303
+    cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith("rw_session="))
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+    bans = console.get("/console/bans").text
+    token = re.search(r'name="csrf" value="([^"]+)"', bans).group(1)
+    lifted = console.post("/console/bans/lift", data={"csrf": token, "kind": "user", "subject": "mallory"},
+                          follow_redirects=False)
+    assert lifted.status_code == 303 and lifted.headers["location"] == "/console/bans"
+    assert not any(e.subject == "mallory" for e in console.gateway.blocklist.entries())
+    again = console.post("/console/bans/lift", data={"csrf": token, "kind": "user", "subject": "mallory"})
+    assert again.status_code == 404 and "not on the blocklist" in again.text
+    refused = console.post("/console/ip/203.0.113.7/allow", data={"csrf": token})
+    assert refused.status_code == 409 and "RATEWARDEN_ALLOWLIST_CIDRS" in refused.text
+    bad = console.post("/console/limits", data={"csrf": token, "user_id": "tier:x", "limit": "5"})
+    assert bad.status_code == 400 and "cannot have a limit" in bad.text
+    out = console.post("/console/logout", data={"csrf": token}, follow_redirects=False)
+    assert out.status_code == 303 and console.get("/console/bans").status_code == 401

@@ -21,7 +21,7 @@ from ratewarden.gateway.console.security import Signer, secret_of
 from ratewarden.gateway.console.sources import Sources
 from streams.settings import Settings
 
-__all__ = ["Console", "STATIC", "console_of", "refused_page", "render", "subject_href", "when"]
+__all__ = ["Console", "STATIC", "console_of", "feature", "refused_page", "render", "subject_href", "when"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,15 @@ def when(ts: float | None) -> str:
 
 def share(value: float | None) -> str:
     return "unknown" if value is None else f"{100 * value:.1f}%"
+
+
+def feature(value, name: str = "") -> str:
+    """A feature of a flag as the pages show it: shares in per cent, other fractions to two places."""
+    if value is None:
+        return "unknown"
+    if name.endswith("_share"):
+        return share(value)
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def subject_href(subject: str, kind: str = "ip") -> str:
@@ -63,7 +72,7 @@ class Console:
         self.sources = Sources(settings)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
                                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-        self.templates.filters.update(when=when, share=share, href=subject_href)
+        self.templates.filters.update(when=when, share=share, feature=feature, href=subject_href)
         self.templates.globals.update(nav=NAV)
 
     async def stop(self) -> None:
