@@ -3,6 +3,7 @@
 reproduction check and the CLI's ``run_whatif``, its bounds and roles; ``advise --publish`` then GET /advice."""
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -52,7 +53,12 @@ def _post(stack, body: dict, role: str = "analyst"):
         return client.post("/whatif", json=body)
 
 
-def test_the_rules_in_force_reproduce_every_recorded_verdict(recorded):
+def _show(capsys, what: str, answer: dict) -> None:
+    with capsys.disabled():
+        print(f"\n[whatif] {what}:\n{json.dumps(answer, indent=2)}")
+
+
+def test_the_rules_in_force_reproduce_every_recorded_verdict(recorded, capsys):
     stack, events = recorded
     answer = _post(stack, _range(events), "admin")
     assert answer.status_code == 200, answer.text
@@ -61,9 +67,10 @@ def test_the_rules_in_force_reproduce_every_recorded_verdict(recorded):
     assert got["rules"] == {"default": "100/60/fixed", "limits": 2, "tiers": 1, "changes": []}
     assert got["changed_by_transition"] == {} and got["hurt"] == []
     assert sum(got["transitions"].values()) == len(events)
+    _show(capsys, "the rules in force", got)
 
 
-def test_a_stricter_candidate_changes_verdicts_as_the_clis_run_whatif_counts(recorded):
+def test_a_stricter_candidate_changes_verdicts_as_the_clis_run_whatif_counts(recorded, capsys):
     stack, events = recorded
     busy = max(CALM, key=lambda u: sum(e.user_id == u for e in events))
     body = {**_range(events), "default": "30/60", "set": [f"{busy}=5/60"], "set_tier": ["calm=10/60"], "top": 5}
@@ -81,6 +88,7 @@ def test_a_stricter_candidate_changes_verdicts_as_the_clis_run_whatif_counts(rec
     assert got["transitions"] == dict(run.diff.transitions) and got["from_flagged"] == run.diff.from_flagged
     assert [(h["user_id"], h["allow_to_throttle"]) for h in got["hurt"]] == run.diff.hurt
     assert got["from_flagged"] > 0 and got["flagged_sources"] > 0
+    _show(capsys, f"candidate {body}", got)
 
 
 def test_roles_keys_and_bad_candidates(recorded):
@@ -127,7 +135,7 @@ def test_the_bounds_answer_with_what_they_are(recorded):
         gateway.settings = settings
 
 
-def test_advise_publish_then_get_advice(recorded):
+def test_advise_publish_then_get_advice(recorded, capsys):
     stack, _ = recorded
     with stack.client("analyst") as analyst:
         none = analyst.get("/advice")
@@ -144,3 +152,4 @@ def test_advise_publish_then_get_advice(recorded):
     assert got["run"]["tiers"] == len(got["tiers"]) == 3 and got["users_total"] == got["run"]["users"] > 5
     assert len(got["users"]) == 5 and all(u["tier"] in {t["name"] for t in got["tiers"]} for u in got["users"])
     assert all(t["throttled"] <= 0.001 * t["requests"] for t in got["tiers"])
+    _show(capsys, "GET /advice?users=5", got)
