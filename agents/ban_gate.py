@@ -10,13 +10,14 @@ The analytics see a decision only after the limiter delivered it, so the wait mu
 at least one window. Before any horizon exists (a fresh deployment) a partition may decide up to
 one window plus the delay past the start of its own first window: no ban can start before that.
 
+The limiter pauses a partition at its first event past that bound and goes on with the others (the
+analytics need every partition's decisions to close a window), resuming it once the horizon moves.
 The wait is bounded (``ban_wait`` wall seconds): analytics that are down or far behind must not stop
 the limiter. When a wait times out the gate opens until the horizon has passed everything decided
 meanwhile; those events are counted (``ratewarden_ban_gate_ungated_events_total``) and logged, and
 bans from those windows apply from when they arrive, as with ``ban_timing=arrival``.
 """
 
-import asyncio
 import logging
 import math
 
@@ -49,7 +50,6 @@ class BanGate:
         self.decided_past = -_INF  # while degraded: the latest event time decided without the gate
         self.stats = {"waits": 0, "timeouts": 0, "ungated": 0}
         self._decode = msgspec.json.Decoder(BanHorizon).decode
-        self._moved = asyncio.Event()
 
     @classmethod
     def from_settings(cls, settings) -> "BanGate":
@@ -63,8 +63,6 @@ class BanGate:
         mark = self._decode(value)
         if mark.closed_until > self.marks.get(mark.partition, -_INF):
             self.marks[mark.partition] = mark.closed_until
-            moved, self._moved = self._moved, asyncio.Event()
-            moved.set()
 
     @property
     def horizon(self) -> float | None:
@@ -92,13 +90,6 @@ class BanGate:
             self.degraded = False
             logger.info("ban horizon caught up (%.3f): the limiter waits for bans again", horizon)
         return safe
-
-    async def wait(self, timeout: float) -> None:
-        """Until a horizon moves, or ``timeout`` seconds."""
-        try:
-            await asyncio.wait_for(self._moved.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
 
     def give_up(self, partition: int, ts: float) -> None:
         """The wait for an event at ``ts`` timed out: decide without the gate until the horizon passes what is decided."""

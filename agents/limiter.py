@@ -15,12 +15,12 @@ it were the first of its window: that is counted (``ratewarden_limiter_late_even
 logged per batch, never silent.
 """
 
-import asyncio
 import logging
 import time
 from typing import Callable
 
 import msgspec
+from aiokafka import TopicPartition
 
 from agents.ban_gate import BanGate
 from agents.intake import EventDecoder, Rejection
@@ -59,6 +59,8 @@ class Limiter(DecisionFeeds, PartitionCounting):
         self.clock = clock
         #: When bans apply (``RATEWARDEN_BAN_TIMING``): on arrival, or by event time with a bounded wait.
         self.gate = gate or BanGate.from_settings(settings)
+        self.held: dict[int, tuple[float, float]] = {}  # partition paused for bans -> (event time, since when)
+        self._flush_soon = False
         self.decoder = EventDecoder(settings.max_event_bytes, settings.max_future_skew)
         self._encode = msgspec.json.Encoder().encode
         self.init_feeds()
@@ -68,6 +70,8 @@ class Limiter(DecisionFeeds, PartitionCounting):
         await self.feeds_assigned(partitions)
 
     async def revoked(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            self.held.pop(partition, None)  # a new assignment starts unpaused
         await self._flush()
         await self.flusher.settle()
         await self.feeds_revoked(partitions)
@@ -79,39 +83,51 @@ class Limiter(DecisionFeeds, PartitionCounting):
             return
         await super().run()
 
+    async def handle(self, batches) -> None:
+        """Release the partitions held for bans first; after a batch that held one, flush at once (the analytics
+        see decisions only once a flush completes)."""
+        if self.held:
+            self._release_held()
+        await super().handle(batches)
+        if self._flush_soon:
+            self._flush_soon = False
+            await self._flush()
+
     async def process(self, partition: int, records) -> None:
-        """Decide one fetched batch of one partition; with ``ban_timing=event_time`` in parts, waiting for the
-        bans of the analytics (:mod:`agents.ban_gate`) before each event past their horizon."""
-        start, gate = 0, self.gate
-        while start < len(records):
-            start, ts = await self._decide(partition, records, start, gate.until(partition))
-            if start < len(records):
-                await self._wait_for_bans(partition, ts)
-        if gate.degraded:
+        """Decide one fetched batch of one partition. With ``ban_timing=event_time``, an event past the ban
+        horizon (:mod:`agents.ban_gate`) stops it: the partition is paused at that event until the horizon moves
+        (or ``ban_wait`` passes), while the others go on — the analytics need every partition's decisions."""
+        gate = self.gate
+        stop, ts = await self._decide(partition, records, gate.until(partition))
+        if stop < len(records):
+            tp = TopicPartition(self.topic, partition)
+            self.consumer.seek(tp, records[stop].offset)
+            self.consumer.pause(tp)
+            self.held[partition] = (ts, time.monotonic())
+            self._flush_soon = True
+            gate.stats["waits"] += 1
+        elif gate.degraded:
             gate.ungated(self.stores[partition].watermark, len(records))
             metrics.BAN_GATE_UNGATED.inc(len(records))
 
-    async def _wait_for_bans(self, partition: int, ts: float) -> None:
-        """Deliver what is decided (the analytics see it once the flush completes), then wait until the horizon
-        passes ``ts``, ``ban_wait`` seconds at most."""
-        gate, loop = self.gate, asyncio.get_running_loop()
-        await self.outputs.send_all()
-        await self._flush()
-        started = loop.time()
-        deadline = started + gate.wait_bound
-        gate.stats["waits"] += 1
-        while ts >= gate.until(partition, ts):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+    def _release_held(self) -> None:
+        """Resume the held partitions the horizon has passed, or that waited ``ban_wait`` seconds."""
+        gate, now = self.gate, time.monotonic()
+        for partition, (ts, since) in list(self.held.items()):
+            if ts < gate.until(partition, ts):
+                pass
+            elif now - since >= gate.wait_bound:
                 gate.give_up(partition, ts)
                 metrics.BAN_GATE_TIMEOUTS.inc()
-                break
-            await gate.wait(remaining)
-        metrics.BAN_GATE_WAIT.observe(loop.time() - started)
+            else:
+                continue
+            del self.held[partition]
+            self.consumer.resume(TopicPartition(self.topic, partition))
+            metrics.BAN_GATE_WAIT.observe(now - since)
 
-    async def _decide(self, partition: int, records, first: int, until: float) -> tuple[int, float]:
-        """Decide ``records[first:]`` up to the first event at or past event time ``until``: the hot loop (locals
-        only, one rule fast path). Returns where it stopped (``len(records)`` when done) and that event's time."""
+    async def _decide(self, partition: int, records, until: float) -> tuple[int, float]:
+        """Decide ``records`` up to the first event at or past event time ``until``: the hot loop (locals only, one
+        rule fast path). Returns where it stopped (``len(records)`` when done) and that event's time."""
         store = self.stores[partition]
         get, set_ = store.get, store.set
         decode, encode, now = self.decoder.decode, self._encode, self.clock()
@@ -123,7 +139,7 @@ class Limiter(DecisionFeeds, PartitionCounting):
         watermark, expired_at = store.watermark, store.expired_at
         keep = None if self.decided is None else self.decided.setdefault(partition, []).append  # attach()
         stop, stopped_at = len(records), 0.0
-        for index, record in enumerate(records if first == 0 else records[first:], first):
+        for index, record in enumerate(records):
             event = decode(record.value, now)
             if type(event) is Rejection:
                 await self.dead_letter(partition, record, event, now)
@@ -172,9 +188,9 @@ class Limiter(DecisionFeeds, PartitionCounting):
             metrics.LATE_EVENTS.inc(late)
             logger.warning("partition %d: %d late events, %d windows or more before the counters' expiry at event "
                            "time %.0f: decided as the first of their windows", partition, late, LATE_WINDOWS, expired_at)
-        if stop > first:
-            self.counted(partition, records if first == 0 and stop == len(records) else records[first:stop])
-        metrics.EVENTS_IN.inc(stop - first)
+        if stop:
+            self.counted(partition, records if stop == len(records) else records[:stop])
+        metrics.EVENTS_IN.inc(stop)
         metrics.DECISIONS.labels("allow").inc(allowed)
         metrics.DECISIONS.labels("throttle").inc(throttled)
         metrics.DECISIONS.labels("block").inc(blocked)
