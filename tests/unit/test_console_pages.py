@@ -150,3 +150,19 @@ def test_over_https_the_session_cookie_is_secure_and_an_admin_session_lifts_a_ba
     assert bad.status_code == 400 and "cannot have a limit" in bad.text
     out = console.post("/console/logout", data={"csrf": token}, follow_redirects=False)
     assert out.status_code == 303 and console.get("/console/bans").status_code == 401
+
+
+def test_an_admin_sets_and_removes_a_limit_from_the_limits_page(console):
+    assert sign_in(console, "admin").status_code == 303
+    token = re.search(r'name="csrf" value="([^"]+)"', console.get("/console/limits").text).group(1)
+    fields = {"csrf": token, "user_id": "carol", "limit": "5", "window": "10", "request_type": "login",
+              "algorithm": "sliding", "shadow": "on"}
+    assert console.post("/console/limits", data=fields, follow_redirects=False).status_code == 303
+    limit = console.gateway.limits.get("carol\x1flogin")
+    assert (limit.limit, limit.window, limit.algorithm, limit.shadow) == (5, 10.0, "sliding", True)
+    text = console.get("/console/limits").text
+    assert text.count('<form class="limit-remove"') == 1 and 'data-user="carol"' in text
+    removed = console.post("/console/limits/remove", data={"csrf": token, "user_id": "carol", "request_type": "login"},
+                           follow_redirects=False)
+    assert removed.status_code == 303 and console.gateway.limits.get("carol\x1flogin") is None
+    assert console.post("/console/limits/remove", data={"csrf": token, "user_id": "carol"}).status_code == 404

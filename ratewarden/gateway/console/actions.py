@@ -153,3 +153,14 @@ async def edit_limit(request: Request) -> RedirectResponse:
     logger.info("console: %s set the limit of %s", who.user_id, user_id)
     back = fields.get("next", "")
     return _done(back if back.startswith("/console/") and "//" not in back else "/console/limits")
+
+
+@router.post("/limits/remove")
+async def remove_limit(request: Request) -> RedirectResponse:
+    """Remove a user's limit (of one request type, if given) through ``DELETE /limits/{user_id}``'s code."""
+    who, fields = await admin_form(request)
+    user_id = user_id_of(fields.get("user_id", "").strip())
+    request_type = fields.get("request_type", "").strip() or None
+    await _apply(limits.delete_limit(user_id, request, request_type))
+    logger.info("console: %s removed the limit of %s", who.user_id, user_id)
+    return _done("/console/limits")
