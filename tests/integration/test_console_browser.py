@@ -18,6 +18,7 @@ from ratewarden.gateway.server import GatewayThread
 from ratewarden.gateway.testing import wait_until as wait_for
 from ratewarden.gateway.users import create_user
 from ratewarden.simulate import simulate
+from schemas.events import RequestEvent
 from schemas.flags import AbuseReport
 from tests.integration.test_analytics_bans import bans
 from tests.integration.test_analytics_pipeline import decode_all, wait_until
@@ -38,17 +39,21 @@ def attacked(make_pipeline):
 
     Bans last an hour of event time, so the flood's ban is in force for requests stamped now.
     """
-    sim = simulate(minutes=MINUTES, users=USERS, seed=SEED, start_ts=time.time() - MINUTES * 60)
+    window = 60.0  # the analytics' default window
+    sim = simulate(minutes=MINUTES, users=USERS, seed=SEED, start_ts=time.time() - MINUTES * 60 - 2 * window - 5)
     pipeline = make_pipeline(default_limit=100, ban_ttl=3_600.0, gateway_decision_timeout=10.0,
-                             allowlist_cidrs=",".join(sim.labels["allowlist"]))
+                             analytics_window=window, allowlist_cidrs=",".join(sim.labels["allowlist"]))
     s = pipeline.settings
     pipeline.start_worker()
     pipeline.replay(sim.events, timeout=180.0)
-    # The analytics are done when the report of the trace's last whole window is out: no flag (so no
-    # ban) comes after that to undo the unban below.
-    last_end = math.floor((sim.events[-1].ts - s.analytics_grace) / s.analytics_window) * s.analytics_window
+    # One request two windows later (still in the past) moves event time past the trace, so its last
+    # window closes. The analytics are done when that window's report is out: no flag, so no ban,
+    # comes after that to undo the unban below.
+    last_ts = sim.events[-1].ts
+    pipeline.replay([RequestEvent("tick", "tick-user", "198.51.100.250", "read", last_ts + 2 * window)])
+    last_end = (math.floor(last_ts / window) + 1) * window
     wait_until(pipeline, lambda: [r for _, r in decode_all(pipeline.read_topic(s.abuse_reports_topic), AbuseReport)],
-               lambda got: any(r.window_end >= last_end - s.analytics_window for r in got), timeout=90)
+               lambda got: any(r.window_end >= last_end for r in got), timeout=90)
     banned = {b.subject for b in bans(pipeline) if b.ttl}
     floods = [ip for ip in sim.labels["kinds"]["flood"] if ip in banned]
     assert floods, f"no flood address banned: floods {sim.labels['kinds']['flood']}, bans {sorted(banned)}"

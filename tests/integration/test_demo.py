@@ -87,9 +87,13 @@ def test_demo_keep_serves_the_console_until_sigint_then_stops_every_child(tmp_pa
         _read_until(lines, "Ctrl-C stops them", seen, 10)
         assert re.search(r"/console/ip/\d", "".join(seen)), "the report links no offender to the console"
 
-        login = httpx.get(url + "login", timeout=30)
-        assert login.status_code == 200 and 'id="login-form"' in login.text, login.text[:500]
         gateway = url.removesuffix("/console/")
+        with httpx.Client(base_url=gateway, timeout=30) as browser:  # the printed key signs in to the console
+            login = browser.get("/console/login")
+            assert login.status_code == 200 and 'id="login-form"' in login.text, login.text[:500]
+            csrf = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)
+            signed_in = browser.post("/console/login", data={"csrf": csrf, "key": analyst})
+            assert (signed_in.status_code, signed_in.headers.get("location")) == (303, "/console/")
         as_analyst, as_admin = ({"Authorization": f"Bearer {key}"} for key in (analyst, admin))
         assert httpx.get(gateway + "/blocklist", headers=as_analyst).status_code == 200
         assert httpx.get(gateway + "/limits", headers=as_analyst).status_code == 403  # admins only
