@@ -69,7 +69,11 @@ def _serve_until_interrupted(stack: GatewayStack, console: Console) -> None:
         logger.info("kept running: workers %s, gateway on %s", workers, stack.url)
         signal.pause()  # until a signal: SIGINT and SIGTERM raise KeyboardInterrupt
     except KeyboardInterrupt:
+        # A second Ctrl-C (or make's SIGTERM) must not cut the stop short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous = signal.SIG_IGN
         console.print("stopping the gateway, the worker and the broker ...")
+        console.file.flush()
     finally:
         signal.signal(signal.SIGTERM, previous)
 

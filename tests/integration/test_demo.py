@@ -102,6 +102,8 @@ def test_demo_keep_serves_the_console_until_sigint_then_stops_every_child(tmp_pa
         assert len(children) >= 2, f"broker and worker should be running: {children}"
 
         demo.send_signal(signal.SIGINT)
+        _read_until(lines, "stopping the gateway", seen, 30)
+        demo.send_signal(signal.SIGINT)  # an impatient second Ctrl-C: the stop goes on all the same
         assert demo.wait(120) == 0, "".join(seen)[-3000:]
     finally:  # on a failure too: SIGINT first, so the demo stops its children; SIGKILL would orphan them
         if demo.poll() is None:
