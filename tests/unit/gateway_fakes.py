@@ -10,9 +10,11 @@ from ratewarden.gateway.auth import new_user
 from ratewarden.gateway.runtime import Gateway, Outcome, Request
 from schemas.decisions import Decision
 from schemas.events import RequestEvent
+from schemas.flags import IpPartial
+from streams.kafka_io import partition_for
 from streams.settings import Settings
 
-__all__ = ["FakeGateway", "api_client", "decision"]
+__all__ = ["FakeGateway", "FakeTopics", "api_client", "decision", "partial"]
 
 
 def decision(**overrides) -> Decision:
@@ -62,3 +64,37 @@ def api_client(**settings) -> Iterator[TestClient]:
         client.gateway, client.keys = gateway, keys
         client.key_for = lambda role: {"Authorization": f"Bearer {keys[role]}"}
         yield client
+
+
+def partial(ip: str, start: float, source: int, requests: int = 10, users: int = 2, logins: int = 0,
+            throttled: int = 0, blocked: int = 0, **fields) -> IpPartial:
+    """A stage-1 partial of ``ip`` in the window starting at ``start``, as ``source`` saw it."""
+    types = {"login": logins, "read": requests - logins} if logins else {"read": requests}
+    return IpPartial(ip=ip, window_start=start, source=source, requests=requests, users=users, types=types,
+                     throttled=throttled, blocked=blocked, first_seen=start, last_seen=start + 30, **fields)
+
+
+class FakeTopics:
+    """Topics without Kafka for the console's bounded tail reads: :meth:`tail` stands in for
+    ``ratewarden.gateway.routes.reports._tail`` (same partitioner, ``partitions`` per topic)."""
+
+    def __init__(self, partitions: int = 4) -> None:
+        self.partitions = partitions
+        self.records: dict[str, list[tuple[int, str | None, bytes]]] = {}  # topic -> (partition, key, value)
+        self.reads: list[tuple[str, str | None]] = []
+
+    def add(self, topic: str, key: str | None, value: bytes, partition: int | None = None) -> None:
+        if partition is None:
+            partition = 0 if key is None else partition_for(key, self.partitions)
+        self.records.setdefault(topic, []).append((partition, key, value))
+
+    async def tail(self, settings, topic: str, depth: int, key: str | None = None) -> list[tuple[int, bytes]]:
+        self.reads.append((topic, key))
+        wanted = None if key is None else partition_for(key, self.partitions)
+        out: list[tuple[int, bytes]] = []
+        for p in range(self.partitions):
+            if wanted is not None and p != wanted:
+                continue
+            values = [(i, v) for i, (part, _, v) in enumerate(self.records.get(topic, [])) if part == p]
+            out.extend(values[-depth:])
+        return out

@@ -6,6 +6,11 @@ no group reads the tail of the topic (``ratewarden.gateway.routes.reports``), bo
 (:data:`READ_TIMEOUT`) and in readers at once; answers are cached for :data:`CACHE_SECONDS`, so a page
 that polls does not open a Kafka connection each time. Anything that cannot be read in time is
 shown as unknown, never a 500.
+
+Nothing is dropped silently: progress markers (``FlagsWatermark`` on ``ip-flags``, ``FeaturesWatermark``
+on ``ip-features``) are recognised and skipped, and any other record that does not decode is logged
+and counted in ``ratewarden_console_undecodable_records_total{topic}`` (per read: a record still in the
+tail is counted again by the next read).
 """
 
 import asyncio
@@ -17,14 +22,18 @@ import msgspec
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from prometheus_client import Counter
 
+from agents.ban_horizon import is_mark
+from ratewarden.gateway.console.windows import WindowsRead, features_key, merge_windows
 from ratewarden.gateway.routes.reports import READERS, _close, _tail
-from schemas.flags import AutoBan, IpFlag
+from schemas.flags import AutoBan, FeaturesWatermark, IpFlag, IpPartial
 from streams.kafka_config import aiokafka_options, resolve_bootstrap
 from streams.kafka_io import make_consumer
 from streams.settings import Settings
 
-__all__ = ["CACHE_SECONDS", "FlaggedSubject", "SEVERITIES", "Sources", "group_flags", "select_flags"]
+__all__ = ["CACHE_SECONDS", "FEATURES_DEPTH", "FlaggedSubject", "SEVERITIES", "Sources", "UNDECODABLE", "decode_tail",
+           "group_flags", "select_flags"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +41,46 @@ READ_TIMEOUT = 3.0
 CACHE_SECONDS = 5.0
 #: Records read back from the end of each partition of ip-flags and ban-offences.
 DEPTH = 2_000
+#: Records read back from the end of the one ``ip-features`` partition of a subject. Each window puts
+#: one partial per subject and source there, and every source marks every partition about once per
+#: ``flush_interval``: with 4 sources and 500 subjects a partition, some 25 windows of 60 s.
+FEATURES_DEPTH = 20_000
+#: Subjects whose windows are cached at once (the oldest answers go first).
+CACHED_SUBJECTS = 256
 SEVERITIES = ("low", "medium", "high")
 _TRANSIENT = (TimeoutError, KafkaError, OSError, RuntimeError)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+
+UNDECODABLE = Counter(
+    "ratewarden_console_undecodable_records_total",
+    "Records the console read from a topic that are neither a record it shows nor a progress marker (logged)",
+    ["topic"],
+)
+
+
+def decode_tail(values, decode, topic: str, mark=None) -> tuple[list, int, int]:
+    """``(records, markers, undecodable)`` of ``values`` (oldest first): markers (``mark(value)`` true, or a
+    decoded :class:`FeaturesWatermark`) skipped; what does not decode logged and counted, never dropped silently."""
+    out, markers, bad, first = [], 0, 0, None
+    for value in values:
+        if mark is not None and mark(value):
+            markers += 1
+            continue
+        try:
+            record = decode(value)
+        except _DECODE_ERRORS as exc:
+            bad += 1
+            first = first or exc
+            continue
+        if isinstance(record, FeaturesWatermark):
+            markers += 1
+        else:
+            out.append(record)
+    if bad:
+        UNDECODABLE.labels(topic).inc(bad)
+        logger.warning("console: %d of %d records read from %s do not decode (first: %s)", bad, len(values), topic,
+                       first)
+    return out, markers, bad
 
 
 @dataclass
@@ -95,26 +142,45 @@ class Sources:
         except _TRANSIENT as exc:
             logger.warning("console: reading %s failed: %r", name, exc)
             return None
-        self._cache[name] = (time.monotonic(), value)
+        now = time.monotonic()
+        if len(self._cache) >= CACHED_SUBJECTS:  # subjects' windows come and go: keep the newest answers
+            for old in sorted(self._cache, key=lambda k: self._cache[k][0])[:len(self._cache) // 2]:
+                del self._cache[old]
+        self._cache[name] = (now, value)
         return value
 
-    async def _decoded(self, topic: str, kind: type) -> list | None:
+    async def _decoded(self, topic: str, kind: type, mark=None) -> list | None:
         decode = msgspec.json.Decoder(kind).decode
 
         async def read() -> list:
-            out = []
-            for _, value in sorted(await _tail(self.settings, topic, DEPTH), key=lambda item: item[0]):
-                try:
-                    out.append(decode(value))
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-            return out
+            values = [value for _, value in sorted(await _tail(self.settings, topic, DEPTH), key=lambda item: item[0])]
+            return decode_tail(values, decode, topic, mark)[0]
 
         return await self._cached(topic, read)
 
     async def flags(self) -> list[IpFlag] | None:
-        """The flags of the tail of ip-flags, oldest first; None if Kafka did not answer in time."""
-        return await self._decoded(self.settings.ip_flags_topic, IpFlag)
+        """The flags of the tail of ip-flags, oldest first (progress markers skipped); None if Kafka did not
+        answer in time."""
+        return await self._decoded(self.settings.ip_flags_topic, IpFlag, is_mark)
+
+    async def windows(self, subject: str, kind: str, flags: list[IpFlag] | None = None) -> WindowsRead | None:
+        """The windows of ``subject`` in the tail (:data:`FEATURES_DEPTH`) of its one ``ip-features``
+        partition, newest first, flagged ones with their rules; None if Kafka did not answer in time."""
+        settings = self.settings
+        key, topic = features_key(subject, kind, settings), settings.ip_features_topic
+        decode = msgspec.json.Decoder(IpPartial | FeaturesWatermark).decode
+
+        async def read() -> tuple[list[IpPartial], int, int, int]:
+            values = [v for _, v in sorted(await _tail(settings, topic, FEATURES_DEPTH, key), key=lambda i: i[0])]
+            partials, markers, bad = decode_tail(values, decode, topic)
+            return [p for p in partials if key in (p.ip, p.network)], len(values), markers, bad
+
+        got = await self._cached(f"{topic}:{key}", read)
+        if got is None:
+            return None
+        partials, records, markers, bad = got
+        rows = merge_windows(partials, subject, kind, settings.analytics_window, flags or ())
+        return WindowsRead(rows, records, markers, bad)
 
     async def offences(self) -> dict[str, AutoBan] | None:
         """The last automatic ban per subject (the ban agent's memory of repeat offences)."""

@@ -1,9 +1,10 @@
 """The console's pages of one subject: an address (``/console/ip/{address}``), a network
 (``/console/network/{address}/{prefix}``) and a user (``/console/users/{user_id}``).
 
-An address or network page shows the analytics windows in which it was flagged (features and
-scores from ``ip-flags``), the rules that fired and the evidence, its bans with the ban agent's
-repeat count (``ban-offences``), and its decisions among the last ones the pulse reader kept. A user
+An address or network page shows its analytics windows over time (merged from the partials on
+``ip-features``: ``ratewarden.gateway.console.windows``; a chart of them from
+``/console/data/ip/{address}``), the rules that fired and the evidence (``ip-flags``), its bans with the
+ban agent's repeat count (``ban-offences``), and its decisions among the last ones the pulse reader kept. A user
 page shows the history ``GET /requests/{user_id}`` serves (the same read), the limits that apply
 and the refused share of that history.
 """
@@ -13,17 +14,18 @@ import logging
 import re
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from agents.network_bans import normalize_cidr
 from agents.rules import limit_key
 from ratewarden.gateway.console.access import Refused, Viewer, viewer
-from ratewarden.gateway.console.web import console_of, render
+from ratewarden.gateway.console.web import console_of, render, subject_href
+from ratewarden.gateway.console.windows import window_series
 from ratewarden.gateway.history import HistoryUnavailable
 from ratewarden.gateway.net import in_networks, normalize_ip, parse_networks
 from schemas.users import ID_PATTERN
 
-__all__ = ["RULE_EVIDENCE", "router", "subject_ip", "subject_network"]
+__all__ = ["RULE_EVIDENCE", "data_href", "router", "subject_ip", "subject_network"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +86,25 @@ async def _subject_page(request: Request, who: Viewer, subject: str, kind: str) 
     bans = [e for e in gateway.blocklist.entries() if e.kind in ("ip", "network") and _overlaps(e.subject, network)]
     offences = await console.sources.offences()
     decisions = [d for d in console.pulse.recent_decisions() if in_networks(d.ip, [network])][:RECENT_SHOWN]
+    windows = await console.sources.windows(subject, kind, flags)
     title = f"IP {subject}" if kind == "ip" else f"Network {subject}"
     allowlisted = in_networks(str(network.network_address), parse_networks(console.settings.allowlist_cidrs))
     return render(request, "subject.html", who, title=title, subject=subject, kind=kind, flags=flags,
                   unknown=read is None, rules=_rules(flags), strongest=max(flags, key=lambda f: f.score, default=None),
                   networks=around, bans=bans, offence=None if offences is None else offences.get(subject),
                   offences_unknown=offences is None, decisions=decisions, allowlisted=allowlisted,
-                  action=request.url.path)
+                  action=request.url.path, windows=windows, chart_src=data_href(subject, kind))
+
+
+def data_href(subject: str, kind: str) -> str:
+    """The JSON of a subject's windows chart: ``/console/data/ip/...`` or ``/console/data/network/.../...``."""
+    return "/console/data" + subject_href(subject, kind).removeprefix("/console")
+
+
+async def _windows_data(request: Request, subject: str, kind: str) -> JSONResponse:
+    """``{"windows": {"t": [...], "requests": [...], "users": [...]}}``, ``{"windows": null}`` when unknown."""
+    read = await console_of(request).sources.windows(subject, kind)
+    return JSONResponse({"windows": None if read is None else window_series(read.rows)})
 
 
 def _overlaps(subject: str, network) -> bool:
@@ -110,6 +124,16 @@ async def ip_page(address: str, request: Request, who: Viewer = Depends(viewer))
 @router.get("/network/{address}/{prefix}")
 async def network_page(address: str, prefix: str, request: Request, who: Viewer = Depends(viewer)) -> HTMLResponse:
     return await _subject_page(request, who, subject_network(address, prefix), "network")
+
+
+@router.get("/data/ip/{address}")
+async def ip_data(address: str, request: Request, who: Viewer = Depends(viewer)) -> JSONResponse:
+    return await _windows_data(request, subject_ip(address), "ip")
+
+
+@router.get("/data/network/{address}/{prefix}")
+async def network_data(address: str, prefix: str, request: Request, who: Viewer = Depends(viewer)) -> JSONResponse:
+    return await _windows_data(request, subject_network(address, prefix), "network")
 
 
 def user_id_of(user_id: str) -> str:

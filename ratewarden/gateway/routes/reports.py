@@ -19,7 +19,7 @@ from ratewarden.gateway.auth import require
 from ratewarden.gateway.models import AbuseReportList, Problem
 from ratewarden.gateway.routes import AUTH_ERRORS
 from schemas.flags import AbuseReport
-from streams.kafka_io import make_consumer
+from streams.kafka_io import make_consumer, partition_for
 from streams.settings import Settings
 
 __all__ = ["READ_TIMEOUT", "ReportsUnavailable", "read_abuse_reports", "router"]
@@ -44,8 +44,9 @@ class ReportsUnavailable(Exception):
     """Kafka did not give the reports back in time."""
 
 
-async def _tail(settings: Settings, topic: str, depth: int) -> list[tuple[int, bytes]]:
-    """``(offset, value)`` of the last ``depth`` records of each partition of ``topic`` (as of now)."""
+async def _tail(settings: Settings, topic: str, depth: int, key: str | None = None) -> list[tuple[int, bytes]]:
+    """``(offset, value)`` of the last ``depth`` records of each partition of ``topic`` (as of now); with
+    ``key``, of the one partition records with that key go to."""
     consumer = make_consumer(settings, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
                              isolation_level="read_committed")
     try:
@@ -56,6 +57,8 @@ async def _tail(settings: Settings, topic: str, depth: int) -> list[tuple[int, b
         consumer.assign([first])  # the consumer's metadata covers assigned topics only
         await consumer.beginning_offsets([first])
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+        if key is not None:
+            tps = [TopicPartition(topic, partition_for(key, len(tps)))]
         consumer.assign(tps)
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)

@@ -1,10 +1,12 @@
 /* The console's charts: each element `.chart[data-src][data-series]` becomes a uPlot chart of that
- * series of the JSON at data-src, redrawn every 5 s. Loaded as a file (the CSP forbids inline scripts);
+ * series of the JSON at data-src, redrawn every 5 s (the overview's decisions and flags, a subject's
+ * windows: requests and users per analytics window). Loaded as a file (the CSP forbids inline scripts);
  * the page's live numbers are htmx fragments and need no script of their own. */
 (function () {
   "use strict";
   var COLOURS = ["#2a7", "#e90", "#d33", "#36c", "#939", "#0aa", "#777", "#a52"];
   var REFRESH_MS = 5000;
+  var AXIS = { decisions: "per second", flags: "flags", windows: "per window" };
 
   function width(el) { return Math.max(320, el.clientWidth || 800); }
 
@@ -35,7 +37,7 @@
           if (chart) { chart.destroy(); }
           shape = s.names;
           chart = new uPlot({ width: width(el), height: 240, series: s.series,
-                              axes: [{}, { label: kind === "decisions" ? "per second" : "flags" }] }, s.data, el);
+                              axes: [{}, { label: AXIS[kind] || kind }] }, s.data, el);
         })
         .catch(function () { el.setAttribute("data-state", "error"); });
     }
