@@ -21,6 +21,10 @@ see docs/analytics.md), on :class:`streams.folding.FoldingConsumer`:
    :class:`schemas.flags.AbuseReport` to ``abuse-reports``. Partials that arrive after a forced
    close are merged and the window is reported again (``revision`` + 1).
 
+Both stage 2 (its flags' ``allowlisted``) and the blocklist agent (no ban) ask one live
+:class:`agents.allowlist.Allowlist`: the static ``RATEWARDEN_ALLOWLIST_CIDRS`` plus the compacted
+``allowlist`` topic, which the service reads before the stages start and then follows.
+
 State is bounded by event time: a stage holds only windows not yet closed (stage 1 counts and logs
 events older than its closed windows; stage 2 keeps at most ``analytics_corrections_kept`` forced
 windows for corrections). Offsets are committed up to the first record of the oldest window still
@@ -34,8 +38,10 @@ from typing import Callable
 
 from mode import Service
 
+from agents.allowlist import Allowlist
 from agents.ban_warden import register_blocklist_agent
 from agents.blocklist import BanBook
+from agents.control_tables import allowlist_table
 from agents.feature_stage import FeatureStage
 from agents.merge_stage import MergeStage
 from streams.settings import Settings
@@ -55,39 +61,45 @@ class AnalyticsService(Service):
     """Runs both stages and the blocklist reader the blocklist agent decides against.
 
     ``fed``: stage 1 is fed in process by the limiter of this worker (the composition root attaches
-    :attr:`features` to it) instead of reading the decisions topic in its group.
+    :attr:`features` to it) instead of reading the decisions topic in its group. ``allowlist`` and its
+    table: the live allow-list stage 2 and the blocklist agent share (default: the static seed alone).
     """
 
     def __init__(self, settings: Settings, bans: BanBook, ban_table: ControlTable, fed: bool = False,
-                 **kwargs) -> None:
+                 allowlist: Allowlist | None = None, allowed_table: ControlTable | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.settings, self.bans, self.ban_table = settings, bans, ban_table
+        self.allowlist = allowlist if allowlist is not None else Allowlist(settings.allowlist)
+        self.allowed_table = allowed_table if allowed_table is not None else allowlist_table(settings, self.allowlist)
         self.features = FeatureStage(settings, fed=fed)
-        self.stages = [self.features, MergeStage(settings)]
+        self.stages = [self.features, MergeStage(settings, allowlist=self.allowlist)]
         self._runs: list[asyncio.Future] = []
 
     async def on_start(self) -> None:
         partitions = await asyncio.to_thread(ensure_topics, self.settings)
         await self.ban_table.start(partitions[self.settings.blocklist_topic])
+        await self.allowed_table.start(partitions[self.settings.allowlist_topic])
+        await self.allowed_table.catch_up()  # stage 2 never judges a window without the runtime entries
         for stage in self.stages:
             await stage.start(partitions)
 
     async def on_started(self) -> None:
-        self._runs = [asyncio.ensure_future(self.ban_table.run())]
+        self._runs = [asyncio.ensure_future(self.ban_table.run()), asyncio.ensure_future(self.allowed_table.run())]
         for stage in self.stages:
             self._runs.append(stage.supervise(self, f"analytics {stage.group}", stage.run_fed if stage.fed else stage.run))
 
     async def on_stop(self) -> None:
         for stage in self.stages:
             stage.stop()
-        runs = [t for t in self._runs[1:] if not t.done()]
+        runs = [t for t in self._runs[2:] if not t.done()]
         if runs:
             await asyncio.wait(runs, timeout=30)
-        if self._runs:
-            self._runs[0].cancel()  # the blocklist reader follows its topic forever
+        for reader in self._runs[:2]:
+            reader.cancel()  # the blocklist and allow-list readers follow their topics forever
         for stage in self.stages:
             await stage.close()
         await self.ban_table.stop()
+        await self.allowed_table.stop()
         logger.info("analytics stopped: %s", [stage.stats for stage in self.stages])
 
 
@@ -96,11 +108,14 @@ def register_analytics(app, settings: Settings, feed: Callable[[FeatureStage], N
     process: ``feed`` is given it when the service is made (to attach it to the worker's limiter)."""
     bans = BanBook()
     ban_table = ControlTable(settings, settings.blocklist_topic, bans.apply)
-    register_blocklist_agent(app, settings, bans, ban_table)
+    allowlist = Allowlist(settings.allowlist)  # one object: stage 2's detectors and the blocklist agent
+    allowed_table = allowlist_table(settings, allowlist)
+    register_blocklist_agent(app, settings, bans, ban_table, allowlist, allowed_table)
 
     @app.service
     class BoundAnalyticsService(AnalyticsService):
         def __init__(self, **kwargs) -> None:
-            super().__init__(settings, bans, ban_table, fed=feed is not None, **kwargs)
+            super().__init__(settings, bans, ban_table, fed=feed is not None, allowlist=allowlist,
+                             allowed_table=allowed_table, **kwargs)
             if feed is not None:
                 feed(self.features)

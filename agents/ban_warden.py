@@ -18,6 +18,9 @@ flags they cover; once every source has marked a window, the agent writes the pa
 (:mod:`agents.ban_horizon`). A ban for a window a horizon already covered (a forced-out window
 corrected later) is written all the same, counted and logged: a limiter waiting on horizons may have
 decided past its start.
+
+No ban for an allow-listed subject: the agent asks the live :class:`agents.allowlist.Allowlist` the
+analytics service follows (the static seed plus the ``allowlist`` topic), at the moment it judges the flag.
 """
 
 import asyncio
@@ -26,10 +29,10 @@ import logging
 import faust
 import msgspec
 
+from agents.allowlist import Allowlist
 from agents.ban_expiry import BanClock, expired, forgotten, owner
 from agents.ban_horizon import FlagsProgress, horizon_key, is_mark
 from agents.blocklist import BanBook, ban_end, next_ban
-from agents.detectors import is_allowlisted, parse_networks
 from schemas.flags import AutoBan, FlagsWatermark, IpFlag
 from streams import metrics
 from streams.settings import Settings
@@ -58,8 +61,9 @@ def previous_ban(book: BanBook, memory: BanBook, subject: str, ended: dict[str, 
 
 
 class BanWarden:
-    def __init__(self, app: faust.App, settings: Settings, book: BanBook) -> None:
+    def __init__(self, app: faust.App, settings: Settings, book: BanBook, allowlist: Allowlist | None = None) -> None:
         self.app, self.settings, self.book = app, settings, book
+        self.allowlist = allowlist if allowlist is not None else Allowlist(settings.allowlist)  # live: no ban
         self.memory = BanBook()
         self.clock = BanClock()  # flags and reports: when bans end
         self.flags_clock = BanClock()  # flags alone: what the flags still to come can start before
@@ -71,7 +75,6 @@ class BanWarden:
         self.memory_topic = app.topic(settings.ban_offences_topic, compacting=True, **raw)
         self.memory_table = ControlTable(settings, settings.ban_offences_topic, self.memory.apply)
         self.reports = ControlTable(settings, settings.abuse_reports_topic, self._on_report)
-        self.networks = parse_networks(settings.allowlist)
         self._decode_flag = msgspec.json.Decoder(IpFlag).decode
         self._decode_mark = msgspec.json.Decoder(FlagsWatermark).decode
         self._decode_report = msgspec.json.Decoder(_ReportView).decode
@@ -134,7 +137,7 @@ class BanWarden:
         self.stats["flags"] += 1
         async with self._lock:
             previous = previous_ban(self.book, self.memory, flag.ip, self.ended, flag.kind)
-            entry = next_ban(previous, flag, self.settings.bans, is_allowlisted(flag.ip, self.networks))
+            entry = next_ban(previous, flag, self.settings.bans, self.allowlist.contains(flag.ip))
             if entry is not None:
                 if self.progress.covers(partition, flag.window_end):
                     self.stats["late_bans"] += 1
@@ -192,17 +195,21 @@ class BanWarden:
         await self.memory_topic.send(key=key.encode(), value=payload)
 
 
-def register_blocklist_agent(app: faust.App, settings: Settings, book: BanBook, table: ControlTable):
+def register_blocklist_agent(app: faust.App, settings: Settings, book: BanBook, table: ControlTable,
+                             allowlist: Allowlist | None = None, allowlist_table: ControlTable | None = None):
     """A Faust agent on ``ip-flags`` that writes automatic bans to the blocklist topic and tombstones
-    expired ones (:class:`BanWarden`)."""
+    expired ones (:class:`BanWarden`); it starts once ``table`` (the blocklist) and ``allowlist_table``
+    (the live ``allowlist``'s) have caught up."""
     flags_topic = app.topic(
         settings.ip_flags_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
     )
-    warden = BanWarden(app, settings, book)
+    warden = BanWarden(app, settings, book, allowlist)
 
     @app.agent(flags_topic, name=f"{settings.app_id}-blocklist")
     async def blocklist_agent(stream):
         await table.ready.wait()
+        if allowlist_table is not None:
+            await allowlist_table.ready.wait()
         await warden.start()
         try:
             async for event in stream.events():

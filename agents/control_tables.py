@@ -1,19 +1,27 @@
 """The limiter's control tables: the ``rate-limits`` and ``blocklist`` topics read into a
 :class:`agents.rules.LimitBook` and a :class:`agents.rules.Blocklist` through a
-:class:`streams.tables.ControlTable` (the worker and the gateway both keep them)."""
+:class:`streams.tables.ControlTable` (the worker and the gateway both keep them); and the analytics'
+``allowlist`` topic read into an :class:`agents.allowlist.Allowlist` (the analytics and the gateway)."""
+
+import logging
 
 import msgspec
 
+from agents.allowlist import Allowlist
 from agents.ban_gate import BanGate
 from agents.ban_horizon import is_horizon_key
 from agents.descriptor_rules import RuleBook
 from agents.rules import Blocklist, LimitBook, limit_key
+from schemas.allowlist import AllowlistEntry
 from schemas.descriptors import RULES_KEY_PREFIX, RulesDocument
 from schemas.limits import MEMBER_KEY_PREFIX, TIER_KEY_PREFIX, BlocklistEntry, RateLimit, TierLimit, TierMembership
+from streams.metrics import ANALYTICS_BAD_RECORDS
 from streams.settings import Settings
 from streams.tables import ControlTable
 
-__all__ = ["limits_table", "blocklist_table"]
+__all__ = ["allowlist_table", "limits_table", "blocklist_table"]
+
+logger = logging.getLogger(__name__)
 
 
 def limits_table(settings: Settings, book: LimitBook, rules: RuleBook | None = None) -> ControlTable:
@@ -64,3 +72,20 @@ def blocklist_table(settings: Settings, blocklist: Blocklist, gate: BanGate | No
         blocklist.put(kind, subject, None if value is None else decode(value))
 
     return ControlTable(settings, settings.blocklist_topic, apply)
+
+
+def allowlist_table(settings: Settings, allowlist: Allowlist) -> ControlTable:
+    """The allow-list topic into ``allowlist``. A record that does not decode, or whose key is not its
+    network's normalised CIDR, is logged, counted (``allowlist.rejected`` and
+    ``ratewarden_analytics_bad_records_total{topic=<allowlist topic>}``) and skipped."""
+    decode = msgspec.json.Decoder(AllowlistEntry).decode
+
+    def apply(key: bytes | None, value: bytes | None) -> None:
+        try:
+            allowlist.put(key.decode(), None if value is None else decode(value))
+        except (AttributeError, msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
+            allowlist.rejected += 1
+            ANALYTICS_BAD_RECORDS.labels(settings.allowlist_topic).inc()
+            logger.warning("allow-list: skipping bad record %r on %s: %s", key, settings.allowlist_topic, exc)
+
+    return ControlTable(settings, settings.allowlist_topic, apply)

@@ -17,12 +17,12 @@ MAD)``, the scale floored at 1 so a population where most look alike does not di
 with ``allowlisted=True``: reported, never banned.
 """
 
-import ipaddress
 from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
+from agents.allowlist import Allowlist, Network, covers, parse_networks
 from agents.crowd import CrowdBaseline
 from agents.detector_rules import RULES, severity
 from schemas.flags import IpFeatures, IpFlag, Population
@@ -52,26 +52,12 @@ DEFAULTS = {"kind": "ip", "network": "", "new_users": 0, "accounts_known": 0, "v
 #: 1 / Phi^-1(3/4): makes the MAD a consistent estimate of the standard deviation for normal data.
 MAD_SCALE = 1.4826
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(cidrs: Iterable[str]) -> list[Network]:
-    """The allow-list as networks; a bad CIDR raises ValueError naming it."""
-    return [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
-
-
-def is_allowlisted(subject: str, networks: list[Network]) -> bool:
-    """An address inside an allow-listed network, or a network (CIDR) inside one."""
-    if not networks:
-        return False
-    try:
-        if "/" in subject:
-            net = ipaddress.ip_network(subject, strict=False)
-            return any(net.version == n.version and net.subnet_of(n) for n in networks)
-        address = ipaddress.ip_address(subject)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
+def is_allowlisted(subject: str, networks: list[Network] | Allowlist) -> bool:
+    """Whether ``subject`` (an address, or a network's CIDR) is allow-listed by ``networks``: a list of
+    networks, or the live :class:`agents.allowlist.Allowlist` (the rule is :func:`agents.allowlist.covers`)."""
+    if isinstance(networks, Allowlist):
+        return networks.contains(subject)
+    return bool(networks) and covers(subject, networks)
 
 
 def base_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
@@ -158,12 +144,13 @@ def detect(
     window_start: float,
     window_end: float,
     settings: DetectorSettings,
-    networks: list[Network] | None = None,
+    networks: list[Network] | Allowlist | None = None,
     baseline: CrowdBaseline | None = None,
 ) -> tuple[list[IpFlag], Population, pd.DataFrame]:
     """Flags of one window (highest score first), its population statistics and the scored frame.
 
-    ``baseline``: the recent windows, for the crowd factor (:mod:`agents.crowd`); without it the factor is 1."""
+    ``networks``: the allow-list (a live :class:`agents.allowlist.Allowlist`, or networks); default: the
+    settings' static ``allowlist``. ``baseline``: the recent windows, for the crowd factor (:mod:`agents.crowd`); without it the factor is 1."""
     window = window_end - window_start
     if frame.empty:
         return [], Population(0, 0.0, 0.0, 0.0, 0.0), derive(frame, window)
@@ -183,8 +170,8 @@ def detect(
     return flags, stats, f
 
 
-def _flag(row, window_start: float, window_end: float, stats: Population, networks: list[Network], level: str,
-          crowd: float) -> IpFlag:
+def _flag(row, window_start: float, window_end: float, stats: Population, networks: list[Network] | Allowlist,
+          level: str, crowd: float) -> IpFlag:
     features = IpFeatures(
         requests=int(row.requests),
         rate=round(float(row.rate), 4),

@@ -15,9 +15,10 @@ from typing import Callable
 
 import msgspec
 
+from agents.allowlist import Allowlist
 from agents.batch_stage import BatchStage
 from agents.crowd import CrowdBaseline
-from agents.detectors import base_frame, detect, parse_networks
+from agents.detectors import base_frame, detect
 from agents.window_merger import MergedWindow, WindowMerger
 from schemas.flags import AbuseReport, FeaturesWatermark, FlagsWatermark, IpFlag, IpPartial, ReportedIp, ReportShare
 from streams.kafka_io import partition_for
@@ -35,13 +36,15 @@ class MergeStage(BatchStage):
     #: Partials arrive in bursts when windows close (once a minute per source): no need to poll for them.
     fetch_max_wait_ms = 200
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic,
+                 allowlist: Allowlist | None = None) -> None:
+        """``allowlist``: the live one the analytics service follows; default: the settings' static seed."""
         super().__init__(settings, clock=clock)
         s = settings
         self.topic, self.group = s.ip_features_topic, s.analytics_merge_group
         self.merger = WindowMerger(s.analytics_window, s.partitions, s.analytics_idle, s.analytics_corrections_kept)
         self._counted = dict(self.merger.counts)
-        self.networks = parse_networks(s.allowlist)
+        self.allowlist = allowlist if allowlist is not None else Allowlist(s.allowlist)
         self.baseline = CrowdBaseline(s.crowd_baseline_windows)
         self.decode = msgspec.json.Decoder(IpPartial | FeaturesWatermark).decode
         self._encode = msgspec.json.Encoder().encode
@@ -110,7 +113,7 @@ class MergeStage(BatchStage):
         if window.missing and not window.revision:
             logger.warning("window %.0f forced out after %.0f s without sources %s", start, s.analytics_idle, window.missing)
         frame = base_frame(acc.row(ip) for ip, acc in ips.items())
-        flags, stats, scored = detect(frame, start, end, s.detectors, self.networks, self.baseline)
+        flags, stats, scored = detect(frame, start, end, s.detectors, self.allowlist, self.baseline)
         for flag in flags:
             key = flag.ip.encode()
             await self.sender.add(s.ip_flags_topic, partition_for(key, self.flag_partitions), key, self._encode(flag))

@@ -1,4 +1,4 @@
-"""The ``ratewarden`` command: broker, topics, worker, limits, blocklist, replay, trace and demo."""
+"""The ``ratewarden`` command: broker, topics, worker, limits, blocklist, allow-list, replay, trace and demo."""
 
 import argparse
 import logging
@@ -353,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ratewarden.advise import add_parser as add_advise_parser
 
     add_advise_parser(sub)  # ratewarden advise
+
+    from ratewarden.allowlist_cli import add_parser as add_allowlist_parser
+
+    add_allowlist_parser(sub)  # ratewarden allowlist
 
     p = sub.add_parser("gateway", help="serve the HTTP API (POST /requests, history, limits, users, blocklist)")
     p.add_argument("--host", default="127.0.0.1")

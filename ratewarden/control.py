@@ -1,4 +1,4 @@
-"""Writers for the compacted control topics: rate limits, tiers of limits and blocklist entries.
+"""Writers for the compacted control topics: rate limits, tiers of limits, blocklist and allow-list entries.
 
 Workers follow these topics live (``streams.tables``), so a write takes effect without a restart.
 """
@@ -10,6 +10,7 @@ from kafka import KafkaProducer
 
 from agents.rules import limit_key, member_key, tier_key
 from ratewarden.client import read_topic_records
+from schemas.allowlist import AllowlistEntry
 from schemas.descriptors import RULES_KEY_PREFIX, RulesDocument
 from schemas.flags import HORIZON_KEY_PREFIX
 from schemas.limits import MEMBER_KEY_PREFIX, TIER_KEY_PREFIX, BlocklistEntry, RateLimit, TierLimit, TierMembership
@@ -20,7 +21,7 @@ from streams.topics import ensure_topics
 
 __all__ = ["set_limit", "set_limits", "delete_limit", "read_limits", "block", "unblock", "read_blocklist",
            "publish_rules", "read_rules", "delete_rules", "set_tier_limits", "delete_tier_limits", "assign_tier",
-           "read_tiers", "publish_advice"]
+           "read_tiers", "publish_advice", "allow", "disallow", "read_allowlist"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,3 +164,29 @@ def publish_advice(records: list[tuple[str, bytes]], settings: Settings | None =
     """``ratewarden advise --publish``: the advice records (``schemas.advice``), in order, on the advice topic."""
     settings = settings or get_settings()
     _send(settings, settings.advice_topic, records)
+
+
+def allow(entry: AllowlistEntry, settings: Settings | None = None) -> None:
+    """Put ``entry`` on the allow-list topic, keyed by its network (normalised by the caller:
+    ``agents.allowlist.allowlist_key``); the analytics workers follow it live."""
+    settings = settings or get_settings()
+    _send(settings, settings.allowlist_topic, [(entry.network, msgspec.json.encode(entry))])
+
+
+def disallow(cidr: str, settings: Settings | None = None) -> None:
+    """Tombstone the allow-list entry of the normalised ``cidr``."""
+    settings = settings or get_settings()
+    _send(settings, settings.allowlist_topic, [(cidr, None)])
+
+
+def read_allowlist(settings: Settings | None = None) -> list[AllowlistEntry]:
+    """The runtime entries (the topic's, not the static seed); a record that does not decode is logged and
+    left out."""
+    settings = settings or get_settings()
+    decode, entries = msgspec.json.Decoder(AllowlistEntry).decode, []
+    for key, value in sorted(_read_all(settings, settings.allowlist_topic).items()):
+        try:
+            entries.append(decode(value))
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            logger.warning("allow-list: skipping bad record %r: %s", key, exc)
+    return entries

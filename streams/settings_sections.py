@@ -65,6 +65,8 @@ class TopicSettings(Section):
     rls_hits_topic: str = Field(default="rls-hits", description="descriptor hits of rate limit service calls, keyed by counter")
     rls_decisions_topic: str = Field(default="rls-decisions", description="every descriptor answer (audit)")
     advice_topic: str = Field(default="advice", description="compacted: the latest `advise --publish` (GET /advice)")
+    allowlist_topic: str = Field(default="allowlist", description="compacted: the runtime allow-list, keyed by CIDR "
+                                 "(beside the static ALLOWLIST_CIDRS)")
 
     @property
     def changelog_topic(self) -> str:

@@ -49,6 +49,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.rls_decisions_topic, n),
         TopicSpec(settings.rls_changelog_topic, n, COMPACTED),
         TopicSpec(settings.advice_topic, 1, COMPACTED),  # the latest limit advice per tier and user (GET /advice)
+        TopicSpec(settings.allowlist_topic, 1, COMPACTED),  # the runtime allow-list, keyed by CIDR (docs/analytics.md)
     ]
 
 

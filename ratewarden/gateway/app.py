@@ -14,7 +14,7 @@ from ratewarden.gateway.console import install as install_console
 from ratewarden.gateway.hot import HotRoutes
 from ratewarden.gateway.inline import Inline
 from ratewarden.gateway.models import Problem
-from ratewarden.gateway.routes import advice, blocklist, limits, reports, requests, rls, tiers, users, whatif
+from ratewarden.gateway.routes import advice, allowlist, blocklist, limits, reports, requests, rls, tiers, users, whatif
 from ratewarden.gateway.runtime import Gateway, Unavailable
 from streams.settings import Settings, get_settings
 
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         title="ratewarden gateway",
         version="1.0",
         description="Submit requests to the streaming rate limiter and get the decision inline; read request "
-        "histories and abuse reports; manage limits, users and the blocklist. "
+        "histories and abuse reports; manage limits, users, the blocklist and the allow-list. "
         "Authenticate with `Authorization: Bearer KEY`.",
         lifespan=lifespan,
         openapi_url="/openapi.json",
@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.state.auth_limiter = auth_limiter(gateway.settings.gateway)
     app.state.inline = Inline(gateway)
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
-    for module in (requests, limits, tiers, users, blocklist, reports, rls, whatif, advice):
+    for module in (requests, limits, tiers, users, blocklist, allowlist, reports, rls, whatif, advice):
         app.include_router(module.router)
     install_console(app)  # /console: the web console (docs/console.md), not in the OpenAPI document
 

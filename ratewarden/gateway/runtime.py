@@ -29,7 +29,8 @@ from schemas.decisions import Decision
 from schemas.events import RequestEvent
 from streams.kafka_io import make_producer
 from streams.settings import Settings
-from agents.control_tables import blocklist_table, limits_table
+from agents.allowlist import Allowlist
+from agents.control_tables import allowlist_table, blocklist_table, limits_table
 from streams.tables import ControlTable
 from streams.topics import ensure_topics
 
@@ -98,6 +99,7 @@ class Gateway:
         self.users = UserBook()
         self.limits = LimitBook(settings.default_limit, settings.default_window, settings.default_algorithm)
         self.blocklist = Blocklist()
+        self.allowlist = Allowlist(settings.allowlist)  # the analytics' allow-list: static seed + topic
         self.rules = RuleBook()  # descriptor rules of the rate limit service, from the limits topic
         self.client_ip = ClientIp(settings.gateway_trusted_proxies)
         self.waiter = DecisionWaiter(settings)
@@ -106,6 +108,7 @@ class Gateway:
             "users": ControlTable(settings, settings.users_topic, self.users.apply),
             "limits": limits_table(settings, self.limits, self.rules),
             "blocklist": blocklist_table(settings, self.blocklist),
+            "allowlist": allowlist_table(settings, self.allowlist),
             "owners": self.history.table,
         }
         self.partitions = settings.partitions

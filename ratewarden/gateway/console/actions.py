@@ -1,7 +1,7 @@
 """The console's forms that change state (admins only, each with its CSRF token; ``access.admin_form``).
 
 Every write goes through the API route that does the same thing (``routes.blocklist``,
-``routes.limits``), called as a function: the same validation, the same record on the same
+``routes.limits``, ``routes.allowlist``), called as a function: the same validation, the same record on the same
 compacted topic, the same wait until this gateway's table has it. So a page shown after the 303
 redirect already shows the change. The one write without a route of its own, lifting a user's ban
 (bans page), is the same tombstone ``ratewarden blocklist remove`` writes, through ``Gateway.write``.
@@ -18,15 +18,18 @@ from ratewarden.gateway.console.access import Refused, admin_form
 from ratewarden.gateway.console.subjects import subject_ip, subject_network, user_id_of
 from ratewarden.gateway.console.web import subject_href
 from ratewarden.gateway.models import BlockBody, LimitBody
-from ratewarden.gateway.routes import blocklist, limits
+from ratewarden.gateway.routes import allowlist, blocklist, limits
+from ratewarden.gateway.routes.allowlist import AllowBody, allowed_cidr
 from ratewarden.gateway.runtime import Unavailable
 from streams.tables import blocklist_key
 
-__all__ = ["router"]
+__all__ = ["AUTO_REASON", "router"]
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/console", include_in_schema=False)
+#: The reasons of the analytics' automatic bans start so (``agents.blocklist.next_ban``).
+AUTO_REASON = "auto:"
 
 
 async def _apply(write) -> None:
@@ -108,12 +111,42 @@ async def unban_network(address: str, prefix: str, request: Request) -> Redirect
 @router.post("/ip/{address}/allow")
 @router.post("/network/{address}/{prefix}/allow")
 async def allow(request: Request, address: str, prefix: str | None = None) -> RedirectResponse:
-    """Not a write: the allow-list is the analytics workers' ``RATEWARDEN_ALLOWLIST_CIDRS`` setting, read
-    when they start; no topic carries it that the gateway could write to (409, saying so)."""
-    await admin_form(request)
-    subject = subject_ip(address) if prefix is None else subject_network(address, prefix)
-    raise Refused(409, f"The allow-list is a setting of the analytics workers (RATEWARDEN_ALLOWLIST_CIDRS), read "
-                       f"when they start: add {subject} there and restart them. Lifting its ban is done here.")
+    """Allow-list the subject through ``PUT /allowlist/...``'s code (``routes.allowlist.allow``), then lift its
+    automatic ban, if one is in force, as ``#unban`` does (a manual ban stays: allow-listing stops the
+    analytics from banning, not an operator)."""
+    who, fields = await admin_form(request)
+    if prefix is None:
+        subject, kind = subject_ip(address), "ip"
+        cidr = allowed_cidr(subject)
+    else:
+        subject, network, length = _network(address, prefix)
+        kind, cidr = "network", allowed_cidr(network, length)
+    reason = fields.get("reason", "").strip() or "console"
+    await _apply(allowlist.allow(request, cidr, _allow_reason(reason), who.user_id))
+    lifted = await _lift_automatic(request, kind, subject)
+    logger.info("console: %s allow-listed %s%s", who.user_id, cidr, " and lifted its automatic ban" if lifted else "")
+    return _done(subject_href(subject, kind))
+
+
+def _allow_reason(reason: str) -> str:
+    try:
+        return AllowBody(reason=reason).reason
+    except ValidationError as exc:
+        raise Refused(400, "; ".join(str(e["msg"]) for e in exc.errors())) from None
+
+
+async def _lift_automatic(request: Request, kind: str, subject: str) -> bool:
+    """Tombstone the subject's own ban if the analytics wrote it (``auto:`` reason); whether one was lifted."""
+    gateway = request.app.state.gateway
+    if not any(e.kind == kind and e.subject == subject and e.reason.startswith(AUTO_REASON)
+               for e in gateway.blocklist.entries()):
+        return False
+    if kind == "ip":
+        await _apply(blocklist.unblock_ip(subject, request))
+    else:
+        network, length = subject.split("/")
+        await _apply(blocklist.unblock_network(network, int(length), request))
+    return True
 
 
 @router.post("/bans/lift")

@@ -88,7 +88,7 @@ async def _subject_page(request: Request, who: Viewer, subject: str, kind: str) 
     decisions = [d for d in console.pulse.recent_decisions() if in_networks(d.ip, [network])][:RECENT_SHOWN]
     windows = await console.sources.windows(subject, kind, flags)
     title = f"IP {subject}" if kind == "ip" else f"Network {subject}"
-    allowlisted = in_networks(str(network.network_address), parse_networks(console.settings.allowlist_cidrs))
+    allowlisted = gateway.allowlist.contains(subject)  # the static seed and the allowlist topic
     return render(request, "subject.html", who, title=title, subject=subject, kind=kind, flags=flags,
                   unknown=read is None, rules=_rules(flags), strongest=max(flags, key=lambda f: f.score, default=None),
                   networks=around, bans=bans, offence=None if offences is None else offences.get(subject),
