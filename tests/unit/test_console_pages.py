@@ -263,7 +263,7 @@ def test_an_address_page_shows_its_windows_over_time_from_ip_features(console):
     rows = window_rows(text)
     assert [r[1:] for r in rows] == [["50", "1", "0.0%", "0.0%", "7.0", "flood, scraper"],
                                      ["100", "3", "30.0%", "20.0%", "9.5", "flood"]]
-    assert 'class="window flagged"' in text and "1 did not decode" in text
+    assert 'class="window flagged"' in text and "1 did not decode" in text and "the oldest window may lack" not in text
     assert 'data-src="/console/data/ip/203.0.113.7" data-series="windows"' in text
     assert '<script src="/console/static/console.js" defer></script>' in text
     assert (FEATURES, "203.0.113.7") in console.topics.reads  # the subject's one partition, by its key
@@ -292,3 +292,10 @@ def test_no_windows_and_unknown_windows(console, monkeypatch):
     unknown = page(console, "/console/ip/198.51.100.2")
     assert 'id="windows-unknown"' in unknown and '<td colspan="7">unknown</td>' in unknown
     assert console.get("/console/data/ip/198.51.100.3", headers=console.key_for("analyst")).json() == {"windows": None}
+
+
+def test_a_read_cut_at_its_depth_says_the_oldest_window_may_be_incomplete(console, monkeypatch):
+    monkeypatch.setattr(console_sources, "FEATURES_DEPTH", 3)
+    text = page(console, "/console/ip/203.0.113.7")
+    assert "the last 3 records of its partition" in text and "the oldest window may lack" in text
+    assert len(window_rows(text)) >= 1

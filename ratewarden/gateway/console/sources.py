@@ -180,7 +180,7 @@ class Sources:
             return None
         partials, records, markers, bad = got
         rows = merge_windows(partials, subject, kind, settings.analytics_window, flags or ())
-        return WindowsRead(rows, records, markers, bad)
+        return WindowsRead(rows, records, markers, bad, truncated=records >= FEATURES_DEPTH)
 
     async def offences(self) -> dict[str, AutoBan] | None:
         """The last automatic ban per subject (the ban agent's memory of repeat offences)."""

@@ -59,6 +59,7 @@ class WindowsRead:
     records: int  # records read from the tail of the partition (markers and other subjects included)
     markers: int  # FeaturesWatermark records, skipped
     undecodable: int  # records that are neither a partial nor a marker (logged and counted)
+    truncated: bool = False  # the read stopped at its depth: the oldest window may lack some sources' partials
 
 
 def features_key(subject: str, kind: str, settings: Settings) -> str:
