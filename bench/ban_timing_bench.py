@@ -53,10 +53,12 @@ def gate_metrics() -> tuple[float, float, float]:
             values.get("ratewarden_ban_gate_timeouts_total", 0.0))
 
 
-def paced(settings: Settings, events, speed: float) -> list[float]:
-    """Publish as event time passes ``speed`` x the wall clock; the publish-to-decision seconds of every event."""
+def paced(settings: Settings, events, speed: float) -> tuple[list[float], dict[str, tuple[str, str]]]:
+    """Publish as event time passes ``speed`` x the wall clock; the publish-to-decision seconds of every event,
+    and the verdict and reason per request."""
     sent: dict[str, float] = {}
     latencies: list[float] = []
+    verdicts: dict[str, tuple[str, str]] = {}
     with RequestPublisher(settings) as publisher, DecisionSubscriber(settings) as subscriber:
         started, ts0, i = time.monotonic(), events[0].ts, 0
         while len(latencies) < len(events):
@@ -70,9 +72,10 @@ def paced(settings: Settings, events, speed: float) -> list[float]:
                 at = sent.pop(decision.request_id, None)
                 if at is not None:
                     latencies.append(decision.ts_decided - at)
+                    verdicts[decision.request_id] = (decision.verdict, decision.reason)
             if time.monotonic() - started > (events[-1].ts - ts0) / speed + 300:
                 raise TimeoutError(f"{len(events) - len(latencies)} events undecided")
-    return latencies
+    return latencies, verdicts
 
 
 def run(bootstrap: str, home: Path, mode: str, how: str, sim, speed: float) -> dict:
@@ -87,9 +90,10 @@ def run(bootstrap: str, home: Path, mode: str, how: str, sim, speed: float) -> d
             decisions = replay(sim.events, settings, timeout=900, show_progress=False)
             out = {"seconds": time.monotonic() - started, "verdicts": {d.request_id: (d.verdict, d.reason) for d in decisions}}
         else:
-            latencies = sorted(paced(settings, sim.events, speed))
+            latencies, verdicts = paced(settings, sim.events, speed)
+            latencies.sort()
             out = {"p50": latencies[len(latencies) // 2], "p99": latencies[int(len(latencies) * 0.99)],
-                   "max": latencies[-1]}
+                   "max": latencies[-1], "verdicts": verdicts}
         out["waits"], out["waited"], out["timeouts"] = gate_metrics()
         return out
     finally:
@@ -106,7 +110,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--speed", type=float, default=8.0, help="paced runs: seconds of event time per wall second")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=max(Console().width, 200))
     sim = simulate(minutes=12, users=800, seed=7)
     home = Path(tempfile.mkdtemp(prefix="rw-bantiming-"))
     broker = LocalKafka(home / "kafka")
@@ -123,18 +127,23 @@ def main() -> int:
                         progress.advance(task)
     finally:
         broker.stop()
-    table = Table("ban timing", "replay s (full speed)", "verdicts differing from run 1", "paced p50 s", "paced p99 s", "paced max s",
-                  "gate waits (paced)", "s waited (paced)", "timeouts",
-                  title=f"{len(sim.events):,} events, {args.rounds} rounds, paced at {args.speed:g}x; median (min–max)")
+    table = Table("ban timing", "run", "wall s", "blocked requests", "verdicts differing from round 1",
+                  "p50 s", "p99 s", "max s", "gate waits", "s waited", "timeouts",
+                  title=f"{len(sim.events):,} events, {args.rounds} rounds alternating, replay at full speed and paced at "
+                        f"{args.speed:g}x (latency: publish to decision); median (min–max)")
     for mode in MODES:
-        replays, paces = results[(mode, "replay")], results[(mode, "paced")]
-        first = replays[0]["verdicts"]
-        differing = [sum(r["verdicts"].get(k) != v for k, v in first.items()) for r in replays[1:]]
-        table.add_row(mode, spread([r["seconds"] for r in replays], "{:.1f}"), ", ".join(f"{d:,}" for d in differing),
-                      spread([p["p50"] for p in paces], "{:.3f}"), spread([p["p99"] for p in paces], "{:.3f}"),
-                      spread([p["max"] for p in paces], "{:.3f}"), spread([p["waits"] for p in paces], "{:.0f}"),
-                      spread([p["waited"] for p in paces], "{:.1f}"),
-                      str(int(sum(r["timeouts"] for r in replays + paces))))
+        for how in ("replay", "paced"):
+            runs = results[(mode, how)]
+            first = runs[0]["verdicts"]
+            differing = [sum(r["verdicts"].get(k) != v for k, v in first.items()) for r in runs[1:]]
+            blocked = [sum(v[0] == "block" for v in r["verdicts"].values()) for r in runs]
+            cells = ([spread([r["seconds"] for r in runs], "{:.1f}")] if how == "replay" else ["—"])
+            cells += [spread(blocked, "{:,.0f}"), ", ".join(f"{d:,}" for d in differing)]
+            cells += ([spread([r[q] for r in runs], "{:.3f}") for q in ("p50", "p99", "max")] if how == "paced"
+                      else ["—"] * 3)
+            cells += [spread([r["waits"] for r in runs], "{:.0f}"), spread([r["waited"] for r in runs], "{:.1f}"),
+                      str(int(sum(r["timeouts"] for r in runs)))]
+            table.add_row(mode, how, *cells)
     console.print(table)
     return 0
 
