@@ -9,11 +9,13 @@ other 3.) Each worker has its own Gateway: its own Kafka clients, tables and rep
 The parent binds the port first (without listening, so it takes no connections) so that port 0
 means one free port for all, and holds it while the workers run. It stops them all on
 SIGINT/SIGTERM, and stops them all and fails when one of them exits on its own (a supervisor such
-as systemd or Kubernetes restarts the whole).
+as systemd or Kubernetes restarts the whole). Without ``RATEWARDEN_CONSOLE_SECRET`` the parent makes
+one for its workers, so a console session signed by one is accepted by the others.
 """
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -62,6 +64,8 @@ def supervise(settings: Settings, host: str, port: int, workers: int, options: l
     holder = bind_tcp(host, port, reuse_port=True)
     port = holder.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RATEWARDEN_")} | settings.to_env()
+    if "RATEWARDEN_CONSOLE_SECRET" not in env:  # one console session secret for all: any worker may get the next request
+        env["RATEWARDEN_CONSOLE_SECRET"] = secrets.token_urlsafe(32)
     command = [sys.executable, "-m", "ratewarden.cli", "gateway", "--host", host, "--port", str(port),
                "--reuse-port", *options]
     stopping: list[int] = []

@@ -13,6 +13,7 @@ from ratewarden.gateway.headers import USER
 from ratewarden.gateway.server import start_gateway_process
 from ratewarden.gateway.testing import GatewayStack, wait_until
 from ratewarden.processes import stop_process
+from test_console_access import csrf_on
 from test_gateway import self_signed
 
 pytestmark = pytest.mark.kafka
@@ -79,6 +80,16 @@ def test_two_gateway_worker_processes_serve_one_port_over_tls(stack, tmp_path):
                 answers.append(http.post("/requests", json={"request_type": "workers"}))
                 batch = http.post("/requests/batch", json={"requests": [{"request_type": "workers"}] * 2})
                 assert [e["code"] for e in batch.json()["decisions"]] == [200, 200]
+        # A console session signed by whichever worker took the login is good on every worker.
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", timeout=30, verify=tls) as login:
+            signed = login.post("/console/login", data={"key": stack.keys["analyst"], "csrf": csrf_on(login, "/console/login")})
+            assert signed.status_code == 303, signed.text
+            session = login.cookies["rw_session"]
+        for _ in range(20):
+            with httpx.Client(base_url=f"https://127.0.0.1:{port}", timeout=30, verify=tls,
+                              cookies={"rw_session": session}) as http:
+                page = http.get("/console/bans")
+                assert page.status_code == 200 and "<title>Bans" in page.text, page.status_code
     finally:
         assert stop_process(process) == 0
     assert all(a.status_code == 200 and a.json()["fail_open"] is False for a in answers), [a.text for a in answers]
