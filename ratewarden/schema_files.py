@@ -15,6 +15,8 @@ from pathlib import Path
 import msgspec
 
 import schemas
+from schemas.advice import AdviceRun, LimitAdvice
+from schemas.allowlist import AllowlistEntry
 from schemas.decisions import Decision
 from schemas.events import DeadLetter, RequestEvent
 from schemas.flags import AbuseReport, AutoBan, IpFlag
@@ -43,6 +45,10 @@ SCHEMA_FILES: dict[str, type[msgspec.Struct]] = {
     "abuse_report.schema.json": AbuseReport,
     # API users of the gateway on the compacted ``users`` topic (only a hash of the key is stored).
     "user.schema.json": User,
+    # The runtime allow-list (compacted ``allowlist``) and the advisor's published advice (``advice``, GET /advice).
+    "allowlist_entry.schema.json": AllowlistEntry,
+    "limit_advice.schema.json": LimitAdvice,
+    "advice_run.schema.json": AdviceRun,
 }
 #: Records that only ratewarden's own processes exchange, so no file is published for them:
 #: ``schemas.flags.IpPartial`` and ``FeaturesWatermark`` (the analytics' internal ``ip-features``

@@ -11,6 +11,8 @@ import pytest
 import schemas
 from agents.intake import EventDecoder
 from ratewarden.schema_files import DRAFT, ID_PREFIX, SCHEMA_DIR, SCHEMA_FILES, main, render, stale_files, write_all
+from schemas.advice import AdvicePolicy, AdviceRun, LimitAdvice
+from schemas.allowlist import AllowlistEntry
 from schemas.events import RequestEvent
 from schemas.flags import AbuseReport, AutoBan, FeaturesWatermark, IpFeatures, IpFlag, IpPartial, Population, ReportedIp
 from schemas.limits import TierLimit, TierMembership
@@ -42,6 +44,11 @@ REQUIRED = {
         "window_start", "window_end", "partitions", "ips", "requests", "refused", "flagged", "population",
     ],
     "user.schema.json": ["user_id", "role", "key_hash", "created_at"],
+    "allowlist_entry.schema.json": ["network"],
+    "limit_advice.schema.json": [
+        "type", "kind", "name", "made_at", "limit", "window", "algorithm", "users", "requests", "throttled",
+    ],
+    "advice_run.schema.json": ["type", "made_at", "policy", "tiers", "users", "recorded", "honest", "flagged_sources"],
 }
 
 
@@ -95,7 +102,9 @@ def test_file_is_a_2020_12_schema_with_the_right_required_fields(name: str) -> N
     record = record_schema(schema)
     assert record["type"] == "object"
     assert record["required"] == REQUIRED[name]
-    assert set(record["properties"]) == set(record_type.__struct_fields__)
+    config = record_type.__struct_config__
+    tag_field = {config.tag_field} if config.tag is not None else set()  # a tagged record names its type
+    assert set(record["properties"]) == set(record_type.__struct_fields__) | tag_field
     assert text == json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
@@ -217,6 +226,13 @@ RECORDS = {
     "user.schema.json": User(user_id="analyst-1", role="analyst", key_hash="sha256:" + "0" * 64, created_at=NOW),
     "tier_limit.schema.json": TierLimit(tier="gold", limit=1000, window=60.0, request_type="login", burst=5),
     "tier_membership.schema.json": TierMembership(user_id="alice", tier="gold"),
+    "allowlist_entry.schema.json": AllowlistEntry(network="198.51.100.0/24", reason="partner", added_at=NOW,
+                                                  added_by="admin-1"),
+    "limit_advice.schema.json": LimitAdvice(kind="tier", name="gold", made_at=NOW, limit=120, window=60.0,
+                                            algorithm="fixed", users=40, requests=90_000, throttled=60, abusive=500,
+                                            stopped=420),
+    "advice_run.schema.json": AdviceRun(made_at=NOW, policy=AdvicePolicy(0.001, 60.0, "fixed"), tiers=4, users=400,
+                                        recorded=120_000, honest=110_000, flagged_sources=12),
 }
 
 
