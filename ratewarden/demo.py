@@ -59,6 +59,9 @@ def _serve_until_interrupted(stack: GatewayStack, console: Console) -> None:
     lines are flushed at once, so a script reading the output through a pipe sees them.
     """
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Explicitly: a process started in the background of a non-interactive shell inherits SIGINT ignored,
+    # and Python then leaves it so (Ctrl-C, or a script's SIGINT, would never end the wait).
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         console.print(f"console: {stack.url}/console/", soft_wrap=True, markup=False, highlight=False)
         console.print(f"analyst key (analyst-1): {stack.keys['analyst']}", soft_wrap=True, markup=False, highlight=False)

@@ -77,6 +77,8 @@ def test_demo_keep_serves_the_console_until_sigint_then_stops_every_child(tmp_pa
     demo = subprocess.Popen(
         [sys.executable, "-m", "ratewarden.cli", "demo", "--users", "60", "--minutes", "3", "--keep"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # As a background job of a script starts it (SIGINT inherited ignored): Ctrl-C must work all the same.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     seen: list[str] = []
     try:

@@ -71,7 +71,7 @@ def console(monkeypatch):
         state.pulse.recent.append(msgspec.json.encode(decision(ip="203.0.113.7", user_id=EVIL, verdict="block")))
         for subject, kind, reason in (("203.0.113.7", "ip", "auto:flood"), ("2001:db8::/64", "network", EVIL),
                                       ("mallory", "user", "manual")):
-            entry = BlocklistEntry(subject, kind, reason, NOW - 60, 300.0)
+            entry = BlocklistEntry(subject, kind, reason, time.time() - 60, 300.0)  # active now (the page asks the clock)
             client.gateway.blocklist.put(kind, subject, entry)
         yield client
 
