@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from kafka import KafkaAdminClient
 
-from ratewarden.cli import roles_env
+from ratewarden.service_cli import roles_env
 from ratewarden.processes import start_worker
 from ratewarden.synth import synthetic_trace
 from schemas.flags import FeaturesWatermark, IpPartial

@@ -257,9 +257,10 @@ def test_network_routes_are_admin_only_and_in_the_openapi_document(api):
     (["blocklist", "add", "mallory", "--user"], ("user", "mallory")),
 ])
 def test_the_cli_tells_a_network_from_its_subject_or_kind(argv, expected):
-    from ratewarden.cli import _blocklist_kind, build_parser
+    from ratewarden.cli import build_parser
+    from ratewarden.control_cli import blocklist_kind
 
-    assert _blocklist_kind(build_parser().parse_args(argv)) == expected
+    assert blocklist_kind(build_parser().parse_args(argv)) == expected
 
 
 def test_the_cli_refuses_a_bad_cidr_with_exit_status_2(capsys):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ratewarden.cli import roles_env
+from ratewarden.service_cli import roles_env
 from ratewarden.worker import create_app
 from streams.settings import Settings
 
