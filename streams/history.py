@@ -27,92 +27,22 @@ than the retention), and gets the same history.
 
 import heapq
 import logging
-import operator
 import shutil
-import struct
 from pathlib import Path
 from typing import Iterable
 
 import msgspec
 from rocksdict import Rdict, RdictIter, ReadOptions, WriteBatch
 
+from streams.history_layout import (  # noqa: F401 - Decided, HistoryEntry, history_options re-exported
+    COUNT, FLOAT, FORMAT, FORMAT_KEY, FRESH, LATEST, NEWEST, OFFSET, POSITION_KEY, REQUEST_ID, START, TS, WATERMARK_KEY,
+    Decided, Entry, HistoryEntry, history_options, key_prefix, unique_entries,
+)
 from streams.kafka_io import partition_for  # noqa: F401 - re-exported: history routing uses it
-from streams.rocks_state import rocks_options
 
 __all__ = ["Decided", "HistoryEntry", "HistoryStore", "history_options", "partition_for"]
 
 logger = logging.getLogger(__name__)
-
-#: Meta keys start with NUL, which never occurs in a user id (ids are printable and non-empty).
-_POSITION_KEY = b"\x00position"
-_WATERMARK_KEY = b"\x00watermark"
-_FORMAT_KEY, _FORMAT = b"\x00format", b"2"  # 2: runs (none: a key per decision)
-_OFFSET = struct.Struct("<q")
-_FLOAT = struct.Struct("<d")
-_TS = struct.Struct(">d")  # order-preserving for the non-negative event times the intake admits
-_NEWEST = b"\xff" * 9  # after every ts and request id of a user's prefix
-#: An entry of a run: the fields of a HistoryEntry, ``(ts, request_id, request_type, ip, verdict, reason)``, plus
-#: ``status`` when the decision had one (msgspec cannot type a tuple of either length: decoded untyped).
-_Entry = tuple
-_REQUEST_ID = operator.itemgetter(1)
-#: A user's trim cycle (:meth:`HistoryStore.apply`): entries added since its last trim, those of them in
-#: runs newer than all before (so distinct), the key of its newest entry at its last trim and now
-#: (``b""``: none).
-_COUNT, _FRESH, _START, _LATEST = range(4)
-
-
-class Decided(msgspec.Struct):
-    """The fields of a ``Decision`` the history keeps (decoding only these is cheaper)."""
-
-    request_id: str
-    user_id: str
-    ip: str
-    request_type: str
-    verdict: str
-    reason: str
-    ts_event: float
-    status: int | None = None
-
-
-class HistoryEntry(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One decided request, as the history answers it (``status`` only when the request had one)."""
-
-    ts: float
-    request_id: str
-    request_type: str
-    ip: str
-    verdict: str
-    reason: str
-    status: int | None = None
-
-
-#: Memtable size of a history store. The limiter's state options keep 512 KiB (its live data is small);
-#: the history is written a run per user per fed slice (~0.7 MiB per 10,000 decisions), so at 512 KiB
-#: writes kept switching memtables and waiting for flushes and L0 compactions: a decision cost 0.63 us
-#: to store, 0.27 us of it Python. At 4 MiB: 0.47 us (1.6 million decisions in 10,000-decision slices,
-#: mean per decision). Memory: two memtables per assigned partition.
-HISTORY_WRITE_BUFFER = 4 * 1024 * 1024
-
-
-def history_options():
-    """The state options with :data:`HISTORY_WRITE_BUFFER` memtables, plus a capped RocksDB info log
-    (``LOG``: ~0.8 MiB per million entries, unbounded by default): at most two files of 1 MiB."""
-    options = rocks_options()
-    options.set_write_buffer_size(HISTORY_WRITE_BUFFER)
-    options.set_max_log_file_size(1024 * 1024)
-    options.set_keep_log_file_num(2)
-    return options
-
-
-def _unique(entries: list) -> list:
-    """Sorted entries without repeated ``(ts, request_id)``."""
-    return [e for i, e in enumerate(entries) if not i or e[:2] != entries[i - 1][:2]]
-
-
-def _prefix(user_id: str) -> bytes:
-    """The start of every key of a user's runs."""
-    return user_id.encode() + b"\x00"
-
 
 class HistoryStore:
     """The history of one decisions partition in RocksDB (see the module docstring for the layout)."""
@@ -123,13 +53,13 @@ class HistoryStore:
         self._db = Rdict(str(path), options=history_options())
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(list[tuple]).decode
-        self._added: dict[str, list] = {}  # per user: its trim cycle (see _COUNT)
-        raw = self._db.get(_POSITION_KEY)
-        self.position: int | None = None if raw is None else _OFFSET.unpack(raw)[0]
-        raw = self._db.get(_WATERMARK_KEY)
-        self.watermark = 0.0 if raw is None else _FLOAT.unpack(raw)[0]
+        self._added: dict[str, list] = {}  # per user: its trim cycle (see COUNT)
+        raw = self._db.get(POSITION_KEY)
+        self.position: int | None = None if raw is None else OFFSET.unpack(raw)[0]
+        raw = self._db.get(WATERMARK_KEY)
+        self.watermark = 0.0 if raw is None else FLOAT.unpack(raw)[0]
         self.swept_at = self.watermark  # event time of the last sweep
-        if self._db.get(_FORMAT_KEY) is None:  # new, or in the former layout
+        if self._db.get(FORMAT_KEY) is None:  # new, or in the former layout
             if self.position is not None:
                 logger.info("history %s: the local copy is in the old layout (a key per decision), "
                             "rebuilding it from the decisions topic", path)
@@ -155,48 +85,48 @@ class HistoryStore:
             else:
                 run.append(entry)
         batch = WriteBatch(raw_mode=True)
-        pack, put, encode, cycles, max_count, walk = _TS.pack, batch.put, self._encode, self._added, self.max_count, []
+        pack, put, encode, cycles, max_count, walk = TS.pack, batch.put, self._encode, self._added, self.max_count, []
         known = watermark = self.watermark
         n = 0
         for user, run in groups.items():
             n += (added := len(run))
             if added > 1:
                 run.sort()  # linear when already in order (the common case)
-                if len(set(map(_REQUEST_ID, run))) < added:  # a decision twice in one call
-                    run = _unique(run)
+                if len(set(map(REQUEST_ID, run))) < added:  # a decision twice in one call
+                    run = unique_entries(run)
                     added = len(run)
             ts = run[-1][0]
-            prefix = _prefix(user)
+            prefix = key_prefix(user)
             key = prefix + pack(ts) + run[-1][1].encode()
             if ts <= known and (old := self._db.get(key)) is not None:  # (a key above the watermark is new)
-                run = _unique(sorted(self._decode(old) + run))
+                run = unique_entries(sorted(self._decode(old) + run))
             put(key, encode(run[-max_count:] if len(run) > max_count else run))  # older: never read
             if ts > watermark:
                 watermark = ts
             if (cycle := cycles.get(user)) is None:  # first seen since opened (or swept): look it up
                 cycle = cycles[user] = [0, 0, newest := self._newest(prefix), newest]
             oldest = key if len(run) == 1 else prefix + pack(run[0][0]) + run[0][1].encode()
-            if oldest > cycle[_LATEST]:  # newer than all before: distinct from them
-                cycle[_FRESH] += added
-                cycle[_LATEST] = key
-            elif key > cycle[_LATEST]:
-                cycle[_LATEST] = key
-            cycle[_COUNT] += added
-            if cycle[_FRESH] >= max_count:  # max_count entries above all keys up to its last trim's newest
-                if cycle[_START]:  # so those runs are out of bounds
-                    batch.delete_range(prefix, cycle[_START])
-                    batch.delete(cycle[_START])
-                cycles[user] = [0, 0, cycle[_LATEST], cycle[_LATEST]]
-            elif cycle[_COUNT] >= max_count + max_count // 4:
+            if oldest > cycle[LATEST]:  # newer than all before: distinct from them
+                cycle[FRESH] += added
+                cycle[LATEST] = key
+            elif key > cycle[LATEST]:
+                cycle[LATEST] = key
+            cycle[COUNT] += added
+            if cycle[FRESH] >= max_count:  # max_count entries above all keys up to its last trim's newest
+                if cycle[START]:  # so those runs are out of bounds
+                    batch.delete_range(prefix, cycle[START])
+                    batch.delete(cycle[START])
+                cycles[user] = [0, 0, cycle[LATEST], cycle[LATEST]]
+            elif cycle[COUNT] >= max_count + max_count // 4:
                 walk.append(user)
-        put(_POSITION_KEY, _OFFSET.pack(position))
-        put(_WATERMARK_KEY, _FLOAT.pack(watermark))
+        put(POSITION_KEY, OFFSET.pack(position))
+        put(WATERMARK_KEY, FLOAT.pack(watermark))
         self._db.write(batch)
         self.position, self.watermark = position, watermark
         if walk:
             batch = WriteBatch(raw_mode=True)
             for user in walk:
-                prefix = _prefix(user)
+                prefix = key_prefix(user)
                 rows = self._cut(batch, self._at_newest(prefix), prefix)[0]
                 newest = prefix + pack(rows[0][0]) + rows[0][1].encode() if rows else b""
                 cycles[user] = [0, 0, newest, newest]
@@ -211,18 +141,18 @@ class HistoryStore:
     def _at_newest(self, prefix: bytes) -> RdictIter:
         """An iterator on the user's newest run (or, if it has none, on whatever sorts before it)."""
         it = self._db.iter()
-        it.seek_for_prev(prefix + _NEWEST)
+        it.seek_for_prev(prefix + NEWEST)
         return it
 
-    def _walk(self, it: RdictIter, prefix: bytes) -> tuple[list[_Entry], list[tuple[bytes, list[_Entry]]]]:
+    def _walk(self, it: RdictIter, prefix: bytes) -> tuple[list[Entry], list[tuple[bytes, list[Entry]]]]:
         """A user's entries within the bounds, newest first, and the runs read ``(key, entries)``, from
         the run ``it`` is on (the user's newest) backwards; leaves ``it`` on the first run not read."""
         horizon, start, max_count, decode = self.watermark - self.max_age, len(prefix), self.max_count, self._decode
-        found: dict[tuple[float, str], _Entry] = {}
-        runs: list[tuple[bytes, list[_Entry]]] = []
+        found: dict[tuple[float, str], Entry] = {}
+        runs: list[tuple[bytes, list[Entry]]] = []
         cutoff, counted = None, 0
         while it.valid() and (key := it.key()).startswith(prefix):
-            ts = _TS.unpack_from(key, start)[0]
+            ts = TS.unpack_from(key, start)[0]
             if ts < horizon:
                 break  # every entry here and in older runs is older than the horizon
             if len(found) >= max_count:
@@ -237,7 +167,7 @@ class HistoryStore:
             it.prev()
         return sorted(found.values(), reverse=True)[:max_count], runs
 
-    def _cut(self, batch: WriteBatch, it: RdictIter, prefix: bytes, count: bool = False) -> tuple[list[_Entry], int]:
+    def _cut(self, batch: WriteBatch, it: RdictIter, prefix: bytes, count: bool = False) -> tuple[list[Entry], int]:
         """Trim (into ``batch``) the user whose newest run ``it`` is on to the bounds: the entries kept,
         newest first, and those deleted (counting the runs older than all read only if ``count``). A run
         keeping any entry keeps its newest, so its key."""
@@ -263,7 +193,7 @@ class HistoryStore:
 
     def skip_to(self, position: int) -> None:
         """Move the position without entries (records before it are out of retention)."""
-        self._db.put(_POSITION_KEY, _OFFSET.pack(position))
+        self._db.put(POSITION_KEY, OFFSET.pack(position))
         self.position = position
 
     def page(self, user_id: str, limit: int, before: float | None = None) -> tuple[list[HistoryEntry], float | None]:
@@ -272,9 +202,9 @@ class HistoryStore:
         ``before`` is an event time, so a page never splits requests of one time: it ends above them
         (or, when more than ``limit`` requests share one time, holds them all).
         """
-        prefix = _prefix(user_id)
+        prefix = key_prefix(user_id)
         it = self._at_newest(prefix)
-        rows: list[_Entry] = []
+        rows: list[Entry] = []
         more = False
         for entry in self._walk(it, prefix)[0]:
             ts = entry[0]
@@ -312,7 +242,7 @@ class HistoryStore:
         Rdict.destroy(str(self.path), history_options())
         shutil.rmtree(self.path, ignore_errors=True)
         self._db = Rdict(str(self.path), options=history_options())
-        self._db.put(_FORMAT_KEY, _FORMAT)
+        self._db.put(FORMAT_KEY, FORMAT)
         self.position, self.watermark = None, 0.0
         self.swept_at = 0.0
         self._added.clear()
