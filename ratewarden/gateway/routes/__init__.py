@@ -15,3 +15,9 @@ BODY_ERRORS = {
 }
 NOT_FOUND = {404: {"model": Problem, "description": "no such resource"}}
 UNAVAILABLE = {503: {"model": Problem, "description": "Kafka did not take the write in time"}}
+
+
+def read_unavailable(description: str = "Kafka did not answer in time") -> dict:
+    """The 503 of a route that reads a topic within a time bound (with ``Retry-After``)."""
+    return {503: {"model": Problem, "description": description,
+                  "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}}}

@@ -6,18 +6,15 @@ takes the last :data:`SCAN` records, within :data:`READ_TIMEOUT` seconds (503 af
 records made with it are the answer; records of older runs are stale and left out. Nothing is applied.
 """
 
-import asyncio
 import logging
 
 import msgspec
-from aiokafka.errors import KafkaError
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from ratewarden.gateway.auth import require
-from ratewarden.gateway.models import Problem
 from ratewarden.gateway.models_whatif import AdviceInfo
-from ratewarden.gateway.routes import AUTH_ERRORS, NOT_FOUND
-from ratewarden.gateway.routes.reports import _tail  # the bounded short-lived reader of GET /reports/abuse
+from ratewarden.gateway.routes import AUTH_ERRORS, NOT_FOUND, read_unavailable
+from ratewarden.gateway.routes.reports import ReportsUnavailable, read_tail, reader_slots
 from schemas.advice import AdviceRecord, AdviceRun, LimitAdvice
 
 __all__ = ["READ_TIMEOUT", "latest_advice", "router"]
@@ -54,21 +51,10 @@ def latest_advice(values: list[tuple[int, bytes]]) -> tuple[AdviceRun | None, li
     return run, sorted(current, key=lambda a: (a.kind, a.name)), skipped
 
 
-def _readers(request: Request) -> asyncio.Semaphore:
-    readers = getattr(request.app.state, "advice_readers", None)
-    if readers is None:
-        readers = request.app.state.advice_readers = asyncio.Semaphore(READERS)
-    return readers
-
-
 @router.get(
     "/advice",
     response_model=AdviceInfo,
-    responses={
-        **AUTH_ERRORS, **NOT_FOUND,
-        503: {"model": Problem, "description": "Kafka did not answer in time",
-              "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}},
-    },
+    responses={**AUTH_ERRORS, **NOT_FOUND, **read_unavailable()},
     dependencies=[require("analyst", "admin")],
     summary="The latest limit advice per tier and per user (published by `ratewarden advise --publish`)",
 )
@@ -81,13 +67,10 @@ async def advice(
     settings = request.app.state.gateway.settings
     topic = settings.advice_topic
     try:
-        async with asyncio.timeout(READ_TIMEOUT):
-            async with _readers(request):
-                values = await _tail(settings, topic, SCAN)
-    except (TimeoutError, KafkaError, OSError, RuntimeError) as exc:
-        reason = f"no answer within {READ_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else repr(exc)
-        logger.warning("GET /advice: reading %s failed: %s", topic, reason)
-        raise HTTPException(503, f"reading {topic} failed: {reason}", {"Retry-After": "1"}) from None
+        values = await read_tail(settings, topic, SCAN, READ_TIMEOUT, reader_slots(request, "advice_readers", READERS))
+    except ReportsUnavailable as exc:
+        logger.warning("GET /advice: %s", exc)
+        raise HTTPException(503, str(exc), {"Retry-After": "1"}) from None
     run, current, skipped = latest_advice(values)
     if skipped:
         logger.warning("%s: %d records are not valid advice", topic, skipped)

@@ -16,13 +16,13 @@ from fastapi import APIRouter, HTTPException, Query, Request
 
 from ratewarden.abuse_reports import current_reports
 from ratewarden.gateway.auth import require
-from ratewarden.gateway.models import AbuseReportList, Problem
-from ratewarden.gateway.routes import AUTH_ERRORS
+from ratewarden.gateway.models import AbuseReportList
+from ratewarden.gateway.routes import AUTH_ERRORS, read_unavailable
 from schemas.flags import AbuseReport
 from streams.kafka_io import make_consumer, partition_for
 from streams.settings import Settings
 
-__all__ = ["READ_TIMEOUT", "ReportsUnavailable", "read_abuse_reports", "router"]
+__all__ = ["READ_TIMEOUT", "ReportsUnavailable", "read_abuse_reports", "read_tail", "reader_slots", "router"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ _decode = msgspec.json.Decoder(AbuseReport).decode
 
 
 class ReportsUnavailable(Exception):
-    """Kafka did not give the reports back in time."""
+    """Kafka did not give a topic's records (the reports, the advice) back in time."""
 
 
 async def _tail(settings: Settings, topic: str, depth: int, key: str | None = None) -> list[tuple[int, bytes]]:
@@ -91,12 +91,28 @@ async def _close(consumer) -> None:
         logger.debug("closing the reports consumer: %r", exc)
 
 
-def _readers(request: Request) -> asyncio.Semaphore:
-    """The app's reader slots (per app: a semaphore belongs to the event loop that first waits on it)."""
-    readers = getattr(request.app.state, "abuse_report_readers", None)
+def reader_slots(request: Request, name: str, count: int) -> asyncio.Semaphore:
+    """The app's ``count`` reader slots called ``name`` (per app: a semaphore belongs to the event loop that
+    first waits on it)."""
+    readers = getattr(request.app.state, name, None)
     if readers is None:
-        readers = request.app.state.abuse_report_readers = asyncio.Semaphore(READERS)
+        readers = asyncio.Semaphore(count)
+        setattr(request.app.state, name, readers)
     return readers
+
+
+async def read_tail(settings: Settings, topic: str, depth: int, timeout: float,
+                    readers: asyncio.Semaphore) -> list[tuple[int, bytes]]:
+    """``(offset, value)`` of the last ``depth`` records of ``topic``, oldest first, read in a reader slot
+    within ``timeout`` seconds; :class:`ReportsUnavailable` otherwise."""
+    try:
+        async with asyncio.timeout(timeout):
+            async with readers:
+                values = await _tail(settings, topic, depth)
+    except (TimeoutError, KafkaError, OSError, RuntimeError) as exc:
+        reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else repr(exc)
+        raise ReportsUnavailable(f"reading {topic} failed: {reason}") from None
+    return sorted(values, key=lambda item: item[0])
 
 
 async def read_abuse_reports(
@@ -111,17 +127,10 @@ async def read_abuse_reports(
     (default :data:`READ_TIMEOUT`)."""
     topic = settings.abuse_reports_topic
     timeout = READ_TIMEOUT if timeout is None else timeout
-    readers = asyncio.Semaphore(1) if readers is None else readers
-    try:
-        async with asyncio.timeout(timeout):
-            async with readers:
-                values = await _tail(settings, topic, SCAN)
-    except (TimeoutError, KafkaError, OSError, RuntimeError) as exc:
-        reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else repr(exc)
-        raise ReportsUnavailable(f"reading {topic} failed: {reason}") from None
+    values = await read_tail(settings, topic, SCAN, timeout, asyncio.Semaphore(1) if readers is None else readers)
     reports: list[AbuseReport] = []
     skipped = 0
-    for _, value in sorted(values, key=lambda item: item[0]):
+    for _, value in values:
         try:
             report = _decode(value)
         except (msgspec.DecodeError, msgspec.ValidationError):  # also NaN, infinities, out-of-range numbers
@@ -137,11 +146,7 @@ async def read_abuse_reports(
 @router.get(
     "/reports/abuse",
     response_model=AbuseReportList,
-    responses={
-        **AUTH_ERRORS,
-        503: {"model": Problem, "description": "Kafka did not answer in time",
-              "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}},
-    },
+    responses={**AUTH_ERRORS, **read_unavailable()},
     dependencies=[require("analyst", "admin")],
     summary="The newest per-window abuse reports of the analytics, newest first",
 )
@@ -156,7 +161,7 @@ async def abuse_reports(
     Chosen among the newest records of the topic."""
     try:
         settings = request.app.state.gateway.settings
-        reports, skipped = await read_abuse_reports(settings, limit, since, readers=_readers(request))
+        reports, skipped = await read_abuse_reports(settings, limit, since, readers=reader_slots(request, "abuse_report_readers", READERS))
     except ReportsUnavailable as exc:
         logger.warning("GET /reports/abuse: %s", exc)
         raise HTTPException(503, str(exc), {"Retry-After": "1"}) from None

@@ -21,7 +21,7 @@ from kafka.errors import KafkaError
 from ratewarden.gateway.auth import require
 from ratewarden.gateway.models import Problem
 from ratewarden.gateway.models_whatif import HurtUser, Invalid, RulesInfo, WhatIfBody, WhatIfSummary
-from ratewarden.gateway.routes import AUTH_ERRORS, BODY_ERRORS
+from ratewarden.gateway.routes import AUTH_ERRORS, BODY_ERRORS, read_unavailable
 from ratewarden.whatif import compare, decide_recorded
 from ratewarden.whatif_inputs import TooManyEvents, from_topics, parse_time
 from ratewarden.whatif_limits import (
@@ -158,8 +158,7 @@ def _slot(request: Request) -> _Slot:
                                                "`gateway_whatif_max_events`"},
         422: {"model": Invalid, "description": "a bad body, range or candidate, an unknown user or tier, or no "
                                                "recorded requests in the range"},
-        503: {"model": Problem, "description": "Kafka did not give the recorded traffic back in time",
-              "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}},
+        **read_unavailable("Kafka did not give the recorded traffic back in time"),
     },
     dependencies=[require("analyst", "admin")],
     summary="Decide recorded traffic again under candidate limits (bounded) and say what changes",
