@@ -19,7 +19,8 @@ from ratewarden.gateway.console.subjects import subject_ip, subject_network, use
 from ratewarden.gateway.console.web import subject_href
 from ratewarden.gateway.models import BlockBody, LimitBody
 from ratewarden.gateway.routes import allowlist, blocklist, limits
-from ratewarden.gateway.routes.allowlist import AllowBody, allowed_cidr
+from ratewarden.gateway.routes import path_cidr
+from ratewarden.gateway.routes.allowlist import AllowBody
 from ratewarden.gateway.runtime import Unavailable
 from streams.tables import blocklist_key
 
@@ -117,10 +118,10 @@ async def allow(request: Request, address: str, prefix: str | None = None) -> Re
     who, fields = await admin_form(request)
     if prefix is None:
         subject, kind = subject_ip(address), "ip"
-        cidr = allowed_cidr(subject)
+        cidr = path_cidr(subject)
     else:
         subject, network, length = _network(address, prefix)
-        kind, cidr = "network", allowed_cidr(network, length)
+        kind, cidr = "network", path_cidr(network, length)
     reason = fields.get("reason", "").strip() or "console"
     await _apply(allowlist.allow(request, cidr, _allow_reason(reason), who.user_id))
     lifted = await _lift_automatic(request, kind, subject)

@@ -1,5 +1,8 @@
 """The API's routes, one module per resource, and the error answers they share in the OpenAPI document."""
 
+from fastapi.exceptions import RequestValidationError
+
+from agents.network_bans import normalize_cidr
 from ratewarden.gateway.models import Problem
 
 AUTH_ERRORS = {
@@ -21,3 +24,14 @@ def read_unavailable(description: str = "Kafka did not answer in time") -> dict:
     """The 503 of a route that reads a topic within a time bound (with ``Retry-After``)."""
     return {503: {"model": Problem, "description": description,
                   "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}}}
+
+
+def path_cidr(address: str, prefix: int | None = None) -> str:
+    """The normalised CIDR of a path's address or ``address/prefix``, or a 422 shaped like every other
+    validation error (a bad address, or a prefix length too long for its family)."""
+    try:
+        if prefix is None and "/" in address:
+            raise ValueError(f"{address!r} is not an address: give a network as /allowlist/ADDRESS/PREFIX")
+        return normalize_cidr(address if prefix is None else f"{address}/{prefix}")
+    except ValueError as exc:
+        raise RequestValidationError([{"loc": ("path", "address"), "msg": str(exc), "type": "value_error"}]) from None

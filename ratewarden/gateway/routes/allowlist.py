@@ -14,17 +14,15 @@ import logging
 
 import msgspec
 from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.allowlist import allowlist_key
 from ratewarden.gateway.auth import require
 from ratewarden.gateway.models import TEXT_PATTERN, NetworkAddressPath, PrefixPath, Problem
-from ratewarden.gateway.routes import AUTH_ERRORS, BODY_ERRORS, NOT_FOUND, UNAVAILABLE
+from ratewarden.gateway.routes import AUTH_ERRORS, BODY_ERRORS, NOT_FOUND, UNAVAILABLE, path_cidr
 from schemas.allowlist import AllowlistEntry
 from schemas.users import User
 
-__all__ = ["AllowBody", "AllowEntry", "AllowList", "allow", "allowed_cidr", "router"]
+__all__ = ["AllowBody", "AllowEntry", "AllowList", "allow", "router"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,18 +54,6 @@ class AllowList(BaseModel):
 def _out(entry: AllowlistEntry, static: bool = False) -> AllowEntry:
     return AllowEntry(network=entry.network, reason=entry.reason, added_at=None if static else entry.added_at,
                       added_by=entry.added_by, static=static)
-
-
-def allowed_cidr(address: str, prefix: int | None = None) -> str:
-    """The normalised CIDR of an address or ``address/prefix``, or a 422 shaped like every other
-    validation error (a bad address, or a prefix length too long for its family)."""
-    text = address if prefix is None else f"{address}/{prefix}"
-    try:
-        if prefix is None and "/" in address:
-            raise ValueError(f"{address!r} is not an address: give a network as /allowlist/ADDRESS/PREFIX")
-        return allowlist_key(text)
-    except ValueError as exc:
-        raise RequestValidationError([{"loc": ("path", "address"), "msg": str(exc), "type": "value_error"}]) from None
 
 
 async def allow(request: Request, cidr: str, reason: str, added_by: str) -> AllowEntry:
@@ -105,7 +91,7 @@ async def allow_address(address: NetworkAddressPath, request: Request, body: All
                         user: User = ADMIN) -> AllowEntry:
     """Allow-list an address (its /32 or /128): its flags are reported, never banned automatically. The
     workers apply it live; an automatic ban already in force is not lifted (``DELETE /blocklist/...``)."""
-    return await allow(request, allowed_cidr(address), (body or AllowBody()).reason, user.user_id)
+    return await allow(request, path_cidr(address), (body or AllowBody()).reason, user.user_id)
 
 
 @router.put("/allowlist/{address}/{prefix}", response_model=AllowEntry,
@@ -114,18 +100,18 @@ async def allow_network(address: NetworkAddressPath, prefix: PrefixPath, request
                         body: AllowBody | None = None, user: User = ADMIN) -> AllowEntry:
     """Allow-list a network (e.g. ``192.0.2.0/24``; host bits are cleared): its addresses' flags, and the
     flags of networks overlapping it, are reported, never banned automatically."""
-    return await allow(request, allowed_cidr(address, prefix), (body or AllowBody()).reason, user.user_id)
+    return await allow(request, path_cidr(address, prefix), (body or AllowBody()).reason, user.user_id)
 
 
 @router.delete("/allowlist/{address}", status_code=204,
                responses={**AUTH_ERRORS, **NOT_FOUND, **STATIC, **UNAVAILABLE}, dependencies=[ADMIN])
 async def disallow_address(address: NetworkAddressPath, request: Request) -> Response:
     """Remove an address's runtime entry: its next flags may ban it again."""
-    return await disallow(request, allowed_cidr(address))
+    return await disallow(request, path_cidr(address))
 
 
 @router.delete("/allowlist/{address}/{prefix}", status_code=204,
                responses={**AUTH_ERRORS, **NOT_FOUND, **STATIC, **UNAVAILABLE}, dependencies=[ADMIN])
 async def disallow_network(address: NetworkAddressPath, prefix: PrefixPath, request: Request) -> Response:
     """Remove a network's runtime entry, given in any spelling of it (``192.0.2.7/24`` is ``192.0.2.0/24``)."""
-    return await disallow(request, allowed_cidr(address, prefix))
+    return await disallow(request, path_cidr(address, prefix))

@@ -8,12 +8,10 @@ normalised (host bits cleared), which is the subject ``GET /blocklist`` lists an
 
 import msgspec
 from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.exceptions import RequestValidationError
 
 from ratewarden.gateway.auth import require
-from agents.network_bans import normalize_cidr
 from ratewarden.gateway.models import BlockBody, BlockEntry, BlockList, IpPath, NetworkAddressPath, PrefixPath
-from ratewarden.gateway.routes import AUTH_ERRORS, NOT_FOUND, BODY_ERRORS, UNAVAILABLE
+from ratewarden.gateway.routes import AUTH_ERRORS, BODY_ERRORS, NOT_FOUND, UNAVAILABLE, path_cidr
 from schemas.limits import BlocklistEntry
 from streams.tables import blocklist_key
 
@@ -58,15 +56,6 @@ async def unblock_ip(ip: IpPath, request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _cidr(address: str, prefix: int) -> str:
-    """The normalised CIDR, or a 422 shaped like every other validation error (a bad address, or a
-    prefix length too long for the address's family)."""
-    try:
-        return normalize_cidr(f"{address}/{prefix}")
-    except ValueError as exc:
-        raise RequestValidationError([{"loc": ("path", "address"), "msg": str(exc), "type": "value_error"}]) from None
-
-
 @router.put(
     "/blocklist/networks/{address}/{prefix}", response_model=BlockEntry,
     responses={**AUTH_ERRORS, **BODY_ERRORS, **UNAVAILABLE}, dependencies=[ADMIN],
@@ -75,7 +64,7 @@ async def block_network(address: NetworkAddressPath, prefix: PrefixPath, body: B
     """Block every address of a network (e.g. ``198.51.100.0/24``, ``2001:db8:1:2::/64``) from now (event
     time) for ``ttl`` seconds, or until removed: its requests are blocked as ``network_blocked`` (an
     exact IP ban of the address, if active, is reported first as ``ip_blocked``)."""
-    cidr = _cidr(address, prefix)
+    cidr = path_cidr(address, prefix)
     gateway = request.app.state.gateway
     entry = BlocklistEntry(subject=cidr, kind="network", reason=body.reason, start=gateway.clock(), ttl=body.ttl)
     await gateway.write("blocklist", blocklist_key("network", cidr), msgspec.json.encode(entry))
@@ -88,7 +77,7 @@ async def block_network(address: NetworkAddressPath, prefix: PrefixPath, body: B
 )
 async def unblock_network(address: NetworkAddressPath, prefix: PrefixPath, request: Request) -> Response:
     """Lift the ban of a network, given in any spelling of it (``198.51.100.7/24`` is ``198.51.100.0/24``)."""
-    cidr = _cidr(address, prefix)
+    cidr = path_cidr(address, prefix)
     gateway = request.app.state.gateway
     subjects = gateway.blocklist.network_subjects(cidr)  # as written; the CLI and this API write it normalised
     if not subjects:
