@@ -143,6 +143,7 @@ class Limiter(DecisionFeeds, PartitionCounting):
             event = decode(record.value, now)
             if type(event) is Rejection:
                 await self.dead_letter(partition, record, event, now)
+                batch = sender.batch(topic, partition)  # the open batch may have gone meanwhile (BatchSender)
                 continue
             if event.ts >= until:  # rare: only with ban_timing=event_time
                 until = self.gate.until(partition, event.ts)
@@ -165,6 +166,7 @@ class Limiter(DecisionFeeds, PartitionCounting):
             except (ArithmeticError, ValueError) as exc:  # a limit or event the policy cannot take
                 logger.exception("partition %d: no decision for %s", partition, event.request_id)
                 await self.dead_letter(partition, record, Rejection("decision_error", repr(exc)), now)
+                batch = sender.batch(topic, partition)
                 continue
             if event.ts > watermark:
                 watermark = event.ts
@@ -183,6 +185,7 @@ class Limiter(DecisionFeeds, PartitionCounting):
                 batch = sender.batch(topic, partition)
             if record.headers and (reply := reply_to(record.headers)) is not None:  # a waiting client
                 await sender.add(replies_topic, reply, key_bytes, value)
+                batch = sender.batch(topic, partition)
         store.watermark = watermark
         if late:
             metrics.LATE_EVENTS.inc(late)

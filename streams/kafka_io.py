@@ -64,12 +64,25 @@ class BatchSender:
     The hot path appends to :meth:`batch` directly and calls :meth:`add` only when that batch is
     full. :meth:`wait` awaits every delivery and returns, per (topic, partition), the next offset
     after the last record delivered.
+
+    aiokafka keeps one produce request in flight per broker, and ``send_batch`` waits while the
+    previous batch of its partition is still queued behind it: a consumer that hands a batch over
+    after every fetch would wait a broker round trip per fetch. Measured in the limiter: 10-12 ms to
+    decide 1,000 events while behind, 2 ms for 324 once caught up. So, with ``hold`` (not for
+    transactions, whose batches must all be in before the commit), :meth:`send_all` leaves open a
+    batch whose previous batch of the same partition is not delivered yet: the records of the next
+    fetches join it, and it is sent as soon as that delivery completes (a callback), or by
+    :meth:`hand_off`, which sends everything. A caller holding an open batch across an ``await``
+    that may suspend must take it again from :meth:`batch` afterwards.
     """
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, hold: bool = False) -> None:
         self._producer = producer
+        self._hold = hold
         self._batches: dict[tuple[str, int], object] = {}
         self._pending: list[tuple[tuple[str, int], int, asyncio.Future]] = []
+        self._last: dict[tuple[str, int], asyncio.Future] = {}  # latest delivery per (topic, partition)
+        self._held: set[tuple[str, int]] = set()
 
     def batch(self, topic: str, partition: int):
         """The open batch of (topic, partition); ``append`` on it returns None when it is full."""
@@ -94,16 +107,37 @@ class BatchSender:
         if size:
             future = await self._producer.send_batch(batch, slot[0], partition=slot[1])
             self._pending.append((slot, size, future))
+            self._last[slot] = future
 
     async def send_all(self) -> None:
-        """Hand every open batch to the producer (without waiting for delivery)."""
+        """Hand every open batch to the producer, without waiting (with ``hold``, not those whose
+        partition's previous batch is undelivered: they go when it is)."""
         batches, self._batches = self._batches, {}
         for slot, batch in batches.items():
+            last = self._last.get(slot) if self._hold else None
+            if last is not None and not last.done():
+                self._batches[slot] = batch
+                if slot not in self._held:
+                    self._held.add(slot)
+                    last.add_done_callback(lambda _, slot=slot: asyncio.ensure_future(self._send_held(slot)))
+                continue
+            await self._send(slot, batch)
+
+    async def _send_held(self, slot: tuple[str, int]) -> None:
+        last = self._last.get(slot)
+        if last is not None and not last.done():  # hand_off sent a newer one meanwhile: after that one
+            last.add_done_callback(lambda _: asyncio.ensure_future(self._send_held(slot)))
+            return
+        self._held.discard(slot)
+        batch = self._batches.pop(slot, None)
+        if batch is not None:
             await self._send(slot, batch)
 
     async def hand_off(self) -> list:
-        """Send open batches and take the deliveries pending so far (to pass to :meth:`delivered`)."""
-        await self.send_all()
+        """Send every open batch and take the deliveries pending so far (to pass to :meth:`delivered`)."""
+        batches, self._batches = self._batches, {}
+        for slot, batch in batches.items():
+            await self._send(slot, batch)
         pending, self._pending = self._pending, []
         return pending
 

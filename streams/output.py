@@ -82,7 +82,7 @@ class AtLeastOnceOutputs:
     async def start(self) -> None:
         self._producer = self._new_producer()
         await self._producer.start()
-        self._sender = BatchSender(self._producer)
+        self._sender = BatchSender(self._producer, hold=True)
 
     async def open(self, partition: int) -> None:
         """Nothing to claim: the one producer writes every partition."""
