@@ -13,8 +13,11 @@ records straight to aiokafka record batches (one per partition, partitioned by k
 default murmur2 partitioner) and hands them to the producer every ``--linger-ms`` (default 5 ms,
 the producer default of Kafka 4.x clients): the many services that publish requests batch too, and
 a produce request per millisecond per partition would spend the 2-core machine's CPU in the broker.
-Each record's CreateTime and ``ts`` are the wall time it was *due*, not the time it was appended,
-so the time an event waits for its batch counts in the measured latency.
+It builds every batch before its clock starts (the schedule is fixed), so during the run it only
+sends them: appending on the fly took 36-44% of a core at 64,700 events/s, from the two cores the
+system under test runs on. Each record's CreateTime and ``ts`` are the wall time it is *due*, and a
+batch is sent when its newest event is due, so the time an event waits for its batch counts in the
+measured latency.
 """
 
 from __future__ import annotations
@@ -37,9 +40,45 @@ from bench.workload import Workload, event_bytes, user_name  # noqa: E402
 __all__ = ["pace"]
 
 
+def _slots(total: int, rate: float, linger: float) -> list[int]:
+    """The index of the first event of each send slot: event ``i`` is due at ``i / rate``; slot ``n`` holds
+    the events due in ``(n * linger, (n + 1) * linger]`` (the first also event 0)."""
+    starts, i = [], 0
+    while i < total:
+        starts.append(i)
+        i = max(i + 1, min(total, int((len(starts) * linger) * rate) + 1))
+    return starts
+
+
+def _build(producer, starts: list[int], total: int, sequence, partition_of, wall0: float, rate: float,
+           prefix: str) -> list[list[tuple[int, object]]]:
+    """Every slot's record batches, per partition, stamped with each event's due time (built before the run)."""
+    slots = []
+    for n, first in enumerate(starts):
+        last = starts[n + 1] if n + 1 < len(starts) else total
+        batches: dict[int, list] = {}
+        for j in range(first, last):
+            user = sequence[j]
+            partition = partition_of[user]
+            open_ = batches.setdefault(partition, [producer.create_batch()])
+            due_wall = wall0 + j / rate
+            key, value = event_bytes(f"{prefix}-{j:08d}", user, round(due_wall, 3))
+            stamp = int(due_wall * 1000.0)
+            if open_[-1].append(key=key, value=value, timestamp=stamp) is None:
+                open_.append(producer.create_batch())
+                open_[-1].append(key=key, value=value, timestamp=stamp)
+        slots.append([(partition, batch) for partition, built in batches.items() for batch in built])
+    return slots
+
+
 async def pace(bootstrap: str, topic: str, rate: float, duration: float, users: int, seed: int,
                prefix: str, linger_ms: float = 5.0) -> dict:
-    """Send ``rate * duration`` events on schedule; return what was achieved."""
+    """Send ``rate * duration`` events on schedule; return what was achieved.
+
+    The record batches are built first, stamped with the times their events will be due, so that
+    during the run the pacer only hands batches to the producer: building them on the fly cost it 36-44%
+    of a core at 64,700 events/s on the 2-core machine, taken from the system under test.
+    """
     total = max(1, int(rate * duration))
     sequence = Workload(users, seed).user_sequence(total, seed + 1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0,
@@ -50,41 +89,33 @@ async def pace(bootstrap: str, topic: str, rate: float, duration: float, users: 
         partitioner = DefaultPartitioner()
         partition_of = [partitioner(user_name(u).encode(), partitions, partitions) for u in range(users)]
         clock, wall = time.monotonic, time.time
-        t0 = clock() + 0.1
-        wall0 = wall() + (t0 - clock())  # the wall time of t0
         linger = linger_ms / 1000.0
+        starts = _slots(total, rate, linger)
+        probe = time.perf_counter()  # how long building takes here, to start the clock after it
+        _build(producer, starts[:2], min(total, starts[2] if len(starts) > 2 else total), sequence, partition_of,
+               0.0, rate, prefix)
+        per_event = (time.perf_counter() - probe) / max(1, min(total, starts[2] if len(starts) > 2 else total))
+        t0 = clock() + 2.0 * per_event * total + 0.5
+        wall0 = wall() + (t0 - clock())  # the wall time of t0
+        slots = _build(producer, starts, total, sequence, partition_of, wall0, rate, prefix)
         first = last = first_wall = last_wall = max_behind = 0.0
         futures = []
         ack_delays: list[float] = []  # per batch: due time of its oldest record -> acknowledged by the broker
-        i = 0
-        while i < total:
+        for n, batches in enumerate(slots):
+            newest = (starts[n + 1] if n + 1 < len(starts) else total) - 1
+            due_at = t0 + newest / rate  # a slot goes when its newest event is due: none is sent early
             now = clock()
-            due = min(total, int((now - t0) * rate) + 1)
-            if due <= i or (due < total and now - last < linger):
-                await asyncio.sleep(max(0.0, t0 + i / rate - now, last + linger - now))
-                continue
-            max_behind = max(max_behind, now - (t0 + i / rate))
-            if i == 0:
-                first, first_wall = now, wall()
-            batches: dict[int, object] = {}
-            for j in range(i, due):
-                user = sequence[j]
-                partition = partition_of[user]
-                batch = batches.get(partition)
-                if batch is None:
-                    batch = batches[partition] = producer.create_batch()
-                due_wall = wall0 + j / rate
-                key, value = event_bytes(f"{prefix}-{j:08d}", user, round(due_wall, 3))
-                stamp = int(due_wall * 1000.0)
-                if batch.append(key=key, value=value, timestamp=stamp) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = batches[partition] = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=stamp)
-            for partition, batch in batches.items():
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-            for future in futures[len(futures) - len(batches):]:
-                future.add_done_callback(lambda _, due_at=t0 + i / rate: ack_delays.append(clock() - due_at))
-            i = due
+            if now < due_at:
+                await asyncio.sleep(due_at - now)
+                now = clock()
+            max_behind = max(max_behind, now - due_at)
+            if n == 0:  # the run starts when event 0 is due (shifted by any lateness)
+                first, first_wall = now - newest / rate, wall() - newest / rate
+            oldest = t0 + starts[n] / rate
+            for partition, batch in batches:
+                future = await producer.send_batch(batch, topic, partition=partition)
+                future.add_done_callback(lambda _, due=oldest: ack_delays.append(clock() - due))
+                futures.append(future)
             last, last_wall = clock(), wall()
         await asyncio.gather(*futures)
     finally:
