@@ -277,7 +277,7 @@ def test_abuse_reports_answer_503_when_kafka_does_not(stack, monkeypatch):
         await asyncio.sleep(3600)
 
     monkeypatch.setattr(reports_route, "READ_TIMEOUT", 0.5)
-    monkeypatch.setattr(reports_route, "_tail", hang)  # the gateway runs in this process (a thread)
+    monkeypatch.setattr(reports_route, "tail_records", hang)  # the gateway runs in this process (a thread)
     with stack.client("analyst") as analyst:
         started = time.monotonic()
         answer = analyst.get("/reports/abuse")

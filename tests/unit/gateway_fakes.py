@@ -97,4 +97,4 @@ class FakeTopics:
                 continue
             values = [(i, v) for i, (part, _, v) in enumerate(self.records.get(topic, [])) if part == p]
             out.extend(values[-depth:])
-        return out
+        return sorted(out)  # by offset, as streams.topic_tail.tail_records

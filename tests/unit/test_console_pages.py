@@ -47,7 +47,7 @@ def features_topic() -> FakeTopics:
 @pytest.fixture
 def console(monkeypatch):
     topics = features_topic()
-    monkeypatch.setattr(console_sources, "_tail", topics.tail)
+    monkeypatch.setattr(console_sources, "tail_records", topics.tail)
     for client in api_client():
         client.topics = topics
         state = client.app.state.console
@@ -242,7 +242,7 @@ def test_flags_skip_the_progress_markers_of_ip_flags(monkeypatch, caplog):
     for value in (msgspec.json.encode(flag("192.0.2.1", W1, 7.0, ["flood"])),
                   msgspec.json.encode(FlagsWatermark(source=0, closed_until=W2)), b"garbage"):
         topics.add(settings.ip_flags_topic, "192.0.2.1", value)
-    monkeypatch.setattr(console_sources, "_tail", topics.tail)
+    monkeypatch.setattr(console_sources, "tail_records", topics.tail)
     before = UNDECODABLE.labels(settings.ip_flags_topic)._value.get()
     with caplog.at_level(logging.WARNING):
         flags = asyncio.run(Sources(settings).flags())
@@ -288,7 +288,7 @@ def test_no_windows_and_unknown_windows(console, monkeypatch):
     async def silent(*args, **kwargs):
         raise TimeoutError
 
-    monkeypatch.setattr(console_sources, "_tail", silent)
+    monkeypatch.setattr(console_sources, "tail_records", silent)
     unknown = page(console, "/console/ip/198.51.100.2")
     assert 'id="windows-unknown"' in unknown and '<td colspan="7">unknown</td>' in unknown
     assert console.get("/console/data/ip/198.51.100.3", headers=console.key_for("analyst")).json() == {"windows": None}

@@ -26,11 +26,12 @@ from prometheus_client import Counter
 
 from agents.ban_horizon import is_mark
 from ratewarden.gateway.console.windows import WindowsRead, features_key, merge_windows
-from ratewarden.gateway.routes.reports import READERS, _close, _tail
+from ratewarden.gateway.routes.reports import READERS
 from schemas.flags import AutoBan, FeaturesWatermark, IpFlag, IpPartial
 from streams.kafka_config import aiokafka_options, resolve_bootstrap
 from streams.kafka_io import make_consumer
 from streams.settings import Settings
+from streams.topic_tail import close_consumer, tail_records
 
 __all__ = ["CACHE_SECONDS", "FEATURES_DEPTH", "FlaggedSubject", "SEVERITIES", "Sources", "UNDECODABLE", "decode_tail",
            "group_flags", "select_flags"]
@@ -153,7 +154,7 @@ class Sources:
         decode = msgspec.json.Decoder(kind).decode
 
         async def read() -> list:
-            values = [value for _, value in sorted(await _tail(self.settings, topic, DEPTH), key=lambda item: item[0])]
+            values = [value for _, value in await tail_records(self.settings, topic, DEPTH)]
             return decode_tail(values, decode, topic, mark)[0]
 
         return await self._cached(topic, read)
@@ -171,7 +172,7 @@ class Sources:
         decode = msgspec.json.Decoder(IpPartial | FeaturesWatermark).decode
 
         async def read() -> tuple[list[IpPartial], int, int, int]:
-            values = [v for _, v in sorted(await _tail(settings, topic, FEATURES_DEPTH, key), key=lambda i: i[0])]
+            values = [v for _, v in await tail_records(settings, topic, FEATURES_DEPTH, key)]
             partials, markers, bad = decode_tail(values, decode, topic)
             return [p for p in partials if key in (p.ip, p.network)], len(values), markers, bad
 
@@ -205,7 +206,7 @@ class Sources:
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
             ends = await consumer.end_offsets(tps)
         finally:
-            await _close(consumer)
+            await close_consumer(consumer)
             await asyncio.shield(admin.close())
         done = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
         return {"total": sum(max(0, end - done.get(tp, 0)) for tp, end in ends.items()), "partitions": len(ends),

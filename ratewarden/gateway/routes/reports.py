@@ -10,7 +10,6 @@ import asyncio
 import logging
 
 import msgspec
-from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, HTTPException, Query, Request
 
@@ -19,8 +18,8 @@ from ratewarden.gateway.auth import require
 from ratewarden.gateway.models import AbuseReportList
 from ratewarden.gateway.routes import AUTH_ERRORS, read_unavailable
 from schemas.flags import AbuseReport
-from streams.kafka_io import make_consumer, partition_for
 from streams.settings import Settings
+from streams.topic_tail import tail_records
 
 __all__ = ["READ_TIMEOUT", "ReportsUnavailable", "read_abuse_reports", "read_tail", "reader_slots", "router"]
 
@@ -34,61 +33,11 @@ READ_TIMEOUT = 5.0
 SCAN = 500
 #: Reads of the topic at once per app (each is a Kafka connection); more wait for a slot.
 READERS = 4
-#: Seconds a reader's consumer may take to close; it goes on closing in the background after that.
-CLOSE_TIMEOUT = 1.0
-_closing: set[asyncio.Future] = set()
 _decode = msgspec.json.Decoder(AbuseReport).decode
 
 
 class ReportsUnavailable(Exception):
     """Kafka did not give a topic's records (the reports, the advice) back in time."""
-
-
-async def _tail(settings: Settings, topic: str, depth: int, key: str | None = None) -> list[tuple[int, bytes]]:
-    """``(offset, value)`` of the last ``depth`` records of each partition of ``topic`` (as of now); with
-    ``key``, of the one partition records with that key go to."""
-    consumer = make_consumer(settings, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                             isolation_level="read_committed")
-    try:
-        await consumer.start()
-        if topic not in await consumer.topics():
-            return []
-        first = TopicPartition(topic, 0)
-        consumer.assign([first])  # the consumer's metadata covers assigned topics only
-        await consumer.beginning_offsets([first])
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
-        if key is not None:
-            tps = [TopicPartition(topic, partition_for(key, len(tps)))]
-        consumer.assign(tps)
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        pending = set()
-        for tp in tps:
-            first = max(starts[tp], ends[tp] - depth)
-            if first < ends[tp]:
-                consumer.seek(tp, first)
-                pending.add(tp)
-        values: list[tuple[int, bytes]] = []
-        while pending:
-            batches = await consumer.getmany(*pending, timeout_ms=200)
-            for tp, records in batches.items():
-                values.extend((r.offset, r.value) for r in records if r.value is not None and r.offset < ends[tp])
-            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
-        return values
-    finally:
-        await _close(consumer)
-
-
-async def _close(consumer) -> None:
-    """Stop ``consumer`` (also after a cancelled read), waiting at most :data:`CLOSE_TIMEOUT` seconds."""
-    closing = asyncio.ensure_future(consumer.stop())
-    _closing.add(closing)
-    closing.add_done_callback(_closing.discard)
-    closing.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: never "never retrieved"
-    try:
-        await asyncio.wait_for(asyncio.shield(closing), CLOSE_TIMEOUT)
-    except Exception as exc:  # never hide the read's own outcome (a cancellation still propagates)
-        logger.debug("closing the reports consumer: %r", exc)
 
 
 def reader_slots(request: Request, name: str, count: int) -> asyncio.Semaphore:
@@ -108,11 +57,11 @@ async def read_tail(settings: Settings, topic: str, depth: int, timeout: float,
     try:
         async with asyncio.timeout(timeout):
             async with readers:
-                values = await _tail(settings, topic, depth)
+                values = await tail_records(settings, topic, depth)
     except (TimeoutError, KafkaError, OSError, RuntimeError) as exc:
         reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else repr(exc)
         raise ReportsUnavailable(f"reading {topic} failed: {reason}") from None
-    return sorted(values, key=lambda item: item[0])
+    return values
 
 
 async def read_abuse_reports(
