@@ -45,6 +45,7 @@ from agents.control_tables import allowlist_table
 from agents.feature_stage import FeatureStage
 from agents.merge_stage import MergeStage
 from streams.settings import Settings
+from streams.stopping import WIND_DOWN_TIMEOUT
 from streams.tables import ControlTable
 from streams.topics import ensure_topics
 
@@ -89,17 +90,13 @@ class AnalyticsService(Service):
             self._runs.append(stage.supervise(self, f"analytics {stage.group}", stage.run_fed if stage.fed else stage.run))
 
     async def on_stop(self) -> None:
-        for stage in self.stages:
-            stage.stop()
-        runs = [t for t in self._runs[2:] if not t.done()]
-        if runs:
-            await asyncio.wait(runs, timeout=30)
+        """Both stages at once (each step of theirs is bounded: the broker may be gone), then the readers."""
+        runs = self._runs[2:] or [None] * len(self.stages)
+        await asyncio.gather(*(stage.wind_down(run, WIND_DOWN_TIMEOUT) for stage, run in zip(self.stages, runs)))
         for reader in self._runs[:2]:
             reader.cancel()  # the blocklist and allow-list readers follow their topics forever
-        for stage in self.stages:
-            await stage.close()
-        await self.ban_table.stop()
-        await self.allowed_table.stop()
+        await asyncio.gather(*(stage.close() for stage in self.stages))
+        await asyncio.gather(self.ban_table.stop(), self.allowed_table.stop())
         logger.info("analytics stopped: %s", [stage.stats for stage in self.stages])
 
 

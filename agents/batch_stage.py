@@ -19,6 +19,7 @@ from streams.folding import FoldingConsumer
 from streams.kafka_io import BatchSender, make_producer
 from streams.metrics import ANALYTICS_BAD_RECORDS
 from streams.settings import Settings
+from streams.stopping import bounded
 
 __all__ = ["BatchStage"]
 
@@ -93,4 +94,4 @@ class BatchStage(FoldingConsumer):
             await super().close()
         finally:
             if self.producer is not None:
-                await self.producer.stop()
+                await bounded(self.label, "its producer", self.producer.stop())

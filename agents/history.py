@@ -39,6 +39,7 @@ from streams.folding import FoldingConsumer
 from streams.history import Decided, HistoryStore
 from streams.kafka_io import make_producer
 from streams.settings import Settings
+from streams.stopping import WIND_DOWN_TIMEOUT, bounded
 from streams.topics import ensure_topics
 
 __all__ = ["HistoryKeeper", "HistoryService", "MAX_PAGE", "NotServed"]
@@ -194,12 +195,10 @@ class HistoryService(Service):
         self._task = keeper.supervise(self, "history", keeper.run_fed if keeper.fed else keeper.run)
 
     async def on_stop(self) -> None:
-        await self.keeper.wind_down(self._task, 10)
-        if self._task is not None:
-            self._task.cancel()
+        await self.keeper.wind_down(self._task, WIND_DOWN_TIMEOUT)
         await self.keeper.close()
         if self.producer is not None:
-            await self.producer.stop()
+            await bounded("the history", "its producer", self.producer.stop())
         await self.keeper.drop(list(self.keeper.stores))
         if self._runner is not None:
             await self._runner.cleanup()

@@ -31,10 +31,16 @@ from streams.output import Ends, make_outputs
 from streams.rocks_state import RocksPartitionStore
 from streams.settings import Settings
 from streams.state import PartitionStore
+from streams.stopping import bounded
 
 __all__ = ["PartitionCounting"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds the final flush of a stop may take: delivering at most one flush interval of changes and
+#: committing takes well under a second with the broker up; with the broker gone it would never end.
+#: Abandoned, it leaves what a crash leaves: the next owner restores the last completed flush.
+FINAL_FLUSH_TIMEOUT = 10.0
 
 
 class PartitionCounting(BatchConsumer):
@@ -178,14 +184,19 @@ class PartitionCounting(BatchConsumer):
         self.counters_gauge.set(sum(map(len, self.stores.values())))
 
     async def close(self) -> None:
-        """Final flush, then close stores and clients (also on cancellation)."""
+        """Final flush, then close stores and clients (also on cancellation); each step bounded, as the
+        broker may be gone. No final flush after an abandoned batch: its counts and positions may not
+        match, and the next owner restores the last completed flush and reads on from its offsets."""
         try:
-            await self.flush()
+            if self.abandoned:
+                logger.warning("stopping %s: no final flush after an abandoned batch", self.label)
+            else:
+                await bounded(self.label, "the final flush", self.flush(), FINAL_FLUSH_TIMEOUT)
         finally:
             for store in self.stores.values():
                 store.close()
             self.stores.clear()
             if self.restorer is not None:
-                await self.restorer.stop()
+                await bounded(self.label, "the changelog restorer", self.restorer.stop())
             await super().close()
-            await self.outputs.stop()
+            await bounded(self.label, "its producers", self.outputs.stop())

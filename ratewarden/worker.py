@@ -19,10 +19,14 @@ from agents.ban_gate import BanGate
 from agents.rules import Blocklist, LimitBook
 from streams.kafka_config import faust_credentials, resolve_bootstrap
 from streams.settings import Settings, get_settings
+from streams.stopping import STOP_STEP_TIMEOUT, WIND_DOWN_TIMEOUT
 from agents.control_tables import blocklist_table, limits_table
 from streams.topics import ensure_topics
 
-__all__ = ["create_app", "InProcessFeeds", "LimiterService", "RlsService", "run_worker", "freeze_startup_heap"]
+__all__ = [
+    "bound_consumer_thread_stop", "create_app", "InProcessFeeds", "LimiterService", "RlsService", "run_worker",
+    "freeze_startup_heap",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ class LimiterService(Service):
 
     async def on_stop(self) -> None:
         """Let the limiter finish its batch, flush state and offsets, then close the clients."""
-        await self.limiter.wind_down(getattr(self, "_decide", None), 30)
+        await self.limiter.wind_down(getattr(self, "_decide", None), WIND_DOWN_TIMEOUT)
         for task in getattr(self, "_table_tasks", ()):
             task.cancel()
         await self.limiter.close()
@@ -106,7 +110,7 @@ class RlsService(Service):
         self._count = self.counter.supervise(self, "rls counter")
 
     async def on_stop(self) -> None:
-        await self.counter.wind_down(getattr(self, "_count", None), 30)
+        await self.counter.wind_down(getattr(self, "_count", None), WIND_DOWN_TIMEOUT)
         await self.counter.close()
         logger.info("rls counter stopped after %s", self.counter.stats)
 
@@ -187,6 +191,17 @@ def create_app(settings: Settings | None = None) -> faust.App:
     return app
 
 
+def bound_consumer_thread_stop(app: faust.App) -> None:
+    """Bound the stop of Faust's consumer thread (the blocklist agent's consumer) at :data:`STOP_STEP_TIMEOUT`.
+
+    With the broker gone, aiokafka's consumer stop in that thread raises CancelledError (a fetch it
+    awaits was cancelled), which ``mode`` does not expect: the thread never reports its shutdown and
+    the worker waits the thread's ``shutdown_timeout``, 60 s by default. Past the bound ``mode`` logs
+    the TimeoutError and the stop goes on; with the broker up the thread stops well inside it.
+    """
+    app.consumer._thread.shutdown_timeout = STOP_STEP_TIMEOUT
+
+
 def run_worker(settings: Settings | None = None, loglevel: str = "info") -> None:
     """Run one worker process until SIGINT/SIGTERM.
 
@@ -197,6 +212,7 @@ def run_worker(settings: Settings | None = None, loglevel: str = "info") -> None
     settings = settings or get_settings()
     ensure_topics(settings)
     app = create_app(settings)
+    bound_consumer_thread_stop(app)
     worker = faust.Worker(app, loglevel=loglevel)
     # At WARN and above Faust's start-up spinner sets the root logger to DEBUG for good, so every
     # debug call of aiokafka on the hot path builds a record that is then filtered out (~2% of a worker).

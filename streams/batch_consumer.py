@@ -20,6 +20,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from streams.kafka_io import make_consumer
 from streams.settings import Settings
+from streams.stopping import bounded
 
 __all__ = ["BatchConsumer", "Offsets", "committed"]
 
@@ -64,6 +65,9 @@ class BatchConsumer:
         #: Set once :meth:`start` has connected.
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
+        #: Set when :meth:`wind_down` had to cancel the loop mid-batch: its state is then not one a
+        #: final flush or commit may publish.
+        self.abandoned = False
 
     def new_consumer(self) -> AIOKafkaConsumer:
         """read_committed: under exactly-once, records of aborted transactions never count."""
@@ -117,10 +121,26 @@ class BatchConsumer:
         self._stopping.set()
 
     async def wind_down(self, task: asyncio.Future | None, timeout: float) -> None:
-        """Stop the loop and give ``task`` (what :meth:`supervise` returned) ``timeout`` s to finish its batch."""
+        """Stop the loop and give ``task`` (what :meth:`supervise` returned) ``timeout`` s to finish its batch.
+
+        A loop still busy after that waits on Kafka (a commit looks for a coordinator for as long as the
+        broker is gone) and holds :attr:`lock`, which :meth:`close` needs: it is cancelled, and
+        :attr:`abandoned` tells :meth:`close` that the half-handled batch must not be flushed or committed.
+        """
         self.stop()
         if task is not None and not task.done():
             await asyncio.wait([task], timeout=timeout)
+            if not task.done():
+                logger.warning("stopping %s: its loop took over %g s to finish a batch; cancelled",
+                               self.label, timeout)
+                self.abandoned = True
+                task.cancel()
+                await bounded(self.label, "the cancelled loop", asyncio.wait([task]))
+
+    @property
+    def label(self) -> str:
+        """Its group, or its topic when it reads without one (for log lines)."""
+        return self.group or self.topic
 
     @property
     def stopping(self) -> bool:
@@ -129,7 +149,7 @@ class BatchConsumer:
     async def close(self) -> None:
         """Stop the consumer (subclasses commit and close their state first)."""
         if self.consumer is not None:
-            await self.consumer.stop()
+            await bounded(self.label, "its consumer", self.consumer.stop())
             self.consumer = None
 
     def supervise(self, service, name: str, loop: Callable | None = None) -> asyncio.Future:

@@ -20,6 +20,7 @@ from aiokafka import TopicPartition
 from streams.batch_consumer import BatchConsumer, Offsets
 from streams.in_process import FOLDED, InProcessFeed
 from streams.settings import Settings
+from streams.stopping import bounded
 
 __all__ = ["FoldingConsumer", "FOLDED"]
 
@@ -143,9 +144,14 @@ class FoldingConsumer(InProcessFeed, BatchConsumer):
         await asyncio.wait_for(self._progress.wait(), timeout)
 
     async def close(self) -> None:
+        """Commit (bounded: the broker may be gone; not after an abandoned batch), then stop the consumer."""
         try:
-            async with self.lock:
-                await self.commit_state()
-                self._fed.clear()  # what the feeder still hands over, a later owner reads from the topic
+            if not self.abandoned:
+                await bounded(self.label, "the final commit", self._commit_locked())
+            self._fed.clear()  # what the feeder still hands over, a later owner reads from the topic
         finally:
             await super().close()
+
+    async def _commit_locked(self) -> None:
+        async with self.lock:
+            await self.commit_state()

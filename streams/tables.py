@@ -16,13 +16,11 @@ from aiokafka import TopicPartition
 
 from streams.kafka_io import make_consumer
 from streams.settings import Settings
+from streams.stopping import bounded
 
 __all__ = ["ControlTable", "blocklist_key"]
 
 logger = logging.getLogger(__name__)
-
-#: Seconds a table's consumer may take to stop.
-STOP_TIMEOUT = 3.0
 
 Apply = Callable[[bytes, bytes | None], None]
 
@@ -77,12 +75,8 @@ class ControlTable:
         while True:
             await self.poll()
 
-    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop the consumer, giving up after ``timeout`` s (aiokafka's stop can hang on a dead
-        SASL_SSL connection; a worker or gateway being stopped must still exit)."""
+    async def stop(self) -> None:
+        """Stop the consumer, giving up after a bound (aiokafka's stop can hang on a dead SASL_SSL
+        connection or a broker that is gone; a worker or gateway being stopped must still exit)."""
         if self.consumer is not None:
-            try:
-                await asyncio.wait_for(self.consumer.stop(), timeout)
-            except (asyncio.TimeoutError, TimeoutError):
-                logger.warning("table %s: its consumer did not stop within %.0f s; going on without it",
-                               self.topic, timeout)
+            await bounded(f"table {self.topic}", "its consumer", self.consumer.stop())

@@ -31,6 +31,7 @@ from streams.kafka_io import make_producer
 from streams.settings import Settings
 from agents.allowlist import Allowlist
 from agents.control_tables import allowlist_table, blocklist_table, limits_table
+from streams.stopping import bounded
 from streams.tables import ControlTable
 from streams.topics import ensure_topics
 
@@ -67,18 +68,6 @@ class Clock:
             now = self._last + 1e-6
         self._last = now
         return now
-
-
-#: Seconds each step of a gateway's stop may take (a Kafka client stuck on a dead connection, a send
-#: waiting for its batch to drain) before the stop goes on without it.
-STOP_STEP_TIMEOUT = 3.0
-
-
-async def _bounded(what: str, step) -> None:
-    try:
-        await asyncio.wait_for(step, STOP_STEP_TIMEOUT)
-    except (asyncio.TimeoutError, TimeoutError):
-        logger.warning("stopping the gateway: %s took over %.0f s; going on without it", what, STOP_STEP_TIMEOUT)
 
 
 class RequestIds:
@@ -146,19 +135,19 @@ class Gateway:
             logger.error("gateway task failed: %r", self.failure)
 
     async def stop(self) -> None:
-        """Stop every client; each step is bounded (:data:`STOP_STEP_TIMEOUT`), so SIGTERM always ends the process."""
+        """Stop every client, each step bounded (:func:`streams.stopping.bounded`): SIGTERM always ends it."""
         for task in self._tasks:
             task.cancel()
-        await _bounded("its tasks", asyncio.gather(*self._tasks, return_exceptions=True))
-        await _bounded("the history router", self.history.stop())
+        await bounded("the gateway", "its tasks", asyncio.gather(*self._tasks, return_exceptions=True))
+        await bounded("the gateway", "the history router", self.history.stop())
         if self.outbox is not None:
-            await _bounded("the outbox", self.outbox.stop())
-        await _bounded("the rate limit service's outbox", self.rls.stop())
-        await _bounded("the decision waiter", self.waiter.stop())
+            await bounded("the gateway", "the outbox", self.outbox.stop())
+        await bounded("the gateway", "the rate limit service's outbox", self.rls.stop())
+        await bounded("the gateway", "the decision waiter", self.waiter.stop())
         for table in self.tables.values():
-            await _bounded(f"the {table.topic} table", table.stop())
+            await bounded("the gateway", f"the {table.topic} table", table.stop())
         if self.producer is not None:
-            await _bounded("the producer", self.producer.stop())
+            await bounded("the gateway", "the producer", self.producer.stop())
 
     async def decide(self, user_id: str, ip: str, request_type: str, status: int | None = None) -> Outcome:
         """Publish one request event and wait for its decision (None after the timeout)."""
