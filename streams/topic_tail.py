@@ -3,20 +3,19 @@
 The gateway's reports and advice routes and the console read the newest records of a topic on
 demand: no consumer group, nothing committed, ``read_committed``. The consumer is closed with a bound
 (:data:`CLOSE_TIMEOUT`): a broker that has gone must not hold a request open, so a close that takes
-longer goes on in the background and is logged, never raised over the read's own outcome.
+longer goes on in the background and is logged, never raised over the read's own outcome (a
+cancelled read still propagates).
 """
 
 import asyncio
-import logging
 
 from aiokafka import TopicPartition
 
 from streams.kafka_io import make_consumer, partition_for
 from streams.settings import Settings
+from streams.stopping import bounded
 
 __all__ = ["CLOSE_TIMEOUT", "close_consumer", "tail_records"]
-
-logger = logging.getLogger(__name__)
 
 #: Seconds a reader's consumer may take to close; it goes on closing in the background after that.
 CLOSE_TIMEOUT = 1.0
@@ -59,12 +58,10 @@ async def tail_records(settings: Settings, topic: str, depth: int, key: str | No
 
 
 async def close_consumer(consumer) -> None:
-    """Stop ``consumer`` (also after a cancelled read), waiting at most :data:`CLOSE_TIMEOUT` seconds."""
+    """Stop ``consumer`` (also after a cancelled read), waiting at most :data:`CLOSE_TIMEOUT` seconds; the close
+    goes on in the background after that (:func:`streams.stopping.bounded` logs it)."""
     closing = asyncio.ensure_future(consumer.stop())
     _closing.add(closing)
     closing.add_done_callback(_closing.discard)
     closing.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: never "never retrieved"
-    try:
-        await asyncio.wait_for(asyncio.shield(closing), CLOSE_TIMEOUT)
-    except Exception as exc:  # never hide the read's own outcome (a cancellation still propagates)
-        logger.debug("closing a tail reader's consumer: %r", exc)
+    await bounded("a tail reader", "its consumer", asyncio.shield(closing), CLOSE_TIMEOUT)

@@ -65,3 +65,26 @@ async def test_wind_down_leaves_a_loop_that_finishes_its_batch_alone():
     loop = asyncio.ensure_future(one_batch())
     await consumer.wind_down(loop, 5)
     assert loop.done() and not loop.cancelled() and not consumer.abandoned
+
+
+async def test_a_tail_readers_close_is_bounded_and_goes_on_in_the_background(monkeypatch, caplog):
+    from streams import topic_tail
+
+    class SlowConsumer:
+        stopped = False
+
+        async def stop(self):
+            await asyncio.sleep(0.2)
+            self.stopped = True
+
+    class BrokenConsumer:
+        async def stop(self):  # aiokafka's consumer stop with the broker gone
+            raise asyncio.CancelledError()
+
+    monkeypatch.setattr(topic_tail, "CLOSE_TIMEOUT", 0.02)
+    slow = SlowConsumer()
+    await asyncio.wait_for(topic_tail.close_consumer(slow), 1)
+    assert not slow.stopped and "a tail reader: its consumer took over" in caplog.text
+    await asyncio.sleep(0.3)
+    assert slow.stopped  # not cancelled: the close finished in the background
+    await asyncio.wait_for(topic_tail.close_consumer(BrokenConsumer()), 1)
