@@ -86,7 +86,11 @@ class Visit:
         return self.driver.find_elements(self.by.CSS_SELECTOR, selector)
 
     def until(self, condition, timeout: float = 15.0, what: str = ""):
-        return self.wait(self.driver, timeout, poll_frequency=0.05).until(lambda _: condition(), what)
+        """Poll ``condition``; an element the page's live parts replaced meanwhile is looked up again."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        return self.wait(self.driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(lambda _: condition(), what)
 
     def page(self, name: str, shot: str) -> None:
         """Wait for the page called ``name`` (its title and heading), then screenshot it as ``shot``.png."""
@@ -114,8 +118,13 @@ class Visit:
         self.css(f"a#nav-{key}")[0].click()
 
     def total(self) -> int:
-        text = self.css("#live #decisions-total")[0].text
-        return int(text.replace(",", "")) if text.replace(",", "").isdigit() else -1
+        """The overview's live decision count (-1 until it shows a number). The live part is swapped every
+        second: a count element replaced between finding and reading it is found again."""
+        return self.until(lambda: (self._total(),), what="the overview's live decision count")[0]
+
+    def _total(self) -> int:
+        text = self.css("#live #decisions-total")[0].text.replace(",", "")
+        return int(text) if text.isdigit() else -1
 
 
 def live_count_follows(visit: Visit, url: str, key: str, ip: str) -> float:
