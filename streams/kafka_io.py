@@ -119,14 +119,17 @@ class BatchSender:
                 self._batches[slot] = batch
                 if slot not in self._held:
                     self._held.add(slot)
-                    last.add_done_callback(lambda _, slot=slot: asyncio.ensure_future(self._send_held(slot)))
+                    self._send_after(last, slot)
                 continue
             await self._send(slot, batch)
+
+    def _send_after(self, delivery: asyncio.Future, slot: tuple[str, int]) -> None:
+        delivery.add_done_callback(lambda _: asyncio.ensure_future(self._send_held(slot)))
 
     async def _send_held(self, slot: tuple[str, int]) -> None:
         last = self._last.get(slot)
         if last is not None and not last.done():  # hand_off sent a newer one meanwhile: after that one
-            last.add_done_callback(lambda _: asyncio.ensure_future(self._send_held(slot)))
+            self._send_after(last, slot)
             return
         self._held.discard(slot)
         batch = self._batches.pop(slot, None)
