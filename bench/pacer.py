@@ -41,21 +41,21 @@ __all__ = ["pace"]
 
 
 def _slots(total: int, rate: float, linger: float) -> list[int]:
-    """The index of the first event of each send slot: event ``i`` is due at ``i / rate``; slot ``n`` holds
-    the events due in ``(n * linger, (n + 1) * linger]`` (the first also event 0)."""
-    starts, i = [], 0
+    """Slot bounds: slot ``n`` holds events ``bounds[n]`` to ``bounds[n + 1] - 1`` (the last bound is
+    ``total``). Event ``i`` is due at ``i / rate``; slot ``n`` holds the events due in
+    ``(n * linger, (n + 1) * linger]`` (the first also event 0)."""
+    bounds, i = [], 0
     while i < total:
-        starts.append(i)
-        i = max(i + 1, min(total, int((len(starts) * linger) * rate) + 1))
-    return starts
+        bounds.append(i)
+        i = max(i + 1, min(total, int((len(bounds) * linger) * rate) + 1))
+    return bounds + [total]
 
 
-def _build(producer, starts: list[int], total: int, sequence, partition_of, wall0: float, rate: float,
+def _build(producer, bounds: list[int], sequence, partition_of, wall0: float, rate: float,
            prefix: str) -> list[list[tuple[int, object]]]:
     """Every slot's record batches, per partition, stamped with each event's due time (built before the run)."""
     slots = []
-    for n, first in enumerate(starts):
-        last = starts[n + 1] if n + 1 < len(starts) else total
+    for first, last in zip(bounds, bounds[1:]):
         batches: dict[int, list] = {}
         for j in range(first, last):
             user = sequence[j]
@@ -90,19 +90,18 @@ async def pace(bootstrap: str, topic: str, rate: float, duration: float, users: 
         partition_of = [partitioner(user_name(u).encode(), partitions, partitions) for u in range(users)]
         clock, wall = time.monotonic, time.time
         linger = linger_ms / 1000.0
-        starts = _slots(total, rate, linger)
-        probe = time.perf_counter()  # how long building takes here, to start the clock after it
-        _build(producer, starts[:2], min(total, starts[2] if len(starts) > 2 else total), sequence, partition_of,
-               0.0, rate, prefix)
-        per_event = (time.perf_counter() - probe) / max(1, min(total, starts[2] if len(starts) > 2 else total))
+        bounds = _slots(total, rate, linger)
+        probe = time.perf_counter()  # how long building takes here (two slots), to start the clock after it
+        _build(producer, bounds[:3], sequence, partition_of, 0.0, rate, prefix)
+        per_event = (time.perf_counter() - probe) / bounds[min(2, len(bounds) - 1)]
         t0 = clock() + 2.0 * per_event * total + 0.5
         wall0 = wall() + (t0 - clock())  # the wall time of t0
-        slots = _build(producer, starts, total, sequence, partition_of, wall0, rate, prefix)
+        slots = _build(producer, bounds, sequence, partition_of, wall0, rate, prefix)
         first = last = first_wall = last_wall = max_behind = 0.0
         futures = []
         ack_delays: list[float] = []  # per batch: due time of its oldest record -> acknowledged by the broker
         for n, batches in enumerate(slots):
-            newest = (starts[n + 1] if n + 1 < len(starts) else total) - 1
+            newest = bounds[n + 1] - 1
             due_at = t0 + newest / rate  # a slot goes when its newest event is due: none is sent early
             now = clock()
             if now < due_at:
@@ -111,7 +110,7 @@ async def pace(bootstrap: str, topic: str, rate: float, duration: float, users: 
             max_behind = max(max_behind, now - due_at)
             if n == 0:  # the run starts when event 0 is due (shifted by any lateness)
                 first, first_wall = now - newest / rate, wall() - newest / rate
-            oldest = t0 + starts[n] / rate
+            oldest = t0 + bounds[n] / rate
             for partition, batch in batches:
                 future = await producer.send_batch(batch, topic, partition=partition)
                 future.add_done_callback(lambda _, due=oldest: ack_delays.append(clock() - due))
