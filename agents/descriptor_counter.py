@@ -63,7 +63,8 @@ class DescriptorCounter(PartitionCounting):
         store = self.stores[partition]
         get, set_, decode, encode, now = store.get, store.set, self._decode, self._encode, self.clock()
         sender = self.outputs.sender(partition)
-        topic, replies_topic, reply_to = self.settings.rls_decisions_topic, self.replies.topic, self.replies.partition
+        topic, reply_to = self.settings.rls_decisions_topic, self.replies.partition
+        routed: dict[int, list[bytes]] = {}  # answers for waiting gateways, per reply partition
         ok = over = 0
         watermark = store.watermark
         for record in records:
@@ -83,7 +84,9 @@ class DescriptorCounter(PartitionCounting):
             key, value = record.key or hit.counter.encode(), encode(answer)
             await sender.add(topic, partition, key, value)
             if record.headers and (reply := reply_to(record.headers)) is not None:  # a waiting gateway
-                await sender.add(replies_topic, reply, key, value, RLS_REPLY)
+                routed.setdefault(reply, []).append(value)
+        if routed:
+            await self.replies.write(sender, routed, RLS_REPLY)
         store.watermark = watermark
         self.counted(partition, records)
         metrics.RLS_HITS_IN.inc(len(records))

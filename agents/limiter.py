@@ -132,7 +132,8 @@ class Limiter(DecisionFeeds, PartitionCounting):
         get, set_ = store.get, store.set
         decode, encode, now = self.decoder.decode, self._encode, self.clock()
         rules_for, blocked_reason = self.limits.rules_for, self.blocklist.reason
-        topic, replies_topic, reply_to = self.settings.decisions_topic, self.replies.topic, self.replies.partition
+        topic, reply_to = self.settings.decisions_topic, self.replies.partition
+        routed: dict[int, list[bytes]] = {}  # answers for waiting clients, per reply partition
         sender = self.outputs.sender(partition)
         batch = sender.batch(topic, partition)
         allowed = throttled = blocked = late = 0
@@ -184,8 +185,12 @@ class Limiter(DecisionFeeds, PartitionCounting):
                 await sender.add(topic, partition, key_bytes, value)
                 batch = sender.batch(topic, partition)
             if record.headers and (reply := reply_to(record.headers)) is not None:  # a waiting client
-                await sender.add(replies_topic, reply, key_bytes, value)
-                batch = sender.batch(topic, partition)
+                answers = routed.get(reply)
+                if answers is None:
+                    answers = routed[reply] = []
+                answers.append(value)
+        if routed:
+            await self.replies.write(sender, routed)
         store.watermark = watermark
         if late:
             metrics.LATE_EVENTS.inc(late)

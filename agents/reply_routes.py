@@ -4,12 +4,14 @@ Gateways stamp every request with the same few header values, so each distinct s
 and remembered (at most :data:`MAX_REMEMBERED` of them: a producer sending ever new stamps cannot
 grow the map without bound). A refused stamp costs the request its reply, never its decision: it is
 counted (``refused``, and the ``ratewarden_replies_refused_total`` metric) and logged, the first
-time and then every :data:`LOG_EVERY`-th time.
+time and then every :data:`LOG_EVERY`-th time. The answers of one fetched batch are gathered per reply
+partition and written as few records (:meth:`ReplyRoutes.write`; the record format is in
+``schemas.replies``).
 """
 
 import logging
 
-from schemas.replies import reply_partition
+from schemas.replies import reply_partition, reply_values
 from streams import metrics
 
 __all__ = ["ReplyRoutes"]
@@ -43,3 +45,9 @@ class ReplyRoutes:
             if self.refused % LOG_EVERY == 1:
                 logger.warning("no reply for a request (%d refused so far): %s", self.refused, route)
         return None
+
+    async def write(self, sender, answers: dict[int, list[bytes]], headers=None) -> None:
+        """Write ``answers`` (encoded answers per reply partition, in order) as reply records through ``sender``."""
+        for partition, encoded in answers.items():
+            for value in reply_values(encoded):
+                await sender.add(self.topic, partition, None, value, headers)

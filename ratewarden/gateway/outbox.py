@@ -79,11 +79,14 @@ class Outbox:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._drain)
 
-    def one_landed(self) -> None:
-        """A reply arrived: it counts against the oldest flight (replies come back roughly in order)."""
-        if self._flights:
-            flight = self._flights[0]
-            flight[0] -= 1
+    def landed(self, count: int) -> None:
+        """``count`` replies arrived: they count against the oldest flights (replies come back roughly in order)."""
+        flights = self._flights
+        while count > 0 and flights:
+            flight = flights[0]
+            taken = min(count, flight[0])
+            flight[0] -= taken
+            count -= taken
             if flight[0] <= 0:
                 self._landed(flight)
 

@@ -120,7 +120,7 @@ class Gateway:
             await table.catch_up()
         await self.waiter.start(counts[s.replies_topic])
         self.outbox = Outbox(self.producer, s.requests_topic, self.partitions, self.waiter.stamp)
-        self.waiter.on_reply = self.outbox.one_landed
+        self.waiter.on_reply = self.outbox.landed
         self.rls.start(self.producer, counts[s.rls_hits_topic], self.waiter)
         await self.history.start(counts[s.decisions_topic])
         self._tasks = [asyncio.ensure_future(t.run()) for t in self.tables.values()]

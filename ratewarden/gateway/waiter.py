@@ -3,8 +3,9 @@
 Every request the gateway publishes is stamped with the replies topic and one partition of it
 (``schemas.replies``); the limiter writes the decision there too. One consumer, outside any
 consumer group, reads only that partition, from the end it found at start-up (resolved before the
-first request is published, so no reply can slip past). Each reply resolves the future of its
-``request_id``; replies nobody waits for (answers that came too late, or another gateway's, when two
+first request is published, so no reply can slip past). A reply record holds the answers of one
+limiter batch (``schemas.replies``); each answer lands with the caller waiting for its
+``request_id``; answers nobody waits for (answers that came too late, or another gateway's, when two
 share a partition) are counted as dropped. A gateway's cost therefore follows its own traffic,
 not the whole decisions stream.
 """
@@ -51,13 +52,13 @@ class DecisionWaiter:
         self.partition: int | None = None
         self.stamp: list[tuple[str, bytes]] = []  # the reply headers of every request this gateway publishes
         self.pending: dict[str, tuple[Waiting, int]] = {}
-        #: Called for every reply read (the outbox counts its flights with it); ``on_answer`` for rate
-        #: limit service answers (their own outbox).
-        self.on_reply: Callable[[], None] = lambda: None
-        self.on_answer: Callable[[], None] = lambda: None
+        #: Called with the number of decisions in every reply read (the outbox counts its flights with
+        #: it); ``on_answer`` for rate limit service answers (their own outbox).
+        self.on_reply: Callable[[int], None] = lambda count: None
+        self.on_answer: Callable[[int], None] = lambda count: None
         self.stats = {"matched": 0, "dropped": 0, "bad": 0}
-        self._decode = msgspec.json.Decoder(Decision).decode
-        self._decode_answer = msgspec.json.Decoder(DescriptorAnswer).decode
+        self._decode = msgspec.json.Decoder(list[Decision]).decode
+        self._decode_answer = msgspec.json.Decoder(list[DescriptorAnswer]).decode
 
     async def start(self, partitions: int) -> None:
         """Read this gateway's partition of the replies topic (``partitions``: its partition count)."""
@@ -83,22 +84,24 @@ class DecisionWaiter:
         self.pending.pop(request_id, None)
 
     def resolve(self, value: bytes, rls: bool = False) -> None:
-        """Land one reply: a ``Decision``, or with ``rls`` a ``DescriptorAnswer`` (``schemas.replies``)."""
+        """Land one reply record: ``Decision`` objects, or with ``rls`` ``DescriptorAnswer`` ones (``schemas.replies``)."""
         try:
-            decision = self._decode_answer(value) if rls else self._decode(value)
+            answers = self._decode_answer(value) if rls else self._decode(value)
         except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
             self.stats["bad"] += 1
             if self.stats["bad"] % 1_000 == 1:  # the first, then every 1,000th: junk cannot flood the log
                 logger.warning("an undecodable reply on %s[%s] (%d so far)", self.settings.replies_topic,
                                self.partition, self.stats["bad"])
             return
-        (self.on_answer if rls else self.on_reply)()
-        entry = self.pending.pop(decision.request_id, None)
-        if entry is None:
-            self.stats["dropped"] += 1
-        else:
-            entry[0].land(entry[1], decision)
-            self.stats["matched"] += 1
+        (self.on_answer if rls else self.on_reply)(len(answers))
+        pending, matched = self.pending, 0
+        for answer in answers:
+            entry = pending.pop(answer.request_id, None)
+            if entry is not None:
+                entry[0].land(entry[1], answer)
+                matched += 1
+        self.stats["matched"] += matched
+        self.stats["dropped"] += len(answers) - matched
 
     async def run(self) -> None:
         while True:

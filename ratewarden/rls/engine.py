@@ -55,7 +55,7 @@ class RlsEngine:
         self.waiter = waiter
         self.outbox = Outbox(producer, self.settings.rls_hits_topic, partitions, waiter.stamp,
                              key_of=attrgetter("counter"), max_in_flight=RLS_IN_FLIGHT)
-        waiter.on_answer = self.outbox.one_landed
+        waiter.on_answer = self.outbox.landed
 
     async def stop(self) -> None:
         if self.outbox is not None:

@@ -62,7 +62,7 @@ async def test_small_batches_wait_while_max_in_flight_and_go_when_replies_land()
     await turn()
     assert sent(box) == 8 * MAX_IN_FLIGHT, "held while the flights are awaited"
     for _ in range(8):
-        box.one_landed()  # the first flight's replies are back
+        box.landed(1)  # the first flight's replies are back
     await turn()
     assert sent(box) == 8 * MAX_IN_FLIGHT + 1 and box.in_flight == MAX_IN_FLIGHT
 

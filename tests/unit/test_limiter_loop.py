@@ -35,7 +35,7 @@ class CollectingSender:
     def batch(self, topic, partition):
         return CollectingBatch(self.by_topic.setdefault(topic, []))
 
-    async def add(self, topic, partition, key, value):
+    async def add(self, topic, partition, key, value, headers=None):
         self.by_topic.setdefault(topic, []).append((key, value))
         self.partitions.setdefault(topic, []).append(partition)
 
@@ -83,19 +83,25 @@ def test_records_of_a_flush_still_completing_are_not_counted_twice(tmp_path):
     limiter.stores[0].close()
 
 
-def test_a_stamped_request_gets_its_decision_also_on_its_reply_partition(tmp_path):
+def replying_limiter(tmp_path):
+    """A limiter with 8 reply partitions and partition 0 in memory, producing into a CollectingSender."""
     settings = Settings(var_dir=tmp_path, kafka_bootstrap_servers="unused:9092")
     limiter = Limiter(settings, LimitBook(100, 60.0), Blocklist(), clock=lambda: 1_732_900_100.0)
     limiter.replies.partitions = 8
     sender = CollectingSender()
     limiter.outputs.sender = lambda partition: sender
     limiter.stores[0] = MemoryPartitionStore(0, STATE_CODEC)
+    return settings, limiter, sender
+
+
+def test_a_stamped_request_gets_its_decision_also_on_its_reply_partition(tmp_path):
+    settings, limiter, sender = replying_limiter(tmp_path)
     stamps = {1: reply_headers(settings.replies_topic, 5), 2: reply_headers(settings.limits_topic, 0),
               3: reply_headers(settings.replies_topic, 8)}
     asyncio.run(limiter.process(0, event_records(settings, ["a", "b", "c", "d"], stamps)))
     decisions = sender.by_topic[settings.decisions_topic]
     assert [msgspec.json.decode(v)["request_id"] for _, v in decisions] == ["r0", "r1", "r2", "r3"]
-    assert sender.by_topic[settings.replies_topic] == [decisions[1]]  # the same key and value
+    assert sender.by_topic[settings.replies_topic] == [(None, b"[" + decisions[1][1] + b"]")]  # one array per partition
     assert sender.partitions[settings.replies_topic] == [5]
     assert settings.limits_topic not in sender.by_topic
     assert (limiter.replies.routed, limiter.replies.refused) == (1, 2)
@@ -126,3 +132,15 @@ def test_events_older_than_the_kept_counters_are_decided_counted_and_logged(tmp_
     asyncio.run(fresh.process(0, event_records(settings, ["bob"] * 3)))  # no expiry yet: nothing late
     assert "late events" not in caplog.text
     store.close()
+
+
+def test_the_replies_of_one_batch_leave_as_one_array_per_reply_partition_in_decision_order(tmp_path):
+    settings, limiter, sender = replying_limiter(tmp_path)
+    to = {5: reply_headers(settings.replies_topic, 5), 2: reply_headers(settings.replies_topic, 2)}
+    stamps = {0: to[5], 1: to[2], 2: to[5], 4: to[5]}
+    asyncio.run(limiter.process(0, event_records(settings, ["a", "b", "c", "d", "e"], stamps)))
+    replies = sender.by_topic[settings.replies_topic]
+    assert sender.partitions[settings.replies_topic] == [5, 2]
+    assert [[d["request_id"] for d in msgspec.json.decode(v)] for _, v in replies] == [["r0", "r2", "r4"], ["r1"]]
+    assert all(key is None for key, _ in replies)
+    limiter.stores[0].close()
