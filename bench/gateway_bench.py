@@ -26,7 +26,8 @@ both systems one after the other (the order alternates between rounds) with the 
 users (``u1`` .. ``uN``, one chosen at random per request):
 
 - ``--load wrk`` (default): ``wrk -t1 -cC -dS --latency -s SCRIPT`` after an unmeasured
-  ``--warmup`` run. The Lua script (generated into the temporary directory) prepares one request per
+  ``--warmup`` run. Before the first round each system takes ``--burn-in`` seconds (30) of wrk
+  load at the largest C, unmeasured: a freshly started JVM broker spends its first minute compiling. The Lua script (generated into the temporary directory) prepares one request per
   user (or, with ``--batch``, a pool of batch bodies of random users) and picks one at random per
   request; its ``response()`` hook counts statuses and its ``done()`` hook prints the exact
   percentiles as JSON. Decisions/s counts only 200 and 429 answers (a decision; with ``--batch``,
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run")
+    parser.add_argument("--burn-in", type=float, default=30.0, metavar="SECONDS",
+                        help="unmeasured seconds of wrk load on each system before the first round (the broker's JIT)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32], metavar="C",
                         help="connections (default: 1 32)")
     parser.add_argument("--users", type=int, default=1000)

@@ -18,7 +18,9 @@ ghz's template function (``u{{randomInt 1 N+1}}``). Everything is on loopback an
 
 ghz (``go install``, once) gets a protoset written from ``xds-protos`` (the peer has no server
 reflection): ``ghz --insecure --protoset P --call ...ShouldRateLimit -c C -z DURATION --format json``,
-after an unmeasured ``--warmup-total`` calls. Rounds alternate the order of the systems. Per run:
+after an unmeasured ``--warmup-total`` calls, and before the first round ``--burn-in`` (30 s) of
+unmeasured load per system (a freshly started JVM broker spends its first minute compiling).
+Rounds alternate the order of the systems. Per run:
 requests/s, p50 and p99 (ghz's own percentiles), errors, CPU of the service's processes (peer:
 service + Redis; ours: gateway, worker and the broker the benchmark started, each with children) per
 call and of ghz itself (it takes much of a core on a 2-core machine). Then per system the median and
@@ -151,7 +153,8 @@ def start_systems(args, tmp: Path, stack, console: Console) -> tuple[dict, list[
     facts.append(("load", f"ghz v0.93.0 -c {args.concurrency} --connections {args.connections} "
                   + (f"-n {args.total}" if args.total else f"-z {args.duration}")
                   + f"; {args.users:,} users (one at random per call), limit {args.limit:,} per minute; "
-                  f"{args.rounds} round(s), {args.warmup_total:,} unmeasured calls first, order alternating"))
+                  f"{args.rounds} round(s), {args.burn_in or 'no'} burn-in per system, {args.warmup_total:,} unmeasured "
+                  "calls before each run, order alternating"))
     return targets, facts
 
 
@@ -162,6 +165,11 @@ def measure_rounds(args, targets: dict, tmp: Path, console: Console) -> list[Run
     with console.status("ghz: go install (first time: minutes)"):
         ghz = build_ghz(console.print)
     protoset, runs = write_protoset(tmp / "rls.protoset"), []
+    for system in args.systems if args.burn_in else ():  # a fresh JVM broker compiles in its first minute
+        target, key, _ = targets[system]
+        with console.status(f"burn-in: {system}, {args.burn_in} unmeasured"):
+            subprocess.run(ghz_command(ghz, protoset, target, args.concurrency, args.users, key=key,
+                                       connections=args.connections, duration=args.burn_in), capture_output=True)
     for round_no in range(args.rounds):
         for system in (args.systems if round_no % 2 == 0 else args.systems[::-1]):
             target, key, pids = targets[system]
@@ -187,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--duration", default="10s", help="ghz -z per measured run (default 10s)")
     load.add_argument("--total", type=int, help="ghz -n: calls per measured run instead of --duration")
     parser.add_argument("--warmup-total", type=int, default=2000, help="unmeasured calls before each run")
+    parser.add_argument("--burn-in", default="30s", help="unmeasured ghz -z per system before the first round "
+                                                          "(a fresh JVM broker compiles its hot code; '' for none)")
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--limit", type=int, default=1_000_000_000, help="per-user limit per minute, both systems")
     parser.add_argument("--partitions", type=int, default=4)

@@ -64,9 +64,7 @@ def measure(target: Target, mode: str, connections: int, args, tmp: Path, round_
     scale = batch or 1
     busy, ours, start_wall = system_busy_seconds(), _our_cpu(), time.perf_counter()
     if mode in ("wrk", "background"):
-        script = tmp / f"{target.name}-{batch}.lua"
-        if not script.exists():
-            script.write_text(wrk_script(target, args.users, batch, seed=args.seed))
+        script = _script(target, args, tmp)
         if args.warmup > 0:
             run_wrk(target, script, connections, args.warmup)
         before = _cpu(target.pids)
@@ -98,6 +96,26 @@ def run_line(run: Run) -> str:
             + f", others' CPU {fmt_num(run.others_cpu)}%" + (f", {run.note}" if run.note else ""))
 
 
+def _script(target: Target, args, tmp: Path) -> Path:
+    """The wrk Lua script of ``target`` (written into ``tmp`` once)."""
+    script = tmp / f"{target.name}-{args.batch or 0}.lua"
+    if not script.exists():
+        script.write_text(wrk_script(target, args.users, args.batch or 0, seed=args.seed))
+    return script
+
+
+def burn_in(targets: list[Target], connections: int, args, tmp: Path, progress: Progress, task) -> None:
+    """Drive every target with wrk for ``--burn-in`` seconds, unmeasured, before the first round.
+
+    A broker just started spends its first minute compiling its hot code: during the first rounds the JVM's
+    C2 compiler thread took a quarter of a core (``top -H``), charged to ours, and round 1 was the slowest
+    every time. A broker in service did that long ago; the peer (Go) has nothing to warm up.
+    """
+    for target in targets:
+        progress.update(task, description=f"burn-in: {target.name}, {args.burn_in:g} s unmeasured")
+        run_wrk(target, _script(target, args, tmp), connections, args.burn_in)
+
+
 def run_rounds(args, targets: list[Target], stack: Stack, tmp: Path, console: Console) -> list[Run]:
     """Every run of ``--rounds`` rounds, each printed as it finishes, under a progress bar."""
     mode = "own" if args.load == "own" and not args.rate else "paced" if args.rate else "wrk"
@@ -107,6 +125,8 @@ def run_rounds(args, targets: list[Target], stack: Stack, tmp: Path, console: Co
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         overall = progress.add_task("runs", total=args.rounds * per_round)
+        if args.burn_in > 0 and args.load == "wrk":
+            burn_in(targets, top, args, tmp, progress, overall)
 
         def record(run: Run) -> None:
             runs.append(run)

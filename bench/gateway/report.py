@@ -92,7 +92,8 @@ def write_markdown(path: Path, section: str, command: str, facts, runs: list[Run
                                         if args.load == "wrk" else "") +
               f"; {args.users:,} users (one at random per call), limit {args.limit:,} per minute"
               + (f"; batches of {args.batch}" if args.batch else "")
-              + f"; {args.rounds} round(s) of {args.seconds:g} s (+{args.warmup:g} s warm-up each), order alternating",
+              + f"; {args.rounds} round(s) of {args.seconds:g} s (+{args.warmup:g} s warm-up each), "
+              f"{args.burn_in:g} s burn-in per system first, order alternating",
               "", markdown_table(SUMMARY_HEADERS, summarize(runs)), "", "Every run:", "",
               markdown_table(RUN_HEADERS, run_rows(runs)), ""]
     old = path.read_text() if path.exists() else ""
