@@ -185,10 +185,7 @@ class Limiter(DecisionFeeds, PartitionCounting):
                 await sender.add(topic, partition, key_bytes, value)
                 batch = sender.batch(topic, partition)
             if record.headers and (reply := reply_to(record.headers)) is not None:  # a waiting client
-                answers = routed.get(reply)
-                if answers is None:
-                    answers = routed[reply] = []
-                answers.append(value)
+                routed.setdefault(reply, []).append(value)
         if routed:
             await self.replies.write(sender, routed)
         store.watermark = watermark
