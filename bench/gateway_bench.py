@@ -27,7 +27,9 @@ users (``u1`` .. ``uN``, one chosen at random per request):
 
 - ``--load wrk`` (default): ``wrk -t1 -cC -dS --latency -s SCRIPT`` after an unmeasured
   ``--warmup`` run. Before the first round each system takes ``--burn-in`` seconds (30) of wrk
-  load at the largest C, unmeasured: a freshly started JVM broker spends its first minute compiling. The Lua script (generated into the temporary directory) prepares one request per
+  load at the largest C, unmeasured: a freshly started JVM broker spends its first minute
+  compiling (with ``--load own`` there is no burn-in: count the first round as one). The Lua
+  script (generated into the temporary directory) prepares one request per
   user (or, with ``--batch``, a pool of batch bodies of random users) and picks one at random per
   request; its ``response()`` hook counts statuses and its ``done()`` hook prints the exact
   percentiles as JSON. Decisions/s counts only 200 and 429 answers (a decision; with ``--batch``,
