@@ -165,22 +165,22 @@ def measure_rounds(args, targets: dict, tmp: Path, console: Console) -> list[Run
     with console.status("ghz: go install (first time: minutes)"):
         ghz = build_ghz(console.print)
     protoset, runs = write_protoset(tmp / "rls.protoset"), []
-    for system in args.systems if args.burn_in else ():  # a fresh JVM broker compiles in its first minute
+
+    def command(system: str, **load) -> list[str]:
+        """ghz against ``system`` with this run's concurrency, users and key; ``load``: its duration or total."""
         target, key, _ = targets[system]
+        return ghz_command(ghz, protoset, target, args.concurrency, args.users, key=key,
+                           connections=args.connections, **load)
+
+    for system in args.systems if args.burn_in else ():  # a fresh JVM broker compiles in its first minute
         with console.status(f"burn-in: {system}, {args.burn_in} unmeasured"):
-            subprocess.run(ghz_command(ghz, protoset, target, args.concurrency, args.users, key=key,
-                                       connections=args.connections, duration=args.burn_in), capture_output=True)
+            subprocess.run(command(system, duration=args.burn_in), capture_output=True)
     for round_no in range(args.rounds):
         for system in (args.systems if round_no % 2 == 0 else args.systems[::-1]):
-            target, key, pids = targets[system]
-
-            def command(**load) -> list[str]:
-                return ghz_command(ghz, protoset, target, args.concurrency, args.users, key=key,
-                                   connections=args.connections, **load)
-
-            subprocess.run(command(total=args.warmup_total), capture_output=True)  # unmeasured
-            with console.status(f"round {round_no + 1}: {system} at {target}"):
-                result, cpu, ghz_cpu = measure(command(duration=args.duration, total=args.total), pids)
+            subprocess.run(command(system, total=args.warmup_total), capture_output=True)  # unmeasured
+            with console.status(f"round {round_no + 1}: {system} at {targets[system][0]}"):
+                result, cpu, ghz_cpu = measure(command(system, duration=args.duration, total=args.total),
+                                               targets[system][2])
             runs.append(Run(round_no, system, result, cpu, ghz_cpu))
             console.print(" | ".join(every_row(runs[-1])))
     return runs
