@@ -1,5 +1,5 @@
 """The limiter's control tables: the ``rate-limits`` and ``blocklist`` topics read into a
-:class:`agents.rules.LimitBook` and a :class:`agents.rules.Blocklist` through a
+:class:`agents.rules.LimitBook` and a :class:`agents.blocklist_entries.Blocklist` through a
 :class:`streams.tables.ControlTable` (the worker and the gateway both keep them); and the analytics'
 ``allowlist`` topic read into an :class:`agents.allowlist.Allowlist` (the analytics and the gateway)."""
 
@@ -11,7 +11,9 @@ from agents.allowlist import Allowlist
 from agents.ban_gate import BanGate
 from agents.ban_horizon import is_horizon_key
 from agents.descriptor_rules import RuleBook
-from agents.rules import Blocklist, LimitBook, limit_key
+from agents.event_rules import EVENTS_DOMAIN
+from agents.blocklist_entries import Blocklist
+from agents.rules import LimitBook, limit_key
 from schemas.allowlist import AllowlistEntry
 from schemas.descriptors import RULES_KEY_PREFIX, RulesDocument
 from schemas.limits import MEMBER_KEY_PREFIX, TIER_KEY_PREFIX, BlocklistEntry, RateLimit, TierLimit, TierMembership
@@ -28,7 +30,7 @@ def limits_table(settings: Settings, book: LimitBook, rules: RuleBook | None = N
     """The limits topic, routed by key prefix: per-user limits (no prefix) into ``book``, tiers' limits
     (``tier:<name>[\\x1ftype]``) and memberships (``member:<user>``) too; descriptor rules documents
     (``domain:<d>``) into ``rules`` (the gateway's rate limit service), skipped by readers without one
-    (the workers). A record that does not decode, or a tier record under another's key, is logged and
+    (the workers), and the ``ratewarden`` domain's (the request stream's limits) into ``book`` too. A record that does not decode, or a tier record under another's key, is logged and
     skipped by the table."""
     decode = msgspec.json.Decoder(RateLimit).decode
     decode_tier = msgspec.json.Decoder(TierLimit).decode
@@ -38,9 +40,12 @@ def limits_table(settings: Settings, book: LimitBook, rules: RuleBook | None = N
     def apply(key: bytes, value: bytes | None) -> None:
         name = key.decode()
         if name.startswith(RULES_KEY_PREFIX):
+            domain = name[len(RULES_KEY_PREFIX):]
+            document = None if value is None else decode_rules(value)
+            if domain == EVENTS_DOMAIN:  # the request stream's rules: every reader's book
+                book.put_document(document)
             if rules is not None:
-                domain = name[len(RULES_KEY_PREFIX):]
-                rules.put(domain, None if value is None else decode_rules(value))  # RuleBook logs it
+                rules.put(domain, document)  # RuleBook logs it
         elif name.startswith(TIER_KEY_PREFIX):
             tier_key, limit = name[len(TIER_KEY_PREFIX):], None if value is None else decode_tier(value)
             if limit is not None and limit_key(limit.tier, limit.request_type) != tier_key:

@@ -23,7 +23,7 @@ import msgspec
 
 from schemas.descriptors import UNIT_SECONDS, DescriptorRule, RulesDocument
 
-__all__ = ["MatchedLimit", "Resolved", "RuleBook", "counter_key", "UNLIMITED_REMAINING"]
+__all__ = ["MatchedLimit", "Resolved", "RuleBook", "RuleNode", "build_tree", "counter_key", "step", "UNLIMITED_REMAINING"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +69,14 @@ def counter_key(domain: str, entries: Sequence[tuple[str, str]], window: float) 
     return _encode((domain, [(k, v) for k, v in entries], float(window))).decode()
 
 
-class _Node:
+class RuleNode:
     """One rule of the tree: children by composite key, wildcard children in file order, and its limit."""
 
     __slots__ = ("children", "wildcards", "limit")
 
     def __init__(self) -> None:
-        self.children: dict[str, _Node] = {}
-        self.wildcards: list[tuple[str, _Node]] = []  # (prefix without the "*", node)
+        self.children: dict[str, RuleNode] = {}
+        self.wildcards: list[tuple[str, RuleNode]] = []  # (prefix without the "*", node)
         self.limit: MatchedLimit | None = None
 
 
@@ -96,13 +96,13 @@ def _limit(domain: str, path: str, rule: DescriptorRule) -> MatchedLimit | None:
                         spec.name or None, spec.algorithm, rule.shadow_mode, False, replaces, spec.burst)
 
 
-def _build(domain: str, parent: _Node, prefix: str, rules: Sequence[DescriptorRule]) -> None:
+def _build(domain: str, parent: RuleNode, prefix: str, rules: Sequence[DescriptorRule]) -> None:
     for rule in rules:
         composite = _composite(rule.key, rule.value)
         if composite in parent.children:  # load_rules refuses this; keep the first, as a refusal would
             logger.warning("domain %s: duplicate descriptor %s%s ignored", domain, prefix, composite)
             continue
-        node = _Node()
+        node = RuleNode()
         node.limit = _limit(domain, prefix + composite, rule)
         _build(domain, node, f"{prefix}{composite}.", rule.descriptors)
         parent.children[composite] = node
@@ -110,18 +110,30 @@ def _build(domain: str, parent: _Node, prefix: str, rules: Sequence[DescriptorRu
             parent.wildcards.append((composite[:-1], node))
 
 
-def _match(root: _Node, entries: Sequence[tuple[str, str]]) -> MatchedLimit | None:
+def step(node: RuleNode, key: str, value: str) -> tuple[RuleNode | None, bool]:
+    """The child of ``node`` that the entry ``(key, value)`` reaches, and whether it was reached by its value:
+    the rule ``key_value``, else the first wildcard rule whose prefix it starts with, else the key-only rule."""
+    composite = f"{key}_{value}"
+    found = node.children.get(composite)
+    if found is not None:
+        return found, True
+    for prefix, candidate in node.wildcards:
+        if composite.startswith(prefix):
+            return candidate, True
+    return node.children.get(key), False
+
+
+def build_tree(domain: str, rules: Sequence[DescriptorRule]) -> RuleNode:
+    """The matching tree of one domain's rules (what :meth:`RuleBook.put` installs)."""
+    root = RuleNode()
+    _build(domain, root, "", rules)
+    return root
+
+
+def _match(root: RuleNode, entries: Sequence[tuple[str, str]]) -> MatchedLimit | None:
     node, last = root, len(entries) - 1
     for i, (key, value) in enumerate(entries):
-        composite = f"{key}_{value}"
-        found = node.children.get(composite)
-        if found is None:
-            for prefix, candidate in node.wildcards:
-                if composite.startswith(prefix):
-                    found = candidate
-                    break
-            else:
-                found = node.children.get(key)
+        found = step(node, key, value)[0]
         if found is None:
             return None
         if i == last:
@@ -137,7 +149,7 @@ class RuleBook:
 
     def __init__(self) -> None:
         self._documents: dict[str, RulesDocument] = {}
-        self._roots: dict[str, _Node] = {}
+        self._roots: dict[str, RuleNode] = {}
 
     def put(self, domain: str, document: RulesDocument | None) -> None:
         """Install ``document`` as the rules of ``domain``; None (a tombstone) removes the domain."""
@@ -146,8 +158,7 @@ class RuleBook:
             self._roots.pop(domain, None)
             logger.info("descriptor rules of domain %s removed", domain)
             return
-        root = _Node()
-        _build(domain, root, "", document.descriptors)
+        root = build_tree(domain, document.descriptors)
         self._documents[domain], self._roots[domain] = document, root  # readers see old or new tree
         logger.info("descriptor rules of domain %s loaded: %d top-level rules", domain, len(root.children))
 

@@ -27,7 +27,8 @@ from agents.intake import EventDecoder, Rejection
 from agents.limiter_feeds import DecisionFeeds
 from agents.partition_counting import PartitionCounting
 from agents.policy import decide_and_store, decide_fixed
-from agents.rules import Blocklist, LimitBook
+from agents.blocklist_entries import Blocklist
+from agents.rules import LimitBook
 from agents.strategies.window import WindowStrategy
 from streams import metrics
 from streams.settings import Settings

@@ -1,19 +1,21 @@
-"""Lookups the decision needs: which limits apply to a request (its user's, its tier's or the default),
-and whether it is blocklisted.
+"""The lookup the decision needs first: which limits apply to a request (its user's, its tier's, the
+``ratewarden`` rules' or the default); whether it is blocklisted is :mod:`agents.blocklist_entries`.
 
-Both are plain in-memory structures fed by the compacted control topics (``rate-limits`` and
-``blocklist``) through :mod:`streams.tables`; they do no I/O, so they are unit-tested directly.
+A plain in-memory structure fed by the compacted ``rate-limits`` topic through :mod:`streams.tables`;
+it does no I/O, so it is unit-tested directly.
 """
 
 import logging
 from typing import Iterable
 
-from agents.network_bans import NetworkBans, normalize_cidr
+from agents.descriptor_rules import MatchedLimit
+from agents.event_rules import EVENTS_DOMAIN, EventRules
 from agents.strategies.base import Rule
 from agents.strategies.registry import STRATEGIES
-from schemas.limits import MEMBER_KEY_PREFIX, TIER_KEY_PREFIX, BlocklistEntry, RateLimit, TierLimit
+from schemas.descriptors import RulesDocument
+from schemas.limits import MEMBER_KEY_PREFIX, TIER_KEY_PREFIX, RateLimit, TierLimit
 
-__all__ = ["Blocklist", "LimitBook", "limit_key", "member_key", "tier_key", "SEPARATOR"]
+__all__ = ["LimitBook", "limit_key", "member_key", "tier_key", "SEPARATOR"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +42,15 @@ class LimitBook:
     """Limits per user, per tier and per (user or tier, request_type) over a default.
 
     A request (user, type) gets the user's own limit, else its tier's, else the default; then the
-    user's limit of that type, else its tier's limit of that type, if either exists. Counters stay
+    user's limit of that type, else its tier's limit of that type, if either exists. The rules
+    document of the ``ratewarden`` domain (:mod:`agents.event_rules`) slots its rules into that
+    order: its rule for the user's id after the user's record, its key-only rule before the default.
+    Counters stay
     the user's (keys ``user`` and ``user\x1ftype``) whichever limit applies: a tier is a limit each
     member gets, not a pool, and a user moving between tiers keeps its count.
 
-    Rules are cached per request shape; any change (a limit, a tier's limit, a membership, or a
-    tombstone of one) clears the whole cache, so it applies from the next batch. Without tiers the
+    Rules are cached per request shape; any change (a limit, a tier's limit, a membership, the
+    document, or a tombstone of one) clears the whole cache, so it applies from the next batch. Without tiers the
     resolution is what it always was: the cache is the only per-event cost.
     """
 
@@ -58,6 +63,7 @@ class LimitBook:
         self._members: dict[str, str] = {}  # user -> tier
         self._member_counts: dict[str, int] = {}  # tier -> members
         self._cache: dict[tuple[str, str], list[Rule]] = {}
+        self.rules = EventRules()  # the ratewarden domain's rules document
 
     def __len__(self) -> int:
         return len(self._limits)
@@ -108,25 +114,46 @@ class LimitBook:
     def members(self, tier: str) -> int:
         return self._member_counts.get(tier, 0)
 
+    def put_document(self, document: RulesDocument | None) -> None:
+        """Apply the rules document of the ``ratewarden`` domain (``agents.event_rules``); None removes it."""
+        self.rules.put(document)
+        self._cache.clear()
+        logger.info("rules of the %s domain %s", EVENTS_DOMAIN, "removed" if document is None else "loaded")
+
+    def has_own(self, user_id: str) -> bool:
+        """The user has a limit of its own: a record, or a document rule for its id (not the key-only one)."""
+        return user_id in self._limits or self.rules.user(user_id).by_value
+
     def rules_for(self, user_id: str, request_type: str) -> list[Rule]:
-        """The rules a request must pass: the user's limit (or its tier's, or the default), then a typed one."""
+        """The rules a request must pass: its user limit, then a typed one (the order in ``agents.event_rules``)."""
         shape = (user_id, request_type)
         rules = self._cache.get(shape)
         if rules is not None:
             return rules
         tier = self._members.get(user_id) if self._members else None
+        document = self.rules.user(user_id)
         own = self._limits.get(user_id)
-        if own is None and tier is not None and (tiered := self._tiers.get(tier)) is not None:
+        if own is not None:
+            rules = [_rule(user_id, own, "user")]
+        elif document.by_value and document.limit is not None:
+            rules = [_document_rule(user_id, document.limit, "user")]
+        elif tier is not None and (tiered := self._tiers.get(tier)) is not None:
             rules = [_rule(user_id, tiered, "tier")]
+        elif document.limit is not None:
+            rules = [_document_rule(user_id, document.limit, "user")]
         else:
-            rules = [_rule(user_id, self.default if own is None else own, "user")]
-        if user_id in self._typed_users or tier in self._typed_tiers:
-            typed_key = limit_key(user_id, request_type)
-            typed = self._limits.get(typed_key)
-            if typed is not None:
-                rules.append(_rule(typed_key, typed, "type"))
-            elif tier is not None and (tiered := self._tiers.get(limit_key(tier, request_type))) is not None:
-                rules.append(_rule(typed_key, tiered, "tier_type"))
+            rules = [_rule(user_id, self.default, "user")]
+        typed_key = limit_key(user_id, request_type)
+        typed = self._limits.get(typed_key) if user_id in self._typed_users else None
+        in_document = self.rules.typed(document, request_type) if document.node is not None else None
+        if typed is not None:
+            rules.append(_rule(typed_key, typed, "type"))
+        elif in_document is not None and document.by_value:
+            rules.append(_document_rule(typed_key, in_document, "type"))
+        elif tier in self._typed_tiers and (tiered := self._tiers.get(limit_key(tier, request_type))) is not None:
+            rules.append(_rule(typed_key, tiered, "tier_type"))
+        elif in_document is not None:
+            rules.append(_document_rule(typed_key, in_document, "type"))
         if len(self._cache) > 20_000:  # bounded: users come and go
             self._cache.clear()
         self._cache[shape] = rules
@@ -158,78 +185,7 @@ def _rule(key: str, limit: RateLimit | TierLimit, scope: str) -> Rule:
     return Rule(key + suffix, limit.limit, limit.window, limit.algorithm, limit.shadow, scope, limit.burst)
 
 
-class Blocklist:
-    """Blocked IPs, networks (CIDRs) and users, each active from ``start`` for ``ttl`` seconds of event time.
-
-    Entries are kept by the subject of their topic key (what :meth:`entries` lists and a tombstone
-    names); network bans are also indexed by :class:`agents.network_bans.NetworkBans`, whose key is
-    the normalised network, so two spellings of one network are one ban there: the one put last
-    (the other takes over if that one is removed). A network entry whose subject is no CIDR is
-    logged, counted in :attr:`rejected` and skipped: a bad record must not stop the worker."""
-
-    def __init__(self) -> None:
-        self._by_kind: dict[str, dict[str, BlocklistEntry]] = {"ip": {}, "network": {}, "user": {}}
-        self._ips, self._networks, self._users = self._by_kind["ip"], self._by_kind["network"], self._by_kind["user"]
-        self.network_index = NetworkBans()
-        self._network_matches = self.network_index.matches
-        self._network_names: dict[str, str] = {}  # subject -> normalised network
-        self.rejected = 0
-
-    def __len__(self) -> int:
-        return sum(map(len, self._by_kind.values()))
-
-    def entries(self) -> list[BlocklistEntry]:
-        return [entry for entries in self._by_kind.values() for entry in entries.values()]
-
-    def put(self, kind: str, subject: str, entry: BlocklistEntry | None) -> None:
-        if kind == "network":
-            self._put_network(subject, entry)
-            return
-        entries = self._by_kind.setdefault(kind, {})  # another kind is kept (and listed), never matched
-        if entry is None:
-            entries.pop(subject, None)
-        else:
-            entries[subject] = entry
-
-    def _put_network(self, subject: str, entry: BlocklistEntry | None) -> None:
-        if entry is None:
-            self._networks.pop(subject, None)
-            name = self._network_names.pop(subject, None)
-            if name is not None:
-                self.network_index.remove(name)
-                for other, other_name in self._network_names.items():  # another spelling of the same network
-                    if other_name == name:
-                        self.network_index.put(other_name, self._networks[other])
-            return
-        try:
-            name = self.network_index.put(subject, entry)
-        except ValueError:
-            self.rejected += 1
-            logger.warning("blocklist: skipped network entry %r: not a CIDR (%d rejected)", subject, self.rejected)
-            return
-        self._networks[subject] = entry
-        self._network_names[subject] = name
-
-    def network_subjects(self, cidr: str) -> list[str]:
-        """The subjects (as keyed on the topic) of the entries banning the network ``cidr``, any spelling."""
-        name = normalize_cidr(cidr)
-        return sorted(subject for subject, other in self._network_names.items() if other == name)
-
-    def reason(self, user_id: str, ip: str, ts: float) -> str | None:
-        """``ip_blocked`` / ``network_blocked`` / ``user_blocked`` when an entry is active at event time ``ts``.
-
-        Runs once per event: lookups by subject (no key tuple), none while nothing is blocked; a
-        network lookup is memoised per address (see :mod:`agents.network_bans`)."""
-        if self._ips and (entry := self._ips.get(ip)) is not None and _active(entry, ts):
-            return "ip_blocked"
-        if self._networks:
-            for entry in self._network_matches(ip):
-                if _active(entry, ts):
-                    return "network_blocked"
-        if self._users and (entry := self._users.get(user_id)) is not None and _active(entry, ts):
-            return "user_blocked"
-        return None
-
-
-def _active(entry: BlocklistEntry, ts: float) -> bool:
-    return entry.start <= ts and (entry.ttl is None or ts < entry.start + entry.ttl)
+def _document_rule(key: str, limit: MatchedLimit, scope: str) -> Rule:
+    """The rule of a document's limit, counted under the user's own key like a record's."""
+    suffix = STRATEGIES[limit.algorithm].key_suffix
+    return Rule(key + suffix, limit.requests_per_unit, limit.window, limit.algorithm, limit.shadow, scope, limit.burst)

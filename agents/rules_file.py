@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import msgspec
 import yaml
 
+from agents.event_rules import EVENTS_DOMAIN, event_rule_errors
 from schemas.descriptors import UNIT_SECONDS, RulesDocument
 
 __all__ = ["RuleError", "RulesFileError", "load_rules"]
@@ -112,7 +113,10 @@ class _Checker:
             self.error(fields["domain"], "domain longer than 256 characters")
         elif domain:
             domains[domain] = fields["domain"].start_mark.line + 1
-        return {"domain": domain, "descriptors": self.descriptors(fields.get("descriptors"), "descriptors")}
+        descriptors = self.descriptors(fields.get("descriptors"), "descriptors")
+        if domain == EVENTS_DOMAIN:  # the request stream's own rules: only what it can take
+            self.errors.extend(RuleError(line, message) for line, message in event_rule_errors(descriptors))
+        return {"domain": domain, "descriptors": descriptors}
 
     def descriptors(self, node: yaml.Node | None, field: str) -> list[dict[str, Any]]:
         seen: dict[str, int] = {}  # composite key -> line, at this level
@@ -130,7 +134,8 @@ class _Checker:
     def descriptor(self, node: yaml.Node) -> dict[str, Any]:
         fields = self.fields(node, _DESCRIPTOR, "a descriptor")
         rule: dict[str, Any] = {"key": self.text(fields.get("key"), "key"),
-                                "value": self.text(fields.get("value"), "value") or None}
+                                "value": self.text(fields.get("value"), "value") or None,
+                                "line": node.start_mark.line + 1}  # dropped by _without_lines
         if rule["key"] == "" or ("key" not in fields and isinstance(node, yaml.MappingNode)):
             self.error(fields.get("key", node), "descriptor needs a non-empty 'key'")
         flags = {field: self.flag(fields, field) for field in _FLAGS + _UNSUPPORTED}
@@ -226,4 +231,13 @@ def load_rules(text: str, source: str = "<rules>") -> list[RulesDocument]:
         checker.errors.append(RuleError(1, "the file holds no rules document"))
     if checker.errors:
         raise RulesFileError(checker.errors, source)
-    return [msgspec.convert(document, RulesDocument) for document in documents]
+    return [msgspec.convert(_without_lines(document), RulesDocument) for document in documents]
+
+
+def _without_lines(value: Any) -> Any:
+    """``value`` (the checker's dicts and lists) without the ``line`` each descriptor carried for errors."""
+    if isinstance(value, dict):
+        return {k: _without_lines(v) for k, v in value.items() if k != "line"}
+    if isinstance(value, list):
+        return [_without_lines(v) for v in value]
+    return value

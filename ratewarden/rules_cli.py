@@ -2,7 +2,8 @@
 
 A rules file is envoyproxy/ratelimit's format (docs/rls.md). Every error is reported with its line
 and nothing is published unless the whole file is valid; a valid file replaces the rules of each
-domain it names, live, through the compacted limits topic (gateways apply it as it arrives).
+domain it names, live, through the compacted limits topic (gateways apply it as it arrives; the domain
+``ratewarden`` holds the request stream's own limits, which workers apply too: ``agents.event_rules``).
 """
 
 import logging
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from agents.event_rules import EVENTS_DOMAIN
 from agents.rules_file import RulesFileError, load_rules
 from schemas.descriptors import DescriptorRule
 
@@ -42,7 +44,8 @@ def load_rules_file(path: str, check_only: bool = False) -> int:
         console.print(f"{escape(path)} is valid: {rules} rules in {escape(domains)} (not published: --check)")
         return 0
     control.publish_rules(documents)
-    console.print(f"published {rules} rules of {escape(domains)}; gateways apply them as they arrive")
+    readers = "gateways and workers" if EVENTS_DOMAIN in {doc.domain for doc in documents} else "gateways"
+    console.print(f"published {rules} rules of {escape(domains)}; {readers} apply them as they arrive")
     return 0
 
 

@@ -16,7 +16,8 @@ from agents.descriptor_counter import DescriptorCounter
 from agents.history import HistoryService
 from agents.limiter import Limiter
 from agents.ban_gate import BanGate
-from agents.rules import Blocklist, LimitBook
+from agents.blocklist_entries import Blocklist
+from agents.rules import LimitBook
 from streams.kafka_config import faust_credentials, resolve_bootstrap
 from streams.settings import Settings, get_settings
 from streams.stopping import STOP_STEP_TIMEOUT, WIND_DOWN_TIMEOUT

@@ -4,8 +4,9 @@
 order the limiter checks them; ``RateLimit`` names the one that governed the decision. Items are
 RFC 8941 Strings with Integer parameters, named after the limit they are:
 
-* ``"default"``: the default limit (the user has no limit of its own),
-* ``"user"``: the user's own limit,
+* ``"default"``: the default limit, or the ``ratewarden`` rules' key-only ``user_id`` rule (the user has no
+  limit of its own),
+* ``"user"``: the user's own limit (its record, or the ``ratewarden`` rules' rule for its id),
 * ``"type"``: the user's limit on this request type (checked on top of the user or default limit),
 * ``"tier"``, ``"tier_type"``: the limit, or the limit on this request type, of the user's tier
   (the user has no limit of its own there).
@@ -125,5 +126,5 @@ class PolicyCache:
             return cached
         if len(self._cache) >= self.max_entries:
             self._cache.clear()
-        made = self._cache[shape] = policies(rules, self.limits.get(user_id) is not None)
+        made = self._cache[shape] = policies(rules, self.limits.has_own(user_id))
         return made

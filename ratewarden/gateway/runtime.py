@@ -16,7 +16,8 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from agents.descriptor_rules import RuleBook
-from agents.rules import Blocklist, LimitBook
+from agents.blocklist_entries import Blocklist
+from agents.rules import LimitBook
 from ratewarden.gateway.auth import UserBook
 from ratewarden.gateway.history import HistoryRouter
 from ratewarden.gateway.metrics import DECISION_WAIT, TIMEOUTS, WAITING

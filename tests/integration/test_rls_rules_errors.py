@@ -6,11 +6,8 @@ and the rules a good file put in force before keep answering, counters and all. 
 valid file publishes nothing.
 """
 
-import os
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import grpc
 import pytest
@@ -19,6 +16,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from agents.rules_file import load_rules
 from bench.rls_differential import rate_limit_request
 from ratewarden.gateway.testing import GatewayStack, wait_until
+from tests.support.cli import ratewarden as run_cli
 
 pytestmark = pytest.mark.kafka
 
@@ -106,15 +104,8 @@ EXPECTED = {
     49: "'descriptors' must be a list",
 }
 CHECK = GOOD + "---\n" + checkout_rule(CHECK_ONLY, 1)
-ROOT = Path(__file__).resolve().parents[2]
-
-
 def ratewarden(stack: GatewayStack, *args: str) -> subprocess.CompletedProcess:
-    """``ratewarden ARGS...`` with the stack's settings in the environment (as ratewarden.processes.start_cli)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RATEWARDEN_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env.update(stack.settings.to_env(), COLUMNS="300", NO_COLOR="1")
-    return subprocess.run([sys.executable, "-m", "ratewarden.cli", *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return run_cli(stack.settings, *args)
 
 
 def remaining(stack: GatewayStack, domain: str, key: str, value: str) -> tuple[int, int, bool]:

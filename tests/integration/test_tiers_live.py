@@ -1,43 +1,14 @@
 """Tiers of limits on the real broker: a running worker picks up tier limits and memberships live."""
 
-import time
-
-import pytest
-
 import msgspec
+import pytest
 
 from ratewarden.control import assign_tier, delete_limit, import_tiers, set_limit, set_tier_limits
 from ratewarden.tiers_cli import read_tier_records
-from schemas.events import RequestEvent
 from schemas.limits import RateLimit, TierLimit, TierMembership
+from tests.support.probe import Probe, verdicts
 
 pytestmark = pytest.mark.kafka
-
-T0 = 1_732_899_960.0  # a multiple of 60: the start of a window
-
-
-class Probe:
-    """Replays requests in windows of their own (one minute apart), so each burst starts from zero."""
-
-    def __init__(self, pipeline) -> None:
-        self.pipeline, self.ts, self.n = pipeline, T0, 0
-
-    def burst(self, user: str, n: int, request_type: str = "read"):
-        self.ts += 60.0
-        events = [RequestEvent(f"r{self.n}-{i}", user, "203.0.113.7", request_type, self.ts + i * 0.01)
-                  for i in range(n)]
-        self.n += 1
-        return self.pipeline.replay(events)
-
-    def until(self, user: str, limit: int, timeout: float = 30.0) -> None:
-        """Wait until the worker decides ``user``'s requests under ``limit`` (it follows the topic live)."""
-        deadline = time.monotonic() + timeout
-        while self.burst(user, 1)[0].limit != limit:
-            assert time.monotonic() < deadline, f"{user} never got limit {limit}"
-
-
-def verdicts(decisions) -> list[tuple[str, str]]:
-    return [(d.verdict, d.reason) for d in decisions]
 
 
 def test_tier_limits_and_memberships_apply_live_without_a_restart(make_core_pipeline, tmp_path):

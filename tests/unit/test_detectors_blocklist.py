@@ -4,7 +4,7 @@ import msgspec
 import pytest
 
 from agents.blocklist import BanBook, ban_ttl, next_ban
-from agents.rules import Blocklist
+from agents.blocklist_entries import Blocklist
 from schemas.flags import AutoBan, IpFeatures, IpFlag, Population
 from schemas.limits import BlocklistEntry
 from streams.settings import Settings

@@ -6,7 +6,8 @@ from collections import namedtuple
 import msgspec
 
 from agents.limiter import Limiter
-from agents.rules import Blocklist, LimitBook
+from agents.blocklist_entries import Blocklist
+from agents.rules import LimitBook
 from agents.state_codec import STATE_CODEC
 from schemas.limits import RateLimit
 from schemas.replies import reply_headers

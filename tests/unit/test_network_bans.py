@@ -7,7 +7,7 @@ import random
 import pytest
 
 from agents.network_bans import NetworkBans, normalize_cidr
-from agents.rules import Blocklist
+from agents.blocklist_entries import Blocklist
 from schemas.limits import BlocklistEntry
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from agents.control_tables import limits_table
 from agents.policy import decide
-from agents.rules import LimitBook, limit_key, member_key, tier_key
+from agents.rules import limit_key, member_key, tier_key
 from gateway_fakes import api_client, decision
 from ratewarden.cli import main
 from ratewarden.gateway.headers import policies
@@ -15,22 +15,6 @@ from schemas.limits import RateLimit, TierLimit, TierMembership, check_tier_name
 from streams.settings import Settings
 
 NOW = 1_700_000_000.0
-
-
-@pytest.fixture
-def book() -> LimitBook:
-    return LimitBook(100, 60.0)
-
-
-@pytest.fixture
-def apply(book):
-    """Feed the book as the worker does: key and JSON value through the limits table."""
-    table = limits_table(Settings(), book)
-
-    def put(key: str, record) -> None:
-        table._apply(key.encode(), None if record is None else msgspec.json.encode(record))
-
-    return put
 
 
 def shape(rules):

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from agents.limiter import Limiter
-from agents.rules import Blocklist, LimitBook, limit_key
+from agents.blocklist_entries import Blocklist
+from agents.rules import LimitBook, limit_key
 from agents.state_codec import STATE_CODEC
 from agents.whatif import Flagged, Replayer, diff
 from ratewarden.cli import main as cli
