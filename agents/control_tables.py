@@ -10,9 +10,9 @@ import msgspec
 from agents.allowlist import Allowlist
 from agents.ban_gate import BanGate
 from agents.ban_horizon import is_horizon_key
+from agents.blocklist_entries import Blocklist
 from agents.descriptor_rules import RuleBook
 from agents.event_rules import EVENTS_DOMAIN
-from agents.blocklist_entries import Blocklist
 from agents.rules import LimitBook, limit_key
 from schemas.allowlist import AllowlistEntry
 from schemas.descriptors import RULES_KEY_PREFIX, RulesDocument

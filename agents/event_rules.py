@@ -3,7 +3,8 @@
 One rule engine serves Envoy's calls and the requests the limiter decides (stream events and
 ``POST /requests``): the same rules file format, the same tree and the same matching
 (:mod:`agents.descriptor_rules`). A request of user ``u`` and type ``t`` is the two descriptors
-``[(user_id, u)]`` and ``[(user_id, u), (request_type, t)]`` of the domain ``ratewarden``::
+``[(user_id, u)]`` and ``[(user_id, u), (request_type, t)]`` of the domain ``ratewarden``, and the
+client address ``[(remote_address, ip)]``::
 
     domain: ratewarden
     descriptors:
@@ -16,6 +17,8 @@ One rule engine serves Envoy's calls and the requests the limiter decides (strea
       - key: user_id
         value: partner-*                    # a wildcard: every user whose id starts with "partner-"
         rate_limit: {unit: second, requests_per_unit: 50, algorithm: sliding}
+      - key: remote_address                 # every client address, each counted apart
+        rate_limit: {unit: second, requests_per_unit: 20}
 
 The per-user records of the limits topic (``ratewarden limits set``, ``PUT /limits/{user}``) are
 rules of this model too: a user's record is the rule ``user_id: <user>`` and a typed record its
@@ -27,8 +30,15 @@ is found the same way under the user rule that matched. As in the reference, the
 under the user rule that was reached, and every matched rule counts the request under the user's own
 counter key, so a user keeps its count when its limit moves from one rule to another.
 
+A ``remote_address`` rule is counted where an address's count is exact with any number of workers:
+on the descriptor counters of ``rls-hits``, keyed by the address. The gateway counts each request
+of ``POST /requests`` (and each item of the batch) there before it publishes it, and publishes one
+over the limit with a refusal the limiter turns into a throttle (``schemas.refusals``). Events a
+producer publishes straight to the requests topic are keyed by user and reach no such counter: the
+limits of their users apply, and their addresses are the analytics' to ban.
+
 What the stream cannot take is refused when the file is loaded (:func:`event_rule_errors`): keys
-other than these two, deeper levels, ``unlimited`` and ``replaces`` (every request must have a limit,
+other than these three, deeper levels, ``unlimited`` and ``replaces`` (every request must have a limit,
 and the stream's limits never replace one another), units longer than a day.
 """
 
@@ -37,11 +47,11 @@ from typing import Any, NamedTuple
 from agents.descriptor_rules import MatchedLimit, RuleNode, build_tree, step
 from schemas.descriptors import UNIT_SECONDS, RulesDocument
 
-__all__ = ["EVENTS_DOMAIN", "EventRules", "UserMatch", "event_rule_errors"]
+__all__ = ["ADDRESS_KEY", "EVENTS_DOMAIN", "EventRules", "UserMatch", "event_rule_errors"]
 
 #: The domain whose rules limit the request stream.
 EVENTS_DOMAIN = "ratewarden"
-USER_KEY, TYPE_KEY = "user_id", "request_type"
+USER_KEY, TYPE_KEY, ADDRESS_KEY = "user_id", "request_type", "remote_address"
 _LONGEST = 86_400  # a day: the stream's counters are kept a few windows past event time
 
 
@@ -63,6 +73,8 @@ class EventRules:
     def __init__(self) -> None:
         self.document: RulesDocument | None = None
         self._root: RuleNode | None = None
+        self.addresses = False  # the document has remote_address rules
+
 
     def __bool__(self) -> bool:
         return self._root is not None
@@ -70,6 +82,14 @@ class EventRules:
     def put(self, document: RulesDocument | None) -> None:
         """Install ``document`` (None: a tombstone, back to records, tiers and the default)."""
         self.document, self._root = document, None if document is None else build_tree(EVENTS_DOMAIN, document.descriptors)
+        self.addresses = document is not None and any(rule.key == ADDRESS_KEY for rule in document.descriptors)
+
+    def address(self, ip: str) -> MatchedLimit | None:
+        """The limit of requests from ``ip``: its rule (a value or wildcard) or the key-only ``remote_address`` rule."""
+        if not self.addresses:
+            return None
+        node = step(self._root, ADDRESS_KEY, ip)[0]
+        return None if node is None else node.limit
 
     def user(self, user_id: str) -> UserMatch:
         """The user rule of ``user_id``: by its value (or a wildcard) if there is one, else the key-only rule."""
@@ -93,14 +113,18 @@ def event_rule_errors(rules: list[dict[str, Any]], depth: int = 0) -> list[tuple
     ``rules`` are the rules file's descriptors as :mod:`agents.rules_file` reads them (dicts with
     their ``line``), so each refusal names its line like every other error of the file."""
     errors = []
-    expected = USER_KEY if depth == 0 else TYPE_KEY
+    expected = (USER_KEY, ADDRESS_KEY) if depth == 0 else (TYPE_KEY,)
     for rule in rules:
         line = rule["line"]
         if depth > 1:
             errors.append((line, f"the {EVENTS_DOMAIN} domain has two levels: {USER_KEY}, then {TYPE_KEY}"))
             continue
-        if rule["key"] and rule["key"] != expected:
-            errors.append((line, f"the {EVENTS_DOMAIN} domain takes the key '{expected}' here, not '{rule['key']}'"))
+        if rule["key"] and rule["key"] not in expected:
+            keys = " or ".join(f"'{key}'" for key in expected)
+            errors.append((line, f"the {EVENTS_DOMAIN} domain takes the key {keys} here, not '{rule['key']}'"))
+        if rule["key"] == ADDRESS_KEY and rule["descriptors"]:
+            errors.append((line, f"'{ADDRESS_KEY}' has no levels under it in the {EVENTS_DOMAIN} domain"))
+            continue
         if rule["unlimited"] or rule["replaces"]:
             errors.append((line, f"'unlimited' and 'replaces' do not apply in the {EVENTS_DOMAIN} domain: "
                                  "every request has a limit"))

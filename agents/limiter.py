@@ -23,13 +23,14 @@ import msgspec
 from aiokafka import TopicPartition
 
 from agents.ban_gate import BanGate
+from agents.blocklist_entries import Blocklist
 from agents.intake import EventDecoder, Rejection
 from agents.limiter_feeds import DecisionFeeds
 from agents.partition_counting import PartitionCounting
-from agents.policy import decide_and_store, decide_fixed
-from agents.blocklist_entries import Blocklist
+from agents.policy import decide_and_store, decide_fixed, decide_refused
 from agents.rules import LimitBook
 from agents.strategies.window import WindowStrategy
+from schemas.refusals import address_refusal
 from streams import metrics
 from streams.settings import Settings
 
@@ -157,7 +158,9 @@ class Limiter(DecisionFeeds, PartitionCounting):
                 block = blocked_reason(event.user_id, event.ip, event.ts)
                 if event.ts < expired_at and event.ts + LATE_WINDOWS * rules[0].window <= expired_at:  # rare
                     late += 1
-                if len(rules) == 1 and rules[0].algorithm == "fixed":  # the common case
+                if record.headers and (refusal := address_refusal(record.headers)) is not None:  # gateway's
+                    decision = decide_refused(event, refusal, block, now)
+                elif len(rules) == 1 and rules[0].algorithm == "fixed":  # the common case
                     rule = rules[0]
                     before = get(rule.key)
                     decision, after = decide_fixed(event, rule, before, now, block)

@@ -12,18 +12,20 @@ Semantics, in one place (each algorithm's own are in its module under ``agents.s
 * Every applicable rule must allow. A rule in shadow mode never throttles: the verdict stays
   ``allow`` with ``shadow=True`` and the reason says what enforcement would have done.
 * A blocklisted user or IP gets ``block`` whatever the states say, and is not counted.
+* A request its gateway found over an address limit is throttled and not counted (:func:`decide_refused`).
 """
 
 import math
 from typing import Any, Callable, Sequence
 
-from agents.strategies.base import EPS, THROTTLE_REASONS, Check, Rule
+from agents.strategies.base import EPS, THROTTLE_REASONS, Check, Rule, ceil_ms
 from agents.strategies.fixed import decide_fixed
 from agents.strategies.registry import STRATEGIES
 from schemas.decisions import ALLOW, BLOCK, THROTTLE, Decision
 from schemas.events import RequestEvent
+from schemas.refusals import AddressRefusal
 
-__all__ = ["Check", "Rule", "check", "decide", "decide_and_store", "decide_fixed"]
+__all__ = ["Check", "Rule", "check", "decide", "decide_and_store", "decide_fixed", "decide_refused"]
 
 
 def check(state: Any, rule: Rule, ts: float) -> Check:
@@ -69,6 +71,20 @@ def decide(
     if enforced:
         return _decision(event, THROTTLE, reason, rules, checks, governing, 0, False, decided_at), advanced
     return _decision(event, ALLOW, "shadow:" + reason, rules, checks, governing, 0, True, decided_at), advanced
+
+
+def decide_refused(event: RequestEvent, refusal: AddressRefusal, blocked: str | None, decided_at: float) -> Decision:
+    """A request its gateway found over an address limit (``schemas.refusals``): throttled with the address
+    limit's numbers, or blocked if blocklisted; counted against none of the user's rules."""
+    if blocked is not None:
+        return _decision(event, BLOCK, blocked, (), (), None, 0, False, decided_at)
+    ts = event.ts
+    reset_at = ts + refusal.reset_after
+    return Decision(
+        event.request_id, event.user_id, event.ip, event.request_type, THROTTLE, THROTTLE_REASONS["address"],
+        refusal.limit, refusal.count, 0, reset_at - refusal.window, reset_at, ceil_ms(refusal.reset_after), False,
+        ts, decided_at, event.status,
+    )
 
 
 def decide_and_store(event: RequestEvent, rules: Sequence[Rule], blocked: str | None,

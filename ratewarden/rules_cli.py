@@ -16,6 +16,7 @@ from rich.table import Table
 from agents.event_rules import EVENTS_DOMAIN
 from agents.rules_file import RulesFileError, load_rules
 from schemas.descriptors import DescriptorRule
+from schemas.limits import RateLimit
 
 __all__ = ["list_rules", "load_rules_file", "unload_domain"]
 
@@ -83,11 +84,21 @@ def unload_domain(domain: str) -> int:
 
 
 def list_rules() -> int:
+    """Every domain's rules, and the per-user records as the rules of the ``ratewarden`` domain they are."""
     from ratewarden import control
 
-    table = Table("domain", "descriptor", "limit", "name", "mode", "replaces")
+    table = Table("domain", "descriptor", "limit", "name", "mode", "replaces", "from")
     for document in sorted(control.read_rules(), key=lambda d: d.domain):
         for row in _rows(document.domain, document.descriptors):
-            table.add_row(*map(escape, row))
+            table.add_row(*map(escape, row), "file")
+    for limit in sorted(control.read_limits(), key=lambda x: (x.user_id, x.request_type or "")):
+        table.add_row(*map(escape, _record_row(limit)), "record")
     console.print(table)
     return 0
+
+
+def _record_row(limit: RateLimit) -> tuple[str, ...]:
+    """A per-user record as the ``ratewarden`` domain's rule it is (``agents.event_rules``)."""
+    path = f"user_id={limit.user_id}" + (f".request_type={limit.request_type}" if limit.request_type else "")
+    what = f"{limit.limit}/{limit.window:g} s ({limit.algorithm})"
+    return EVENTS_DOMAIN, path, what, "", "shadow" if limit.shadow else "", ""

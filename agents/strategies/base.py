@@ -21,9 +21,11 @@ __all__ = ["EPS", "THROTTLE_REASONS", "Check", "Rule", "Strategy", "ceil_ms"]
 EPS = 1e-9
 
 #: The decision's reason when a rule of this scope throttles: the user's own (or the default) limit,
-#: its tier's limit (``agents.rules.LimitBook``), or the typed limit of the user or of its tier.
+#: its tier's limit (``agents.rules.LimitBook``), the typed limit of the user or of its tier, or the
+#: client address's limit (``agents.event_rules``; counted by the gateway, ``schemas.refusals``).
 THROTTLE_REASONS = {"user": "rate_limited", "type": "rate_limited_type",
-                    "tier": "rate_limited_tier", "tier_type": "rate_limited_tier_type"}
+                    "tier": "rate_limited_tier", "tier_type": "rate_limited_tier_type",
+                    "address": "rate_limited_address"}
 
 
 class Rule(NamedTuple):

@@ -6,7 +6,7 @@ One function builds it for both ``POST /requests`` (a whole HTTP answer) and eac
 
 from typing import Any, NamedTuple
 
-from ratewarden.gateway.headers import PolicyCache, rate_fields, seconds
+from ratewarden.gateway.headers import ADDRESS_REASON, PolicyCache, rate_fields, seconds, with_address
 from ratewarden.gateway.metrics import ANSWERS
 from ratewarden.gateway.runtime import Outcome
 from streams.settings import Settings
@@ -66,6 +66,8 @@ class Answers:
             body = {"status": "unavailable", "request_id": event.request_id, "detail": self.timeout_detail}
             return Answer(503, body, policies.value, None, "1", False)
         _COUNT[d.verdict].inc()
+        if d.reason == ADDRESS_REASON:  # rare: refused by its address's limit
+            policies = with_address(policies, d)
         policy, ratelimit = rate_fields(policies, d)
         if d.verdict == "allow":
             body = {"status": "ok", "request_id": d.request_id, "shadow": d.shadow, "fail_open": False}

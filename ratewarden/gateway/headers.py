@@ -9,7 +9,9 @@ RFC 8941 Strings with Integer parameters, named after the limit they are:
 * ``"user"``: the user's own limit (its record, or the ``ratewarden`` rules' rule for its id),
 * ``"type"``: the user's limit on this request type (checked on top of the user or default limit),
 * ``"tier"``, ``"tier_type"``: the limit, or the limit on this request type, of the user's tier
-  (the user has no limit of its own there).
+  (the user has no limit of its own there),
+* ``"address"``: the client address's limit (a ``remote_address`` rule of the ``ratewarden``
+  domain), listed when it refused the request (``ratewarden.gateway.addresses``).
 
 ``q`` is the limit and ``w`` its window in whole seconds (rounded up, at least 1); ``r`` is what
 remains of the quota after this request and ``t`` the seconds until the window resets (rounded up).
@@ -26,10 +28,11 @@ from agents.rules import LimitBook
 from agents.strategies.base import THROTTLE_REASONS, Rule
 from schemas.decisions import Decision
 
-__all__ = ["DEFAULT", "TIER", "TIER_TYPE", "TYPE", "USER", "Policies", "PolicyCache", "governing", "limit_item",
-           "policies", "policy_item", "rate_fields", "rate_headers", "seconds"]
+__all__ = ["ADDRESS", "ADDRESS_REASON", "DEFAULT", "TIER", "TIER_TYPE", "TYPE", "USER", "Policies", "PolicyCache", "governing", "limit_item",
+           "policies", "policy_item", "rate_fields", "rate_headers", "seconds", "with_address"]
 
-DEFAULT, USER, TYPE, TIER, TIER_TYPE = "default", "user", "type", "tier", "tier_type"
+DEFAULT, USER, TYPE, TIER, TIER_TYPE, ADDRESS = "default", "user", "type", "tier", "tier_type", "address"
+ADDRESS_REASON = THROTTLE_REASONS[ADDRESS]
 #: A throttling reason (without ``shadow:``) -> the scope of the rule it names.
 _SCOPES = {reason: scope for scope, reason in THROTTLE_REASONS.items()}
 
@@ -73,6 +76,12 @@ def policies(rules: Sequence[Rule], own_limit: bool) -> Policies:
     names = tuple((USER if own_limit else DEFAULT) if rule.scope == "user" else rule.scope for rule in rules)
     value = ", ".join(_item(n, r.limit, r.window) for n, r in zip(names, rules))
     return Policies(rules, names, value, tuple((r.limit, _window(r.window)) for r in rules))
+
+
+def with_address(p: Policies, d: Decision) -> Policies:
+    """``p`` and, last, the address limit that refused ``d`` (its numbers are the decision's)."""
+    rule = Rule("", d.limit, d.reset_at - d.window_start, scope=ADDRESS)
+    return policies([*p.rules, rule], USER in p.names)
 
 
 def governing(p: Policies, d: Decision) -> int:

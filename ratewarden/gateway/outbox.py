@@ -38,7 +38,7 @@ HOLD_LIMIT = 0.005
 #: Users whose partition is remembered (the same as the limiter's and the history's: ``partition_for``).
 MAX_REMEMBERED = 100_000
 
-Item = tuple[RequestEvent | DescriptorHit, Waiting, int]
+Item = tuple[RequestEvent | DescriptorHit, Waiting, int, list | None]  # headers: None for the stamp alone
 
 
 class Outbox:
@@ -62,8 +62,8 @@ class Outbox:
     def in_flight(self) -> int:
         return len(self._flights)
 
-    def put(self, event: RequestEvent | DescriptorHit, waiting: Waiting, index: int) -> None:
-        """Queue ``event``, the ``index``-th request ``waiting`` waits for."""
+    def put(self, event: RequestEvent | DescriptorHit, waiting: Waiting, index: int, headers: list | None = None) -> None:
+        """Queue ``event``, the ``index``-th request ``waiting`` waits for; ``headers``: its own, with the stamp."""
         key = self.key_of(event)
         partition = self._partition_of.get(key)
         if partition is None:
@@ -73,7 +73,7 @@ class Outbox:
         queue = self._queued.get(partition)
         if queue is None:
             queue = self._queued[partition] = []
-        queue.append((event, waiting, index))
+        queue.append((event, waiting, index, headers))
         self._count += 1
         if not self._scheduled and (len(self._flights) < self.max_in_flight or self._count >= FULL_BATCH):
             self._scheduled = True
@@ -119,8 +119,9 @@ class Outbox:
             while start < len(items):
                 batch, end = self.producer.create_batch(), start
                 while end < len(items):
-                    event = items[end][0]
-                    if batch.append(key=key_of(event).encode(), value=encode(event), timestamp=None, headers=stamp) is None:
+                    event, _, _, headers = items[end]
+                    if batch.append(key=key_of(event).encode(), value=encode(event), timestamp=None,
+                                    headers=stamp if headers is None else headers) is None:
                         break
                     end += 1
                 await self._send_batch(batch, partition, items[start:end])
@@ -143,7 +144,7 @@ class Outbox:
         if not before or self.refused // 1_000 > before // 1_000:  # the first, then a line per 1,000 refused
             logger.warning("%d requests not published to %s[%d] (%d so far): %r", len(items), self.topic,
                            partition, self.refused, exc)
-        for _, waiting, index in items:
+        for _, waiting, index, _ in items:
             waiting.give_up(index)
 
     async def stop(self) -> None:

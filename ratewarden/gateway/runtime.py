@@ -15,9 +15,10 @@ import msgspec
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from agents.descriptor_rules import RuleBook
 from agents.blocklist_entries import Blocklist
+from agents.descriptor_rules import RuleBook
 from agents.rules import LimitBook
+from ratewarden.gateway.addresses import AddressLimits
 from ratewarden.gateway.auth import UserBook
 from ratewarden.gateway.history import HistoryRouter
 from ratewarden.gateway.metrics import DECISION_WAIT, TIMEOUTS, WAITING
@@ -106,6 +107,7 @@ class Gateway:
         self.producer = None
         self.outbox: Outbox | None = None
         self.rls = RlsEngine(settings, self.rules, self.clock, self.new_id)
+        self.addresses = AddressLimits(self.limits.rules, self.rls, lambda: self.waiter.stamp)
         self.failure: BaseException | None = None
         self._tasks: list[asyncio.Future] = []
         self._encode = msgspec.json.Encoder().encode
@@ -158,15 +160,17 @@ class Gateway:
         """Publish ``(user_id, ip, request_type[, status])`` requests; their outcomes in the same order, after
         one wait.
 
-        An outcome whose decision did not come within the timeout (or that Kafka refused) has None.
+        An outcome whose decision did not come within the timeout (or that Kafka refused) has None. With
+        ``remote_address`` rules, each address is counted first (:mod:`ratewarden.gateway.addresses`).
         """
         clock, new_id, expect, put = self.clock, self.new_id, self.waiter.expect, self.outbox.put
+        refused = await self.addresses.headers([r[1] for r in requests]) if self.addresses else None
         waiting = Waiting(len(requests))
         events = []
         for index, (user_id, ip, request_type, *status) in enumerate(requests):
             event = RequestEvent(new_id(), user_id, ip, request_type, clock(), *status)
             expect(event.request_id, waiting, index)
-            put(event, waiting, index)
+            put(event, waiting, index, None if refused is None else refused[index])
             events.append(event)
         timer = asyncio.get_running_loop().call_later(self.settings.gateway_decision_timeout, waiting.expire)
         started = time.perf_counter()

@@ -111,4 +111,4 @@ class RlsEngine:
                 statuses[i] = Status(self.failure_code, limit.requests_per_unit, limit.unit, limit.name, 0, None, False)
             else:
                 statuses[i] = Status(answer.code, limit.requests_per_unit, limit.unit, limit.name, answer.remaining,
-                                     math.ceil(answer.reset_after), True)
+                                     math.ceil(answer.reset_after), True, answer.count)

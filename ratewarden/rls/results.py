@@ -26,6 +26,7 @@ class Status(NamedTuple):
     remaining: int = 0
     reset_after: int | None = None  # whole seconds until the window turns (None without a limit)
     decided: bool = True  # False: no answer in time; ``code`` is the configured failure mode's
+    count: int | None = None  # hits in the window, this one included (None without an answer)
 
 
 class RlsResult(NamedTuple):

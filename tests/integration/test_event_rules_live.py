@@ -70,9 +70,12 @@ def test_a_rules_file_for_the_stream_decides_its_requests_live(make_core_pipelin
     assert f"{bad}:6: the ratewarden domain takes the key 'request_type' here, not 'route'" in refused.stdout
     assert verdicts(probe.burst("alice", 2, "login")) == [ALLOWED, ("throttle", "rate_limited_type")]
 
-    # listed with the other domains; unloaded, the worker's default is back
+    # listed with the other domains, and the per-user records as the rules they are; unloaded, the default is back
+    set_limit(RateLimit(user_id="carol", limit=7, window=30.0, request_type="login"), settings)
     listed = ratewarden(settings, "limits", "rules")
-    assert listed.returncode == 0 and "ratewarden" in listed.stdout and "user_id.request_type=login" in listed.stdout
+    assert listed.returncode == 0 and "user_id.request_type=login" in listed.stdout
+    assert [[cell.strip() for cell in line.split("│")[1:4]] for line in listed.stdout.splitlines()
+            if "carol" in line] == [["ratewarden", "user_id=carol.request_type=login", "7/30 s (fixed)"]]
     assert ratewarden(settings, "limits", "unload", "ratewarden").returncode == 0
     probe.until("alice", 100)
     assert [d.verdict for d in probe.burst("alice", 6)] == ["allow"] * 6

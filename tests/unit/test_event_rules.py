@@ -129,6 +129,11 @@ descriptors:
     value: light
     rate_limit: {unit: second, requests_per_unit: 1, name: light}
     replaces: [{name: other}]
+  - key: remote_address
+    rate_limit: {unit: second, requests_per_unit: 1}
+    descriptors:
+      - key: request_type
+        rate_limit: {unit: second, requests_per_unit: 1}
 """
 
 
@@ -137,13 +142,52 @@ def test_what_the_stream_cannot_take_is_refused_by_line():
     with pytest.raises(RulesFileError) as refused:
         load_rules(BAD, "stream.yaml")
     assert [(e.line, e.message.split(":")[0]) for e in refused.value.errors] == [
-        (3, "the ratewarden domain takes the key 'user_id' here, not 'remote_addr'"),
+        (3, "the ratewarden domain takes the key 'user_id' or 'remote_address' here, not 'remote_addr'"),
         (5, "'unlimited' and 'replaces' do not apply in the ratewarden domain"),
         (8, "unit 'week' is longer than the ratewarden domain takes (a day at most)"),
         (12, "the ratewarden domain takes the key 'request_type' here, not 'user_id'"),
         (17, "the ratewarden domain has two levels"),
         (19, "'unlimited' and 'replaces' do not apply in the ratewarden domain"),
+        (23, "'remote_address' has no levels under it in the ratewarden domain"),
     ]
     assert "stream.yaml: line 3:" in str(refused.value)
     # the same shapes are fine in another domain (the rate limit service's)
     assert load_rules(BAD.replace("domain: ratewarden", "domain: edge"))[0].domain == "edge"
+
+
+def test_address_rules_by_value_wildcard_or_key_alone(book, apply):
+    assert not book.rules.addresses and book.rules.address("203.0.113.7") is None
+    load(apply, RULES + """\
+  - key: remote_address
+    rate_limit: {unit: second, requests_per_unit: 20}
+  - key: remote_address
+    value: 198.51.100.*
+    rate_limit: {unit: minute, requests_per_unit: 3}
+  - key: remote_address
+    value: 203.0.113.9
+    rate_limit: {unit: hour, requests_per_unit: 1}
+""")
+    assert book.rules.addresses
+    found = {ip: (m.rule, m.requests_per_unit, m.window) for ip in ("203.0.113.7", "198.51.100.4", "203.0.113.9")
+             if (m := book.rules.address(ip)) is not None}
+    assert found == {"203.0.113.7": ("remote_address", 20, 1.0), "198.51.100.4": ("remote_address_198.51.100.*", 3, 60.0),
+                     "203.0.113.9": ("remote_address_203.0.113.9", 1, 3600.0)}
+    assert [r.scope for r in book.rules_for("bob", "login")] == ["user", "type"]  # user rules as before
+
+
+def test_a_refusal_header_reads_back_and_a_bad_one_says_what_is_wrong():
+    from agents.policy import decide_refused
+    from schemas.refusals import AddressRefusal, address_refusal, refusal_header
+
+    refusal = AddressRefusal("remote_address", 3, 60.0, 5, 12.5)
+    assert address_refusal([("ratewarden-reply-topic", b"replies"), refusal_header(refusal)]) == refusal
+    assert address_refusal([("ratewarden-reply-topic", b"replies")]) is None
+    for bad in (b"{", b'{"rule": "x"}', b'{"rule":"x","limit":3,"window":0,"count":1,"reset_after":1}'):
+        with pytest.raises(ValueError, match="bad ratewarden-address-limit header"):
+            address_refusal([("ratewarden-address-limit", bad)])
+    event = RequestEvent("r1", "dave", "203.0.113.7", "read", 1_700_000_047.5)
+    throttled = decide_refused(event, refusal, None, event.ts)
+    assert (throttled.verdict, throttled.reason, throttled.limit, throttled.count, throttled.remaining,
+            throttled.retry_after, throttled.reset_at, throttled.window_start) == (
+        "throttle", "rate_limited_address", 3, 5, 0, 12.5, 1_700_000_060.0, 1_700_000_000.0)
+    assert decide_refused(event, refusal, "ip_blocked", event.ts).verdict == "block"

@@ -5,8 +5,8 @@ from collections import namedtuple
 
 import msgspec
 
-from agents.limiter import Limiter
 from agents.blocklist_entries import Blocklist
+from agents.limiter import Limiter
 from agents.rules import LimitBook
 from agents.state_codec import STATE_CODEC
 from schemas.limits import RateLimit
@@ -144,4 +144,24 @@ def test_the_replies_of_one_batch_leave_as_one_array_per_reply_partition_in_deci
     assert sender.partitions[settings.replies_topic] == [5, 2]
     assert [[d["request_id"] for d in msgspec.json.decode(v)] for _, v in replies] == [["r0", "r2", "r4"], ["r1"]]
     assert all(key is None for key, _ in replies)
+    limiter.stores[0].close()
+
+
+def test_a_request_refused_by_its_address_is_throttled_and_counted_against_no_user_rule(tmp_path):
+    from schemas.refusals import AddressRefusal, refusal_header
+
+    settings, limiter, sender = replying_limiter(tmp_path)
+    refusal = AddressRefusal("remote_address", 3, 60.0, 4, 20.0)
+    stamps = {1: [refusal_header(refusal)], 2: [("ratewarden-address-limit", b'{"rule": 1}')]}
+    asyncio.run(limiter.process(0, event_records(settings, ["a", "a", "a", "a"], stamps)))
+    decided = {d["request_id"]: d for d in (msgspec.json.decode(v) for _, v in sender.by_topic[settings.decisions_topic])}
+    refused = decided["r1"]
+    assert (refused["verdict"], refused["reason"], refused["limit"], refused["count"], refused["remaining"]) == (
+        "throttle", "rate_limited_address", 3, 4, 0)
+    assert refused["retry_after"] == 20.0 and refused["reset_at"] - refused["window_start"] == 60.0
+    # the user's counter saw r0 and r3 only: the refused request and the bad header's are not counted
+    assert (decided["r0"]["count"], decided["r3"]["count"]) == (1, 2)
+    letters = [msgspec.json.decode(v) for _, v in sender.by_topic[settings.dead_letter_topic]]
+    assert [(x["reason"], x["offset"]) for x in letters] == [("decision_error", 2)]
+    assert "ratewarden-address-limit" in letters[0]["detail"]
     limiter.stores[0].close()

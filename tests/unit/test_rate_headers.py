@@ -89,3 +89,25 @@ def test_the_cache_follows_limit_changes_and_names_stay_valid(request_type):
     assert parsed(cache.get("u", request_type).value) == [(USER, {"q": 5, "w": 10}), ("type", {"q": 1, "w": 1})]
     book.put("u", None)
     assert parsed(cache.get("u", request_type).value)[0] == ("default", {"q": 100, "w": 60})
+
+
+def test_a_refusal_by_the_address_limit_names_the_address_policy():
+    from ratewarden.gateway.answers import Answers
+    from streams.settings import Settings
+
+    book = LimitBook(10, 60.0)
+    answers = Answers(Settings(), PolicyCache(book))
+    refused = decision(verdict="throttle", reason="rate_limited_address", limit=3, count=4, remaining=0,
+                       window_start=1177.25, reset_at=1237.25, retry_after=20.0)
+    answer = answers(answers_outcome(refused))
+    assert answer.code == 429 and answer.retry_after == "20"
+    assert parsed(answer.policy) == [("default", {"q": 10, "w": 60}), ("address", {"q": 3, "w": 60})]
+    assert parsed(answer.ratelimit) == [("address", {"r": 0, "t": 20})]
+    assert answer.body["reason"] == "rate_limited_address"
+
+
+def answers_outcome(d):
+    from ratewarden.gateway.runtime import Outcome
+    from schemas.events import RequestEvent
+
+    return Outcome(RequestEvent(d.request_id, d.user_id, d.ip, d.request_type, d.ts_event), d)

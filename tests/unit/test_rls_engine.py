@@ -60,7 +60,7 @@ def test_limited_descriptors_become_hits_and_their_answers_statuses():
     assert {(h.domain, h.limit, h.window, h.name, h.hits, h.ts) for h in desk.hits} == {("edge", 2, 3600.0, "per_ip", 1, TS)}
     assert [c.overall for c in calls] == ["OK", "OK", "OVER_LIMIT"]
     first = calls[0].statuses
-    assert first[0] == Status("OK", 2, "hour", "per_ip", 1, 3600 - int(TS) % 3600, True)
+    assert first[0] == Status("OK", 2, "hour", "per_ip", 1, 3600 - int(TS) % 3600, True, 1)
     assert first[1] == Status("OK", remaining=MAX_REMAINING) and first[2] == Status("OK")
     assert calls[2].statuses[0].code == "OVER_LIMIT" and not desk.expected, "every expectation forgotten"
 

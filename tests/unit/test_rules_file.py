@@ -155,3 +155,17 @@ def test_several_documents_make_several_domains():
     documents = load_rules(text)
     assert [d.domain for d in documents] == ["a", "b"]
     assert documents[0].descriptors[0].rate_limit.unit == "day" and documents[1].descriptors == []
+
+
+def test_every_rules_file_shown_in_the_docs_loads():
+    """The README's and docs/rls.md's rules examples are files an operator copies: each must load as shown."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    blocks = [block for name in ("README.md", "docs/rls.md")
+              for block in re.findall(r"```yaml\n(.*?)```", (root / name).read_text(), re.S)
+              if re.search(r"^domain:", block, re.M)]
+    assert len(blocks) >= 4
+    for block in blocks:
+        assert load_rules(block), block

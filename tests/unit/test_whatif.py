@@ -8,8 +8,8 @@ import msgspec
 import pandas as pd
 import pytest
 
-from agents.limiter import Limiter
 from agents.blocklist_entries import Blocklist
+from agents.limiter import Limiter
 from agents.rules import LimitBook, limit_key
 from agents.state_codec import STATE_CODEC
 from agents.whatif import Flagged, Replayer, diff
