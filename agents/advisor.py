@@ -127,11 +127,12 @@ def _book(policy: Policy, limits: Mapping[str, int], members: Mapping[str, str],
 
 def throttled_by_group(events: Sequence[RequestEvent], book: LimitBook, members: Mapping[str, str],
                        blocks: Mapping[str, str] = {}) -> dict[str, int]:
-    """Throttles of each group's members when ``events`` are decided under ``book`` (``None``: no group)."""
+    """Throttles of each group's members when ``events`` are decided under ``book`` (``None``: no group);
+    a recorded address refusal is no throttle of the limits under trial, whatever they are."""
     verdicts, _ = Replayer(book, blocks).decide(events)
     counts: dict[str, int] = {}
     for event, verdict in zip(events, verdicts):
-        if verdict == "throttle":
+        if verdict == "throttle" and blocks.get(event.request_id) is None:
             group = members.get(event.user_id)
             counts[group] = counts.get(group, 0) + 1
     return counts

@@ -145,7 +145,7 @@ class LimitBook:
             rules = [_rule(user_id, self.default, "user")]
         typed_key = limit_key(user_id, request_type)
         typed = self._limits.get(typed_key) if user_id in self._typed_users else None
-        in_document = self.rules.typed(document, request_type) if document.node is not None else None
+        in_document = self.rules.typed(document, request_type)
         if typed is not None:
             rules.append(_rule(typed_key, typed, "type"))
         elif in_document is not None and document.by_value:

@@ -13,7 +13,10 @@ the limiter, which the event does not say. So the block reasons *recorded* for r
 (``ip_blocked``, ``network_blocked``, ``user_blocked``, by ``request_id``) are applied as the
 limiter applied the blocklist: the request is blocked with that reason and not counted. A candidate
 with other limits therefore keeps the recorded bans; the bans the analytics would have made under
-those limits are not derived again.
+those limits are not derived again. Address refusals (``rate_limited_address``: the gateway counted
+the client address, ``schemas.refusals``) are inputs the same way: the address counters are not in
+the trace, so a recorded refusal is throttled again, counted against nothing, with its reason (its
+numbers are not re-derived).
 
 :func:`diff` compares recorded and replayed (verdict, reason) pairs: counts per verdict transition,
 per user for the changed requests, how many changed requests came from flagged addresses or
@@ -24,17 +27,23 @@ from collections import Counter
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from agents.network_bans import NetworkBans
-from agents.policy import decide_and_store
+from agents.policy import decide_and_store, decide_refused
+from agents.strategies.base import THROTTLE_REASONS
 from agents.rules import LimitBook
 from agents.strategies.fixed import decide_fixed
 from schemas.decisions import Decision
 from schemas.events import RequestEvent
 from schemas.limits import BlocklistEntry
+from schemas.refusals import AddressRefusal
 
-__all__ = ["BLOCK_REASONS", "NO_DECISION", "Diff", "Flagged", "Replayer", "diff"]
+__all__ = ["BLOCK_REASONS", "INPUT_REASONS", "NO_DECISION", "Diff", "Flagged", "Replayer", "diff"]
 
-#: The reasons of the limiter's blocklist verdicts: what a recorded decision contributes to a replay.
+#: The reasons of the limiter's blocklist verdicts.
 BLOCK_REASONS = frozenset({"ip_blocked", "network_blocked", "user_blocked"})
+#: What a recorded decision contributes to a replay: its bans and its address refusals.
+INPUT_REASONS = BLOCK_REASONS | {THROTTLE_REASONS["address"]}
+_ADDRESS = THROTTLE_REASONS["address"]
+_RECORDED_REFUSAL = AddressRefusal("recorded", 0, 1.0, 0, 0.0)  # its numbers are not in the trace
 #: The verdict of an event the limiter could not decide (it dead-letters it as ``decision_error``).
 NO_DECISION = "none"
 
@@ -42,7 +51,7 @@ NO_DECISION = "none"
 class Replayer:
     """Decides events in order under ``limits``, keeping the per-rule states between calls of :meth:`decide`.
 
-    ``blocks``: the recorded block reason of each blocked request, by request_id.
+    ``blocks``: the recorded block reason (or address refusal) of each such request, by request_id.
     """
 
     def __init__(self, limits: LimitBook, blocks: Mapping[str, str]) -> None:
@@ -66,6 +75,9 @@ class Replayer:
         keep = decided.append
         for event in events:
             block = blocked(event.request_id)
+            if block == _ADDRESS:  # rare: a recorded address refusal
+                keep(decide_refused(event, _RECORDED_REFUSAL, None, event.ts))
+                continue
             try:
                 rules = rules_for(event.user_id, event.request_type)
                 if len(rules) == 1 and rules[0].algorithm == "fixed":

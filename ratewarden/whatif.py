@@ -121,6 +121,7 @@ def _summary(console: Console, recorded: "Recorded", result: "Diff", is_candidat
 def _run(args) -> int:
     from ratewarden.whatif_limits import (
         candidate_book, default_limit, limits_in_force, new_book, parse_set, parse_tier_set, read_limits_file,
+        read_stream_rules,
     )
     from ratewarden.whatif_inputs import recorded_source
     from streams.settings import get_settings
@@ -135,7 +136,9 @@ def _run(args) -> int:
     else:  # tiers and memberships too, as the worker reads them
         book = limits_in_force(settings, new_book(default))
     candidate_book(book, read_limits_file(Path(args.limits)) if args.limits else None, changes, tier_changes)
-    is_candidate = bool(args.limits or changes or tier_changes or args.default)
+    if args.rules:
+        book.put_document(read_stream_rules(Path(args.rules)))
+    is_candidate = bool(args.limits or changes or tier_changes or args.default or args.rules)
     run = run_whatif(source, book, Path(args.out) if args.out else None, Console(), args.top, is_candidate=is_candidate)
     return 0 if is_candidate or run.diff.reproduced == run.diff.total else 1
 
@@ -154,6 +157,8 @@ def add_parser(sub) -> None:
     p.add_argument("--set-tier", action="append", metavar="TIER[:TYPE]=LIMIT/WINDOW[/ALGORITHM[/BURST]]",
                    help="a candidate limit for one tier in force (repeatable)")
     p.add_argument("--default", metavar="LIMIT/WINDOW[/ALGORITHM]", help="candidate default limit")
+    p.add_argument("--rules", metavar="FILE", help="candidate: the ratewarden domain of a rules file (as `limits load` "
+                   "takes it) in place of the one in force")
     p.add_argument("--out", help="directory for the CSV, Parquet and PNG files")
     p.add_argument("--top", type=int, default=10, help="rows in the users and IPs tables")
     p.set_defaults(func=_run)

@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple
 import msgspec
 
 from agents.ban_horizon import only_flags
-from agents.whatif import BLOCK_REASONS
+from agents.whatif import INPUT_REASONS
 from ratewarden.replay import read_trace
 from ratewarden.whatif_limits import (  # noqa: F401 (re-exported: the limits' readers lived here first)
     default_limit, limits_in_force, new_book, parse_default, parse_set, put_limits, read_limits_file,
@@ -47,7 +47,7 @@ class _Flag(msgspec.Struct):
 
 class Recorded(NamedTuple):
     """The events that have a recorded decision (in order), that decision's verdicts and reasons, the
-    block reasons by request_id, flagged subjects, and how many events had no decision."""
+    block reasons and address refusals by request_id, flagged subjects, and how many events had no decision."""
 
     events: list[RequestEvent]
     verdicts: list[str]
@@ -78,7 +78,7 @@ def _join(events: list[RequestEvent], decided: list[_Decided], flags: list[_Flag
     recorded = {d.request_id: d for d in decided}  # at least once: a repeat has the same verdict
     kept = [e for e in events if e.request_id in recorded]
     rows = [recorded[e.request_id] for e in kept]
-    blocks = {d.request_id: d.reason for d in rows if d.reason in BLOCK_REASONS}
+    blocks = {d.request_id: d.reason for d in rows if d.reason in INPUT_REASONS}
     flagged = sorted({f.ip for f in flags if not f.allowlisted})
     return Recorded(kept, [d.verdict for d in rows], [d.reason for d in rows], blocks, flagged,
                     len(events) - len(kept))

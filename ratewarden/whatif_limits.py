@@ -11,11 +11,14 @@ from typing import Iterable, Sequence
 
 import msgspec
 
+from agents.event_rules import EVENTS_DOMAIN
 from agents.rules import LimitBook, limit_key
+from agents.rules_file import load_rules
+from schemas.descriptors import RulesDocument
 from schemas.limits import ALGORITHMS, RateLimit, TierLimit, check_tier_name
 
 __all__ = ["candidate_book", "convert_limits", "default_limit", "limits_in_force", "new_book", "parse_default",
-           "parse_set", "parse_tier_set", "put_limits", "read_limits_file"]
+           "parse_set", "parse_tier_set", "put_limits", "read_limits_file", "read_stream_rules"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +139,18 @@ def candidate_book(book: LimitBook, limits: list[RateLimit] | None = None, chang
     for tier in tier_changes:
         book.put_tier(limit_key(tier.tier, tier.request_type), tier)
     return book
+
+
+def read_stream_rules(path: Path) -> RulesDocument:
+    """The ``ratewarden`` domain's rules of the rules file ``path``, checked as ``limits load`` checks it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    for document in load_rules(text, source=str(path)):
+        if document.domain == EVENTS_DOMAIN:
+            return document
+    raise ValueError(f"{path}: no rules for the {EVENTS_DOMAIN} domain (the request stream's)")
 
 
 def limits_in_force(settings, book: LimitBook, deadline: float | None = None) -> LimitBook:

@@ -58,15 +58,18 @@ def trace(n: int = 3_000, seed: int = 3) -> list[RequestEvent]:
     return events
 
 
-def limiter_decisions(events: list[RequestEvent], limits: LimitBook, blocklist: Blocklist, tmp_path) -> list[dict]:
-    """What the real hot loop (``Limiter.process``) decides for ``events``, in one partition."""
+def limiter_decisions(events: list[RequestEvent], limits: LimitBook, blocklist: Blocklist, tmp_path,
+                      headers: dict[str, list] = {}) -> list[dict]:
+    """What the real hot loop (``Limiter.process``) decides for ``events``, in one partition; ``headers``: the
+    record headers of some, by request_id."""
     settings = Settings(var_dir=tmp_path, kafka_bootstrap_servers="unused:9092")
     limiter = Limiter(settings, limits, blocklist, clock=lambda: events[-1].ts + 1)
     sender = CollectingSender()
     limiter.outputs.sender = lambda partition: sender
     limiter.stores[0] = MemoryPartitionStore(0, STATE_CODEC)
     encode = msgspec.json.encode
-    records = [Record(e.user_id.encode(), encode(e), i, "requests", 0) for i, e in enumerate(events)]
+    records = [Record(e.user_id.encode(), encode(e), i, "requests", 0, headers.get(e.request_id, ()))
+               for i, e in enumerate(events)]
     for start in range(0, len(records), 500):
         asyncio.run(limiter.process(0, records[start:start + 500]))
     limiter.stores[0].close()
@@ -238,3 +241,49 @@ def test_events_without_a_recorded_decision_are_left_out(tmp_path):
     assert [e.request_id for e in recorded.events] == [e.request_id for e in events[::2]]
     assert recorded.unrecorded == 25 and recorded.blocks == {events[6].request_id: "network_blocked"}
     assert recorded.flagged == ["2001:db8::/64"]  # allow-listed flags are reported, never acted on
+
+
+def test_recorded_address_refusals_are_inputs_of_the_replay_and_count_nothing(tmp_path):
+    from collections import Counter
+
+    from agents.whatif import BLOCK_REASONS, INPUT_REASONS
+    from schemas.refusals import AddressRefusal, refusal_header
+
+    events = trace(1_500)
+    stamp = [refusal_header(AddressRefusal("remote_address", 3, 60.0, 4, 9.0))]
+    refused = {e.request_id: stamp for e in events[::5]}
+    recorded = limiter_decisions(events, book(), blocklist(), tmp_path, refused)
+    reasons_of_refused = Counter(d["reason"] for d in recorded if d["request_id"] in refused)
+    assert set(reasons_of_refused) <= {"rate_limited_address", *BLOCK_REASONS}  # a ban comes first
+    assert reasons_of_refused["rate_limited_address"] > 250
+    inputs = {d["request_id"]: d["reason"] for d in recorded if d["reason"] in INPUT_REASONS}
+    verdicts, reasons = Replayer(book(), inputs).decide(events)
+    assert list(zip(verdicts, reasons)) == [(d["verdict"], d["reason"]) for d in recorded]
+    # without them as inputs the refused requests would be decided (and counted) by the user limits
+    assert Replayer(book(), {k: v for k, v in inputs.items() if v != "rate_limited_address"}).decide(events) != (
+        verdicts, reasons)
+
+
+def test_a_candidate_rules_file_for_the_stream_is_replayed(tmp_path, capsys, request):
+    request.addfinalizer(get_settings.cache_clear)
+    events = trace(600)
+    recorded = limiter_decisions(events, book(tiers=False), blocklist(), tmp_path)
+    write_trace(tmp_path / "t.jsonl", events)
+    (tmp_path / "d.jsonl").write_bytes(b"".join(msgspec.json.encode(d) + b"\n" for d in recorded))
+    (tmp_path / "limits.jsonl").write_bytes(b"".join(msgspec.json.encode(x) + b"\n" for x in LIMITS))
+    rules, other = tmp_path / "rules.yaml", tmp_path / "other.yaml"
+    rules.write_text("domain: ratewarden\ndescriptors:\n  - key: user_id\n    value: other\n"
+                     "    rate_limit: {unit: second, requests_per_unit: 0}\n")
+    other.write_text("domain: edge\ndescriptors:\n  - key: route\n    rate_limit: {unit: second, requests_per_unit: 1}\n")
+    base = ["whatif", "--trace", str(tmp_path / "t.jsonl"), "--decisions", str(tmp_path / "d.jsonl"),
+            "--in-force", str(tmp_path / "limits.jsonl")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RATEWARDEN_DEFAULT_LIMIT", "4")
+        patch.setenv("RATEWARDEN_DEFAULT_WINDOW", "10")
+        get_settings.cache_clear()
+        out = tmp_path / "out"
+        assert cli([*base, "--rules", str(rules), "--out", str(out)]) == 0
+        assert "candidate:" in capsys.readouterr().out
+        assert set(pd.read_csv(out / "changed.csv")["user_id"]) == {"other"}  # refused whole: 0 a second
+        assert cli([*base, "--rules", str(other)]) == 2
+        assert "no rules for the ratewarden domain" in capsys.readouterr().out
