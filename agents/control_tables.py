@@ -30,8 +30,8 @@ def limits_table(settings: Settings, book: LimitBook, rules: RuleBook | None = N
     """The limits topic, routed by key prefix: per-user limits (no prefix) into ``book``, tiers' limits
     (``tier:<name>[\\x1ftype]``) and memberships (``member:<user>``) too; descriptor rules documents
     (``domain:<d>``) into ``rules`` (the gateway's rate limit service), skipped by readers without one
-    (the workers), and the ``ratewarden`` domain's (the request stream's limits) into ``book`` too. A record that does not decode, or a tier record under another's key, is logged and
-    skipped by the table."""
+    (the workers), and the ``ratewarden`` domain's (the request stream's limits) into ``book`` too. A
+    record that does not decode, or a tier record under another's key, is logged and skipped by the table."""
     decode = msgspec.json.Decoder(RateLimit).decode
     decode_tier = msgspec.json.Decoder(TierLimit).decode
     decode_member = msgspec.json.Decoder(TierMembership).decode

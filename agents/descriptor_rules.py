@@ -23,7 +23,8 @@ import msgspec
 
 from schemas.descriptors import UNIT_SECONDS, DescriptorRule, RulesDocument
 
-__all__ = ["MatchedLimit", "Resolved", "RuleBook", "RuleNode", "build_tree", "counter_key", "step", "UNLIMITED_REMAINING"]
+__all__ = ["MatchedLimit", "Resolved", "RuleBook", "RuleNode", "build_tree", "counter_key", "step",
+           "UNLIMITED_REMAINING"]
 
 logger = logging.getLogger(__name__)
 

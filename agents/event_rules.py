@@ -75,13 +75,10 @@ class EventRules:
         self._root: RuleNode | None = None
         self.addresses = False  # the document has remote_address rules
 
-
-    def __bool__(self) -> bool:
-        return self._root is not None
-
     def put(self, document: RulesDocument | None) -> None:
         """Install ``document`` (None: a tombstone, back to records, tiers and the default)."""
-        self.document, self._root = document, None if document is None else build_tree(EVENTS_DOMAIN, document.descriptors)
+        self.document = document
+        self._root = None if document is None else build_tree(EVENTS_DOMAIN, document.descriptors)
         self.addresses = document is not None and any(rule.key == ADDRESS_KEY for rule in document.descriptors)
 
     def address(self, ip: str) -> MatchedLimit | None:

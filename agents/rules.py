@@ -45,13 +45,12 @@ class LimitBook:
     user's limit of that type, else its tier's limit of that type, if either exists. The rules
     document of the ``ratewarden`` domain (:mod:`agents.event_rules`) slots its rules into that
     order: its rule for the user's id after the user's record, its key-only rule before the default.
-    Counters stay
-    the user's (keys ``user`` and ``user\x1ftype``) whichever limit applies: a tier is a limit each
-    member gets, not a pool, and a user moving between tiers keeps its count.
+    Counters stay the user's (keys ``user`` and ``user\x1ftype``) whichever limit applies: a tier is a
+    limit each member gets, not a pool, and a user moving between tiers keeps its count.
 
     Rules are cached per request shape; any change (a limit, a tier's limit, a membership, the
-    document, or a tombstone of one) clears the whole cache, so it applies from the next batch. Without tiers the
-    resolution is what it always was: the cache is the only per-event cost.
+    document, or a tombstone of one) clears the whole cache, so it applies from the next batch. The
+    cache is the only per-event cost, with or without tiers and a document.
     """
 
     def __init__(self, default_limit: int, default_window: float, default_algorithm: str = "fixed") -> None:
@@ -122,7 +121,10 @@ class LimitBook:
 
     def has_own(self, user_id: str) -> bool:
         """The user has a limit of its own: a record, or a document rule for its id (not the key-only one)."""
-        return user_id in self._limits or self.rules.user(user_id).by_value
+        if user_id in self._limits:
+            return True
+        document = self.rules.user(user_id)
+        return document.by_value and document.limit is not None
 
     def rules_for(self, user_id: str, request_type: str) -> list[Rule]:
         """The rules a request must pass: its user limit, then a typed one (the order in ``agents.event_rules``)."""
@@ -136,11 +138,11 @@ class LimitBook:
         if own is not None:
             rules = [_rule(user_id, own, "user")]
         elif document.by_value and document.limit is not None:
-            rules = [_document_rule(user_id, document.limit, "user")]
+            rules = [_rule(user_id, document.limit, "user")]
         elif tier is not None and (tiered := self._tiers.get(tier)) is not None:
             rules = [_rule(user_id, tiered, "tier")]
         elif document.limit is not None:
-            rules = [_document_rule(user_id, document.limit, "user")]
+            rules = [_rule(user_id, document.limit, "user")]
         else:
             rules = [_rule(user_id, self.default, "user")]
         typed_key = limit_key(user_id, request_type)
@@ -149,11 +151,11 @@ class LimitBook:
         if typed is not None:
             rules.append(_rule(typed_key, typed, "type"))
         elif in_document is not None and document.by_value:
-            rules.append(_document_rule(typed_key, in_document, "type"))
+            rules.append(_rule(typed_key, in_document, "type"))
         elif tier in self._typed_tiers and (tiered := self._tiers.get(limit_key(tier, request_type))) is not None:
             rules.append(_rule(typed_key, tiered, "tier_type"))
         elif in_document is not None:
-            rules.append(_document_rule(typed_key, in_document, "type"))
+            rules.append(_rule(typed_key, in_document, "type"))
         if len(self._cache) > 20_000:  # bounded: users come and go
             self._cache.clear()
         self._cache[shape] = rules
@@ -179,13 +181,9 @@ def _count(counts: dict[str, int], name: str, delta: int) -> None:
         counts.pop(name, None)
 
 
-def _rule(key: str, limit: RateLimit | TierLimit, scope: str) -> Rule:
-    """The rule of one limit; its state key carries the strategy's suffix (see ``Strategy.key_suffix``)."""
+def _rule(key: str, limit: RateLimit | TierLimit | MatchedLimit, scope: str) -> Rule:
+    """The rule of one limit (a record's, a tier's or a document's); its state key carries the strategy's
+    suffix (see ``Strategy.key_suffix``)."""
     suffix = STRATEGIES[limit.algorithm].key_suffix
-    return Rule(key + suffix, limit.limit, limit.window, limit.algorithm, limit.shadow, scope, limit.burst)
-
-
-def _document_rule(key: str, limit: MatchedLimit, scope: str) -> Rule:
-    """The rule of a document's limit, counted under the user's own key like a record's."""
-    suffix = STRATEGIES[limit.algorithm].key_suffix
-    return Rule(key + suffix, limit.requests_per_unit, limit.window, limit.algorithm, limit.shadow, scope, limit.burst)
+    quota = limit.requests_per_unit if type(limit) is MatchedLimit else limit.limit
+    return Rule(key + suffix, quota, limit.window, limit.algorithm, limit.shadow, scope, limit.burst)

@@ -62,7 +62,8 @@ class Outbox:
     def in_flight(self) -> int:
         return len(self._flights)
 
-    def put(self, event: RequestEvent | DescriptorHit, waiting: Waiting, index: int, headers: list | None = None) -> None:
+    def put(self, event: RequestEvent | DescriptorHit, waiting: Waiting, index: int,
+            headers: list | None = None) -> None:
         """Queue ``event``, the ``index``-th request ``waiting`` waits for; ``headers``: its own, with the stamp."""
         key = self.key_of(event)
         partition = self._partition_of.get(key)

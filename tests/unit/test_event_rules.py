@@ -170,7 +170,8 @@ def test_address_rules_by_value_wildcard_or_key_alone(book, apply):
     assert book.rules.addresses
     found = {ip: (m.rule, m.requests_per_unit, m.window) for ip in ("203.0.113.7", "198.51.100.4", "203.0.113.9")
              if (m := book.rules.address(ip)) is not None}
-    assert found == {"203.0.113.7": ("remote_address", 20, 1.0), "198.51.100.4": ("remote_address_198.51.100.*", 3, 60.0),
+    assert found == {"203.0.113.7": ("remote_address", 20, 1.0),
+                     "198.51.100.4": ("remote_address_198.51.100.*", 3, 60.0),
                      "203.0.113.9": ("remote_address_203.0.113.9", 1, 3600.0)}
     assert [r.scope for r in book.rules_for("bob", "login")] == ["user", "type"]  # user rules as before
 

@@ -154,7 +154,8 @@ def test_a_request_refused_by_its_address_is_throttled_and_counted_against_no_us
     refusal = AddressRefusal("remote_address", 3, 60.0, 4, 20.0)
     stamps = {1: [refusal_header(refusal)], 2: [("ratewarden-address-limit", b'{"rule": 1}')]}
     asyncio.run(limiter.process(0, event_records(settings, ["a", "a", "a", "a"], stamps)))
-    decided = {d["request_id"]: d for d in (msgspec.json.decode(v) for _, v in sender.by_topic[settings.decisions_topic])}
+    values = [v for _, v in sender.by_topic[settings.decisions_topic]]
+    decided = {d["request_id"]: d for d in map(msgspec.json.decode, values)}
     refused = decided["r1"]
     assert (refused["verdict"], refused["reason"], refused["limit"], refused["count"], refused["remaining"]) == (
         "throttle", "rate_limited_address", 3, 4, 0)
