@@ -18,7 +18,8 @@ from schemas.descriptors import RulesDocument
 from schemas.limits import ALGORITHMS, RateLimit, TierLimit, check_tier_name
 
 __all__ = ["candidate_book", "convert_limits", "default_limit", "limits_in_force", "new_book", "parse_default",
-           "parse_set", "parse_tier_set", "put_limits", "read_limits_file", "read_stream_rules"]
+           "parse_set", "parse_tier_set", "put_limits", "read_limits_file", "read_stream_rules",
+           "stream_rules"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,10 +148,15 @@ def read_stream_rules(path: Path) -> RulesDocument:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from None
-    for document in load_rules(text, source=str(path)):
+    return stream_rules(text, str(path))
+
+
+def stream_rules(text: str, source: str) -> RulesDocument:
+    """The ``ratewarden`` domain's rules of a rules file's ``text`` (ValueError naming every error's line)."""
+    for document in load_rules(text, source=source):
         if document.domain == EVENTS_DOMAIN:
             return document
-    raise ValueError(f"{path}: no rules for the {EVENTS_DOMAIN} domain (the request stream's)")
+    raise ValueError(f"{source}: no rules for the {EVENTS_DOMAIN} domain (the request stream's)")
 
 
 def limits_in_force(settings, book: LimitBook, deadline: float | None = None) -> LimitBook:

@@ -32,8 +32,8 @@ class CandidateLimit(LimitBody):
 
 class WhatIfBody(_Body):
     """Recorded traffic in [since, until) decided again under the limits in force, or a candidate: ``limits``
-    replacing the users' own limits in force (tiers kept), then ``set`` and ``set_tier`` over them, and
-    ``default``. No candidate: the reproduction check."""
+    replacing the users' own limits in force (tiers kept), then ``set`` and ``set_tier`` over them,
+    ``default``, and ``rules`` (the ``ratewarden`` domain of a rules file). No candidate: the reproduction check."""
 
     since: Time = Field(description=f"from this time ({_TIME})", examples=[1732900000])
     until: Time = Field(description=f"before this time ({_TIME}); at most `gateway_whatif_max_range` after since",
@@ -48,6 +48,9 @@ class WhatIfBody(_Body):
                                                                     "each: one tier's candidate limit (a tier in force)")
     default: Annotated[str, Field(min_length=3, max_length=100, pattern=r"^[\x20-\x7e]+$")] | None = Field(
         None, description="LIMIT/WINDOW[/ALGORITHM]: the candidate default limit", examples=["60/60"])
+    rules: Annotated[str, Field(min_length=1, max_length=65_536)] | None = Field(
+        None, description="a rules file's text (YAML, as `ratewarden limits load` reads it): its `ratewarden` domain "
+                          "replaces the one in force (what `ratewarden whatif --rules FILE` reads)")
     top: int = Field(10, ge=0, le=100, description="users hurt most to list")
 
 

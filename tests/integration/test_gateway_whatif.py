@@ -105,10 +105,23 @@ def test_roles_keys_and_bad_candidates(recorded):
         "until must be after since": {"until": events[0].ts},
         "not a time": {"since": "yesterday"},
         "Extra inputs": {"limit": 5},
+        "rules: no rules for the ratewarden domain": {"rules": "domain: edge\ndescriptors: []\n"},
+        "rules: line 3: the ratewarden domain takes the key": {"rules": "domain: ratewarden\ndescriptors:\n  - key: route\n"},
     }
     for message, change in cases.items():
         answer = _post(stack, {**_range(events), **change})
         assert answer.status_code == 422 and message in answer.text, (message, answer.text)
+
+
+def test_a_rules_file_for_the_stream_is_a_candidate(recorded):
+    stack, events = recorded
+    rules = "domain: ratewarden\ndescriptors:\n  - key: user_id\n    rate_limit: {unit: minute, requests_per_unit: 3}\n"
+    answer = _post(stack, {**_range(events), "rules": rules})
+    assert answer.status_code == 200, answer.text
+    got = answer.json()
+    assert got["candidate"] and got["rules"]["changes"] == ["rules: 1 top-level rules of ratewarden"]
+    # 3 a minute for every user without a record or tier of its own: far below what most of them sent
+    assert got["changed_by_transition"].get("allow->throttle", 0) > 100
 
 
 def test_the_bounds_answer_with_what_they_are(recorded):

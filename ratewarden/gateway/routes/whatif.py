@@ -18,6 +18,7 @@ from typing import NamedTuple
 from fastapi import APIRouter, HTTPException, Request
 from kafka.errors import KafkaError
 
+from agents.whatif import BLOCK_REASONS
 from ratewarden.gateway.auth import require
 from ratewarden.gateway.models import Problem
 from ratewarden.gateway.models_whatif import HurtUser, Invalid, RulesInfo, WhatIfBody, WhatIfSummary
@@ -26,7 +27,9 @@ from ratewarden.whatif import compare, decide_recorded
 from ratewarden.whatif_inputs import TooManyEvents, from_topics, parse_time
 from ratewarden.whatif_limits import (
     candidate_book, convert_limits, default_limit, limits_in_force, new_book, parse_default, parse_set, parse_tier_set,
+    stream_rules,
 )
+from schemas.descriptors import RulesDocument
 from schemas.limits import RateLimit
 
 __all__ = ["RETRY_AFTER", "router"]
@@ -50,10 +53,11 @@ class _Job(NamedTuple):
     default: RateLimit | None
     top: int
     given: list[str]  # the candidate as given, for the answer
+    document: RulesDocument | None = None  # the ratewarden domain's rules of the candidate
 
     @property
     def candidate(self) -> bool:
-        return self.limits is not None or bool(self.changes or self.tier_changes or self.default)
+        return self.limits is not None or bool(self.changes or self.tier_changes or self.default or self.document)
 
 
 class _Slot:
@@ -91,10 +95,12 @@ def _job(body: WhatIfBody, max_range: float) -> _Job:
     limits = None
     if body.limits is not None:
         limits = convert_limits([x.model_dump() for x in body.limits], [f"limits[{i}]" for i in range(len(body.limits))])
+    document = None if body.rules is None else stream_rules(body.rules, "rules")
     given = ([f"limits: {len(limits)} records"] if limits is not None else []) + [f"set {x}" for x in body.set] \
-        + [f"set_tier {x}" for x in body.set_tier] + ([f"default {body.default}"] if body.default else [])
+        + [f"set_tier {x}" for x in body.set_tier] + ([f"default {body.default}"] if body.default else []) \
+        + ([f"rules: {len(document.descriptors)} top-level rules of {document.domain}"] if document else [])
     return _Job(since, until, limits, [parse_set(s) for s in body.set], [parse_tier_set(s) for s in body.set_tier],
-                parse_default(body.default) if body.default else None, body.top, given)
+                parse_default(body.default) if body.default else None, body.top, given, document)
 
 
 def _read(settings, job: _Job):
@@ -107,7 +113,10 @@ def _read(settings, job: _Job):
     if unknown:
         raise ValueError(f"set: no requests of user {unknown[0]!r} in the range (a change would change nothing)")
     book = limits_in_force(settings, new_book(job.default or default_limit(None, settings)), deadline)
-    return recorded, candidate_book(book, job.limits, job.changes, job.tier_changes)
+    candidate_book(book, job.limits, job.changes, job.tier_changes)
+    if job.document is not None:
+        book.put_document(job.document)
+    return recorded, book
 
 
 def _decide(recorded, book, job: _Job) -> WhatIfSummary:
@@ -124,7 +133,8 @@ def _decide(recorded, book, job: _Job) -> WhatIfSummary:
                       tiers=len(book.tiers()), changes=job.given)
     return WhatIfSummary(
         since=job.since, until=job.until, candidate=job.candidate, rules=rules, events=result.total,
-        unrecorded=recorded.unrecorded, blocked_as_recorded=len(recorded.blocks), reproduced=result.reproduced,
+        unrecorded=recorded.unrecorded,
+        blocked_as_recorded=sum(reason in BLOCK_REASONS for reason in recorded.blocks.values()), reproduced=result.reproduced,
         changed=len(result.changed), transitions=dict(result.transitions.most_common()),
         changed_by_transition=dict(changed.most_common()), from_flagged=result.from_flagged,
         flagged_sources=len(flagged), hurt=hurt, seconds=0.0)
