@@ -11,10 +11,23 @@ from ratewarden.gateway.metrics import ANSWERS
 from ratewarden.gateway.runtime import Outcome
 from streams.settings import Settings
 
-__all__ = ["Answer", "Answers"]
+__all__ = ["Answer", "Answers", "add_counts"]
 
 #: The counter child of each verdict, looked up once (``labels`` costs a lock and a dict per call).
 _COUNT = {v: ANSWERS.labels(v) for v in ("allow", "throttle", "block", "fail_open", "fail_closed")}
+
+
+def _count(verdict: str, counted: dict[str, int] | None) -> None:
+    if counted is None:
+        _COUNT[verdict].inc()
+    else:
+        counted[verdict] = counted.get(verdict, 0) + 1
+
+
+def add_counts(counted: dict[str, int]) -> None:
+    """Add what :meth:`Answers.__call__` counted in ``counted`` to the answers metric."""
+    for verdict, n in counted.items():
+        _COUNT[verdict].inc(n)
 
 
 class Answer(NamedTuple):
@@ -54,18 +67,20 @@ class Answers:
         self.fail_open = settings.gateway_fail_mode == "open"
         self.timeout_detail = f"no decision within {settings.gateway_decision_timeout:g} s"
 
-    def __call__(self, outcome: Outcome) -> Answer:
+    def __call__(self, outcome: Outcome, counted: dict[str, int] | None = None) -> Answer:
+        """The answer to ``outcome``, counted in the metric, or in ``counted`` (by verdict) for the caller to add
+        to it once (a batch: one metric update per verdict, not per item)."""
         event, d = outcome
         policies = self.policies.get(event.user_id, event.request_type)
         if d is None:
             if self.fail_open:
-                _COUNT["fail_open"].inc()
+                _count("fail_open", counted)
                 body = {"status": "ok", "request_id": event.request_id, "shadow": False, "fail_open": True}
                 return Answer(200, body, policies.value, None, None, True)
-            _COUNT["fail_closed"].inc()
+            _count("fail_closed", counted)
             body = {"status": "unavailable", "request_id": event.request_id, "detail": self.timeout_detail}
             return Answer(503, body, policies.value, None, "1", False)
-        _COUNT[d.verdict].inc()
+        _count(d.verdict, counted)
         if d.reason == ADDRESS_REASON:  # rare: refused by its address's limit
             policies = with_address(policies, d)
         policy, ratelimit = rate_fields(policies, d)

@@ -84,13 +84,15 @@ def with_address(p: Policies, d: Decision) -> Policies:
     return policies([*p.rules, rule], USER in p.names)
 
 
-def governing(p: Policies, d: Decision) -> int:
-    """The index of the policy that governed ``d``: the one with the decision's limit and window.
+def governing(p: Policies, d: Decision, shape: tuple[int, int] | None = None) -> int:
+    """The index of the policy that governed ``d``: the one with the decision's limit and window
+    (``shape``: ``(limit, whole-second window)`` of ``d``, if the caller has it already).
 
     Several alike (or none: the gateway's limits lag the worker's): the scope the reason names
     (``rate_limited_type``: the type limit, ...), else the first.
     """
-    shape = (d.limit, _window(d.reset_at - d.window_start))
+    if shape is None:
+        shape = (d.limit, _window(d.reset_at - d.window_start))
     if len(p.shapes) == 1 and p.shapes[0] == shape:  # the common case: one limit, and it decided
         return 0
     matches = [i for i, s in enumerate(p.shapes) if s == shape]
@@ -102,10 +104,12 @@ def governing(p: Policies, d: Decision) -> int:
 
 
 def rate_fields(p: Policies, d: Decision) -> tuple[str, str]:
-    """``RateLimit-Policy`` and ``RateLimit`` of decision ``d`` under policies ``p``."""
-    i = governing(p, d)
-    name, value, window = p.names[i], p.value, d.reset_at - d.window_start
-    if p.shapes[i] != (d.limit, _window(window)):  # the gateway's copy lags
+    """``RateLimit-Policy`` and ``RateLimit`` of decision ``d`` under policies ``p``. Runs for every answer."""
+    window = d.reset_at - d.window_start
+    shape = (d.limit, _window(window))
+    i = 0 if len(p.shapes) == 1 and p.shapes[0] == shape else governing(p, d, shape)
+    name, value = p.names[i], p.value
+    if p.shapes[i] != shape:  # the gateway's copy lags
         items = [_item(n, r.limit, r.window) for n, r in zip(p.names, p.rules)]
         items[i] = _item(name, d.limit, window)
         value = ", ".join(items)

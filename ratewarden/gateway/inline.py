@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from ratewarden.gateway.answers import Answers
+from ratewarden.gateway.answers import Answers, add_counts
 from ratewarden.gateway.bodies import Invalid, Submit, batch_decoder, checked, is_json
 from ratewarden.gateway.headers import PolicyCache
 from ratewarden.gateway.runtime import Gateway, Request
@@ -83,6 +83,8 @@ class Inline:
                 entries[i] = {"status": "forbidden", "code": exc.status_code, "detail": exc.detail}
         if requests:
             outcomes = await self.gateway.decide_many(requests)
+            answers, counted = self.answers, {}
             for i, outcome in zip(valid, outcomes, strict=True):
-                entries[i] = self.answers(outcome).entry()
+                entries[i] = answers(outcome, counted).entry()
+            add_counts(counted)
         return 200, {"decisions": entries}, []
