@@ -6,27 +6,26 @@ why it owns its consumer rather than being a per-event Faust agent.
 """
 
 import asyncio
-import gc
 import logging
 
 import faust
 from mode import Service
 
+from agents.ban_gate import BanGate
+from agents.blocklist_entries import Blocklist
+from agents.control_tables import blocklist_table, limits_table
 from agents.descriptor_counter import DescriptorCounter
 from agents.history import HistoryService
 from agents.limiter import Limiter
-from agents.ban_gate import BanGate
-from agents.blocklist_entries import Blocklist
 from agents.rules import LimitBook
+from ratewarden.processes import freeze_startup_heap
 from streams.kafka_config import faust_credentials, resolve_bootstrap
 from streams.settings import Settings, get_settings
 from streams.stopping import STOP_STEP_TIMEOUT, WIND_DOWN_TIMEOUT
-from agents.control_tables import blocklist_table, limits_table
 from streams.topics import ensure_topics
 
 __all__ = [
     "bound_consumer_thread_stop", "create_app", "InProcessFeeds", "LimiterService", "RlsService", "run_worker",
-    "freeze_startup_heap",
 ]
 
 logger = logging.getLogger(__name__)
@@ -114,29 +113,6 @@ class RlsService(Service):
         await self.counter.wind_down(getattr(self, "_count", None), WIND_DOWN_TIMEOUT)
         await self.counter.close()
         logger.info("rls counter stopped after %s", self.counter.stats)
-
-
-#: Allocations between young-generation collections (CPython's default: 700). The hot path allocates
-#: tens of objects per event, nearly all freed by reference counting within the batch; at 700 the
-#: collector ran ~2,000 times in a 600,000-event backlog and promoted the decisions still held for the
-#: in-process feeds, which then cost full collections. At 20,000: about 15 collections, and 8-10% more
-#: decisions/s for both the limiter role and all roles (``bench/limiter_bench.py``, alternating runs).
-YOUNG_GENERATION_THRESHOLD = 20_000
-
-
-def freeze_startup_heap() -> None:
-    """Move every object alive after start-up (modules, Faust, clients) out of the collector's reach.
-
-    A full collection scans the whole heap: with Faust and aiokafka loaded that took 50-120 ms,
-    measured in the worker, stalling every decision behind it. Start-up objects live as long as the
-    process, so ``gc.freeze()`` leaves the collector only what the hot path allocates, and it runs
-    less often (:data:`YOUNG_GENERATION_THRESHOLD`).
-    """
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, older, oldest)
-    logger.debug("froze %d start-up objects out of garbage collection", gc.get_freeze_count())
 
 
 def create_app(settings: Settings | None = None) -> faust.App:

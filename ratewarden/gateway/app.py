@@ -16,6 +16,7 @@ from ratewarden.gateway.inline import Inline
 from ratewarden.gateway.models import Problem
 from ratewarden.gateway.routes import advice, allowlist, blocklist, limits, reports, requests, rls, tiers, users, whatif
 from ratewarden.gateway.runtime import Gateway, Unavailable
+from ratewarden.processes import freeze_startup_heap
 from streams.settings import Settings, get_settings
 
 __all__ = ["create_app", "BodyLimit"]
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
                 grpc_server, gateway.grpc_port = await start_rls_server(
                     gateway.settings, gateway.rls, gateway.users, app.state.auth_limiter)
                 logger.info("rate limit service (gRPC) on %s:%d", gateway.settings.rls_grpc_host, gateway.grpc_port)
+            if getattr(app.state, "freeze_heap", False):  # a gateway process of its own (serve), not a test's thread
+                freeze_startup_heap()
             yield
         finally:
             if grpc_server is not None:

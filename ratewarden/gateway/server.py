@@ -93,7 +93,9 @@ def serve(settings: Settings, host: str, port: int, tls_cert: str | None = None,
                            "unset and each picks its own", workers, settings.gateway_reply_partition)
         tls = ["--tls-cert", tls_cert, "--tls-key", tls_key] if tls_cert and tls_key else []
         return supervise(settings, host, port, workers, ["--loglevel", log_level, *tls])
-    server = uvicorn.Server(uvicorn_config(settings, host, port, tls_cert, tls_key, log_level))
+    config = uvicorn_config(settings, host, port, tls_cert, tls_key, log_level)
+    config.app.state.freeze_heap = True  # once started: full collections then skip the start-up heap
+    server = uvicorn.Server(config)
     server.run(sockets=[bind_tcp(host, port, reuse_port=True)] if reuse_port else None)
     if not server.started:
         raise RuntimeError("the gateway did not start (see the log above)")
