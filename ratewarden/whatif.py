@@ -135,9 +135,8 @@ def _run(args) -> int:
         book = new_book(default, read_limits_file(Path(args.in_force)))
     else:  # tiers and memberships too, as the worker reads them
         book = limits_in_force(settings, new_book(default))
-    candidate_book(book, read_limits_file(Path(args.limits)) if args.limits else None, changes, tier_changes)
-    if args.rules:
-        book.put_document(read_stream_rules(Path(args.rules)))
+    candidate_book(book, read_limits_file(Path(args.limits)) if args.limits else None, changes, tier_changes,
+                   read_stream_rules(Path(args.rules)) if args.rules else None)
     is_candidate = bool(args.limits or changes or tier_changes or args.default or args.rules)
     run = run_whatif(source, book, Path(args.out) if args.out else None, Console(), args.top, is_candidate=is_candidate)
     return 0 if is_candidate or run.diff.reproduced == run.diff.total else 1

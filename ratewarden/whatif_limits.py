@@ -122,10 +122,11 @@ def put_limits(book: LimitBook, limits: Iterable[RateLimit]) -> None:
 
 
 def candidate_book(book: LimitBook, limits: list[RateLimit] | None = None, changes: Iterable[RateLimit] = (),
-                   tier_changes: Iterable[TierLimit] = ()) -> LimitBook:
+                   tier_changes: Iterable[TierLimit] = (), document: RulesDocument | None = None) -> LimitBook:
     """``book`` (the limits in force) turned into a candidate, in place: the users' own limits replaced by
-    ``limits`` when given (tiers kept), then ``changes`` and ``tier_changes`` over them. A tier changed must
-    be in force (limits or members): else ValueError, as a misspelt name would change nothing."""
+    ``limits`` when given (tiers kept), then ``changes`` and ``tier_changes`` over them, and ``document`` (the
+    ``ratewarden`` domain's rules) in place of the one in force when given. A tier changed must be in force
+    (limits or members): else ValueError, as a misspelt name would change nothing."""
     tiers = book.tiers()
     tier_changes = list(tier_changes)
     for tier in tier_changes:
@@ -139,6 +140,8 @@ def candidate_book(book: LimitBook, limits: list[RateLimit] | None = None, chang
     put_limits(book, changes)
     for tier in tier_changes:
         book.put_tier(limit_key(tier.tier, tier.request_type), tier)
+    if document is not None:
+        book.put_document(document)
     return book
 
 

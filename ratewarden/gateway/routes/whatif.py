@@ -113,10 +113,7 @@ def _read(settings, job: _Job):
     if unknown:
         raise ValueError(f"set: no requests of user {unknown[0]!r} in the range (a change would change nothing)")
     book = limits_in_force(settings, new_book(job.default or default_limit(None, settings)), deadline)
-    candidate_book(book, job.limits, job.changes, job.tier_changes)
-    if job.document is not None:
-        book.put_document(job.document)
-    return recorded, book
+    return recorded, candidate_book(book, job.limits, job.changes, job.tier_changes, job.document)
 
 
 def _decide(recorded, book, job: _Job) -> WhatIfSummary:
@@ -133,10 +130,9 @@ def _decide(recorded, book, job: _Job) -> WhatIfSummary:
                       tiers=len(book.tiers()), changes=job.given)
     return WhatIfSummary(
         since=job.since, until=job.until, candidate=job.candidate, rules=rules, events=result.total,
-        unrecorded=recorded.unrecorded,
-        blocked_as_recorded=sum(reason in BLOCK_REASONS for reason in recorded.blocks.values()), reproduced=result.reproduced,
-        changed=len(result.changed), transitions=dict(result.transitions.most_common()),
-        changed_by_transition=dict(changed.most_common()), from_flagged=result.from_flagged,
+        unrecorded=recorded.unrecorded, reproduced=result.reproduced, changed=len(result.changed),
+        blocked_as_recorded=sum(reason in BLOCK_REASONS for reason in recorded.blocks.values()),
+        transitions=dict(result.transitions.most_common()), changed_by_transition=dict(changed.most_common()), from_flagged=result.from_flagged,
         flagged_sources=len(flagged), hurt=hurt, seconds=0.0)
 
 
