@@ -13,14 +13,16 @@ from ratewarden.gateway.testing import GatewayStack, wait_until
 
 pytestmark = pytest.mark.kafka
 
+# GCRA with burst = limit - 1: a rested address takes exactly `limit` at once, then one every
+# day / limit, and no wall-clock window edge (this test runs on the gateway's clock) can reset a count.
 RULES = """\
 domain: ratewarden
 descriptors:
   - key: remote_address             # every address, each counted apart
-    rate_limit: {unit: day, requests_per_unit: 20}
+    rate_limit: {unit: day, requests_per_unit: 20, algorithm: gcra, burst: 19}
   - key: remote_address
     value: 198.51.100.9
-    rate_limit: {unit: day, requests_per_unit: 3}
+    rate_limit: {unit: day, requests_per_unit: 3, algorithm: gcra, burst: 2}
 """
 IPS = [f"203.0.113.{i}" for i in range(6)]
 
