@@ -18,7 +18,7 @@ Semantics, in one place (each algorithm's own are in its module under ``agents.s
 import math
 from typing import Any, Callable, Sequence
 
-from agents.strategies.base import EPS, THROTTLE_REASONS, Check, Rule, ceil_ms
+from agents.strategies.base import ADDRESS_REASON, EPS, THROTTLE_REASONS, Check, Rule, ceil_ms
 from agents.strategies.fixed import decide_fixed
 from agents.strategies.registry import STRATEGIES
 from schemas.decisions import ALLOW, BLOCK, THROTTLE, Decision
@@ -81,7 +81,7 @@ def decide_refused(event: RequestEvent, refusal: AddressRefusal, blocked: str | 
     ts = event.ts
     reset_at = ts + refusal.reset_after
     return Decision(
-        event.request_id, event.user_id, event.ip, event.request_type, THROTTLE, THROTTLE_REASONS["address"],
+        event.request_id, event.user_id, event.ip, event.request_type, THROTTLE, ADDRESS_REASON,
         refusal.limit, refusal.count, 0, reset_at - refusal.window, reset_at, ceil_ms(refusal.reset_after), False,
         ts, decided_at, event.status,
     )

@@ -28,8 +28,8 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from agents.network_bans import NetworkBans
 from agents.policy import decide_and_store, decide_refused
-from agents.strategies.base import THROTTLE_REASONS
 from agents.rules import LimitBook
+from agents.strategies.base import ADDRESS_REASON
 from agents.strategies.fixed import decide_fixed
 from schemas.decisions import Decision
 from schemas.events import RequestEvent
@@ -41,8 +41,7 @@ __all__ = ["BLOCK_REASONS", "INPUT_REASONS", "NO_DECISION", "Diff", "Flagged", "
 #: The reasons of the limiter's blocklist verdicts.
 BLOCK_REASONS = frozenset({"ip_blocked", "network_blocked", "user_blocked"})
 #: What a recorded decision contributes to a replay: its bans and its address refusals.
-INPUT_REASONS = BLOCK_REASONS | {THROTTLE_REASONS["address"]}
-_ADDRESS = THROTTLE_REASONS["address"]
+INPUT_REASONS = BLOCK_REASONS | {ADDRESS_REASON}
 _RECORDED_REFUSAL = AddressRefusal("recorded", 0, 1.0, 0, 0.0)  # its numbers are not in the trace
 #: The verdict of an event the limiter could not decide (it dead-letters it as ``decision_error``).
 NO_DECISION = "none"
@@ -75,7 +74,7 @@ class Replayer:
         keep = decided.append
         for event in events:
             block = blocked(event.request_id)
-            if block == _ADDRESS:  # rare: a recorded address refusal
+            if block == ADDRESS_REASON:  # rare: a recorded address refusal
                 keep(decide_refused(event, _RECORDED_REFUSAL, None, event.ts))
                 continue
             try:

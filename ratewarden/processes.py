@@ -71,8 +71,9 @@ def stop_processes(processes, timeout: float = 60.0) -> list[int]:
 #: Allocations between young-generation collections (CPython's default: 700). The hot path allocates
 #: tens of objects per event, nearly all freed by reference counting within the batch; at 700 the
 #: collector ran ~2,000 times in a 600,000-event backlog and promoted the decisions still held for the
-#: worker's in-process feeds, which then cost full collections. At 20,000: about 15 collections, and 8-10% more
-#: decisions/s for both the limiter role and all roles (``bench/limiter_bench.py``, alternating runs).
+#: worker's in-process feeds, which then cost full collections. At 20,000: about 15 collections, and
+#: 8-10% more decisions/s for both the limiter role and all roles (``bench/limiter_bench.py``,
+#: alternating runs).
 YOUNG_GENERATION_THRESHOLD = 20_000
 
 
@@ -81,9 +82,8 @@ def freeze_startup_heap() -> None:
 
     A full collection scans the whole heap: with Faust and aiokafka loaded that took 50-120 ms,
     measured in the worker, and 60-80 ms in the gateway (FastAPI, grpcio), stalling every request
-    behind it. Start-up objects live as long as the
-    process, so ``gc.freeze()`` leaves the collector only what the hot path allocates, and it runs
-    less often (:data:`YOUNG_GENERATION_THRESHOLD`).
+    behind it. Start-up objects live as long as the process, so ``gc.freeze()`` leaves the collector
+    only what the hot path allocates, and it runs less often (:data:`YOUNG_GENERATION_THRESHOLD`).
     """
     gc.collect()
     gc.freeze()

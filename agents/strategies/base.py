@@ -15,7 +15,7 @@ byte (``state_id`` and ``state_version``) in front so a reader knows whose paylo
 import math
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["EPS", "THROTTLE_REASONS", "Check", "Rule", "Strategy", "ceil_ms"]
+__all__ = ["ADDRESS_REASON", "EPS", "THROTTLE_REASONS", "Check", "Rule", "Strategy", "ceil_ms"]
 
 #: Slack for comparisons of (fractional) counts with limits.
 EPS = 1e-9
@@ -26,6 +26,8 @@ EPS = 1e-9
 THROTTLE_REASONS = {"user": "rate_limited", "type": "rate_limited_type",
                     "tier": "rate_limited_tier", "tier_type": "rate_limited_tier_type",
                     "address": "rate_limited_address"}
+#: The reason of a request refused by its client address's limit (``agents.policy.decide_refused``).
+ADDRESS_REASON = THROTTLE_REASONS["address"]
 
 
 class Rule(NamedTuple):

@@ -6,7 +6,8 @@ One function builds it for both ``POST /requests`` (a whole HTTP answer) and eac
 
 from typing import Any, NamedTuple
 
-from ratewarden.gateway.headers import ADDRESS_REASON, PolicyCache, rate_fields, seconds, with_address
+from agents.strategies.base import ADDRESS_REASON
+from ratewarden.gateway.headers import PolicyCache, rate_fields, seconds, with_address
 from ratewarden.gateway.metrics import ANSWERS
 from ratewarden.gateway.runtime import Outcome
 from streams.settings import Settings

@@ -28,11 +28,10 @@ from agents.rules import LimitBook
 from agents.strategies.base import THROTTLE_REASONS, Rule
 from schemas.decisions import Decision
 
-__all__ = ["ADDRESS", "ADDRESS_REASON", "DEFAULT", "TIER", "TIER_TYPE", "TYPE", "USER", "Policies", "PolicyCache",
+__all__ = ["ADDRESS", "DEFAULT", "TIER", "TIER_TYPE", "TYPE", "USER", "Policies", "PolicyCache",
            "governing", "limit_item", "policies", "policy_item", "rate_fields", "rate_headers", "seconds", "with_address"]
 
 DEFAULT, USER, TYPE, TIER, TIER_TYPE, ADDRESS = "default", "user", "type", "tier", "tier_type", "address"
-ADDRESS_REASON = THROTTLE_REASONS[ADDRESS]
 #: A throttling reason (without ``shadow:``) -> the scope of the rule it names.
 _SCOPES = {reason: scope for scope, reason in THROTTLE_REASONS.items()}
 
