@@ -59,7 +59,7 @@ from bench.workload import HEAVY_SHARE, HEAVY_WEIGHT, STEP, Workload, base_times
 from streams.devkafka.broker import KAFKA_VERSION, LocalKafka  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
-__all__ = ["main", "build_parser", "replace_section"]
+__all__ = ["main", "build_parser", "quix_python", "replace_section"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quix_python(console: Console) -> str | None:
+def quix_python(console: Console) -> str | None:
     """The quixstreams venv's python (built once by bench/peers/quix_venv.sh), or None if it cannot be built."""
     script = Path(__file__).resolve().parent / "peers" / "quix_venv.sh"
     with console.status("quixstreams venv (bench/peers/quix_venv.sh)"):
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"(LocalKafka, heap 512 MiB), loopback")
         console.print(f"Kafka: {kafka}; work directory {tmp}")
         wanted = args.only or KEYS
-        quix_python = _quix_python(console) if any(k.startswith("quix") for k in wanted) else None
-        impls = [i for i in implementations(args.events, args.baseline_events, args.naive_store, quix_python)
+        quix_py = quix_python(console) if any(k.startswith("quix") for k in wanted) else None
+        impls = [i for i in implementations(args.events, args.baseline_events, args.naive_store, quix_py)
                  if i.key in wanted]
         results = _run_all(args, impls, bootstrap, tmp, children, console)
         _print(console, results, impls)
