@@ -129,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(*row)
     console.print(table)
     if args.markdown:
-        facts = "\n".join(f"- {name}: {value}" for name, value in machine(kafka))
+        librdkafka = subprocess.run([pythons["confluent-kafka"], str(SIDE), "confluent-kafka", "version"],
+                                    capture_output=True, text=True, check=True).stdout
+        facts = "\n".join(f"- {name}: {value}" for name, value in
+                          [*machine(kafka), ("peer client", json.loads(librdkafka)["version"])])
         command = command_line("bench/kafka_client_bench.py", sys.argv[1:] if argv is None else argv)
         text = (f"\n## {args.section}\n\n`{command}`\n\n"
                 f"{facts}\n\n{markdown_table(HEADERS, summary(results))}\n")

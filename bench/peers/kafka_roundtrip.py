@@ -25,6 +25,8 @@ import time
 
 __all__ = ["main"]
 
+#: librdkafka leaves Nagle's algorithm on by default; asyncio's (and uvloop's) TCP transports set TCP_NODELAY.
+NO_DELAY = {"socket.nagle.disable": True}
 VALUE = b'{"request_id":"r-000000000000","user_id":"u1","ip":"192.0.2.10","request_type":"bench","ts":0.0}'
 
 
@@ -39,9 +41,9 @@ def records(args):
 
 def confluent_requester(args) -> dict:
     from confluent_kafka import Consumer, Producer, TopicPartition
-    producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 0, "acks": 1})
+    producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 0, "acks": 1, **NO_DELAY})
     consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "roundtrip", "enable.auto.commit": False,
-                         "fetch.wait.max.ms": 500})
+                         "fetch.wait.max.ms": 500, **NO_DELAY})
     consumer.assign([TopicPartition(args.replies, 0, 0)])
     rtts, start = [], cpu()
     for flight in range(-args.warmup, args.flights):
@@ -62,9 +64,9 @@ def confluent_requester(args) -> dict:
 
 def confluent_responder(args) -> dict:
     from confluent_kafka import Consumer, Producer, TopicPartition
-    producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 0, "acks": 1})
+    producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 0, "acks": 1, **NO_DELAY})
     consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "roundtrip", "enable.auto.commit": False,
-                         "fetch.wait.max.ms": 5})
+                         "fetch.wait.max.ms": 5, **NO_DELAY})
     consumer.assign([TopicPartition(args.requests, p, 0) for p in range(args.partitions)])
     served, start, warm, total = 0, None, args.warmup * args.records, (args.warmup + args.flights) * args.records
     while served < total:
@@ -144,16 +146,19 @@ async def aiokafka_responder(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("client", choices=["aiokafka", "confluent-kafka"])
-    parser.add_argument("role", choices=["requester", "responder"])
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--requests", required=True)
-    parser.add_argument("--replies", required=True)
+    parser.add_argument("role", choices=["requester", "responder", "version"])
+    parser.add_argument("--bootstrap")
+    parser.add_argument("--requests")
+    parser.add_argument("--replies")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--records", type=int, default=8)
     parser.add_argument("--flights", type=int, default=2_000)
     parser.add_argument("--warmup", type=int, default=100, help="flights before the measured ones")
     args = parser.parse_args()
-    if args.client == "confluent-kafka":
+    if args.client == "confluent-kafka" and args.role == "version":
+        import confluent_kafka
+        result = {"version": f"confluent-kafka {confluent_kafka.version()} (librdkafka {confluent_kafka.libversion()[0]})"}
+    elif args.client == "confluent-kafka":
         result = (confluent_requester if args.role == "requester" else confluent_responder)(args)
     else:
         import uvloop  # as the gateway runs (uvicorn's loop); the worker runs Faust's asyncio loop
