@@ -43,7 +43,9 @@ __all__ = ["main"]
 
 SIDE = Path(__file__).resolve().parent / "peers" / "kafka_roundtrip.py"
 CLIENTS = ("aiokafka", "confluent-kafka")
-HEADERS = ["client", "requester CPU µs/flight", "responder CPU µs/flight", "round trip p50 ms", "p99 ms", "rounds"]
+HEADERS = ["client", "requester CPU µs/flight", "of it kernel", "responder CPU µs/flight", "of it kernel",
+           "round trip p50 ms", "p99 ms", "rounds"]
+SIDES = ("requester", "requester kernel", "responder", "responder kernel")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,10 +81,13 @@ def run_pair(python: str, client: str, bootstrap: str, args) -> dict:
         if responder.poll() is None:
             responder.kill()
             responder.wait()
+    if responder.returncode != 0 or not answered.strip():
+        raise RuntimeError(f"{client} responder exited with status {responder.returncode} and no result")
     asked, served = json.loads(requester.stdout.splitlines()[-1]), json.loads(answered.splitlines()[-1])
     rtts = sorted(asked["rtt_ms"])
-    return {"requester": 1e6 * asked["cpu"] / args.flights, "responder": 1e6 * served["cpu"] / args.flights,
-            "p50": rtts[len(rtts) // 2], "p99": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]}
+    per_flight = {f"{side}{part}": 1e6 * result[key] / args.flights for side, result in (("requester", asked),
+                  ("responder", served)) for part, key in (("", "cpu"), (" kernel", "kernel"))}
+    return {**per_flight, "p50": rtts[len(rtts) // 2], "p99": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]}
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -90,7 +95,7 @@ def spread(values: list[float], fmt: str) -> str:
 
 
 def summary(results: dict[str, list[dict]]) -> list[list[str]]:
-    return [[client, spread([r["requester"] for r in runs], ",.0f"), spread([r["responder"] for r in runs], ",.0f"),
+    return [[client, *(spread([r[side] for r in runs], ",.0f") for side in SIDES),
              spread([r["p50"] for r in runs], ".2f"), spread([r["p99"] for r in runs], ".2f"), str(len(runs))]
             for client, runs in results.items() if runs]
 
@@ -118,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                 with console.status(f"round {round_no}: {client}, {args.flights} flights of {args.records}"):
                     run = run_pair(pythons[client], client, bootstrap, args)
                 results[client].append(run)
-                console.print(f"round {round_no} {client}: requester {run['requester']:,.0f} µs/flight, responder "
-                              f"{run['responder']:,.0f} µs/flight, round trip p50 {run['p50']:.2f} ms, "
+                console.print(f"round {round_no} {client}: requester {run['requester']:,.0f} µs/flight "
+                              f"({run['requester kernel']:,.0f} kernel), responder {run['responder']:,.0f} µs/flight "
+                              f"({run['responder kernel']:,.0f} kernel), round trip p50 {run['p50']:.2f} ms, "
                               f"p99 {run['p99']:.2f} ms")
     finally:
         if broker is not None:

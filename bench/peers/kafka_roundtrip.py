@@ -10,7 +10,7 @@ confluent-kafka (librdkafka) in the quixstreams peer's venv, which has it (``ben
   (aiokafka: one batch per partition, as the gateway's outbox does) and waits for all their replies
   before the next flight, like one gateway with one flight in flight.
 
-Each prints one JSON line: its CPU seconds (user + system, every thread of the process) from the
+Each prints one JSON line: its CPU seconds (user + system, every thread of the process, and the system part) from the
 first measured flight (after ``--warmup`` flights: connections, metadata, the JIT of the broker) to
 the last, and the requester the round
 trips in milliseconds. Settings as ratewarden's hot path: no linger, acks=1, the requester's reply
@@ -30,9 +30,15 @@ NO_DELAY = {"socket.nagle.disable": True}
 VALUE = b'{"request_id":"r-000000000000","user_id":"u1","ip":"192.0.2.10","request_type":"bench","ts":0.0}'
 
 
-def cpu() -> float:
+def cpu() -> tuple[float, float]:
+    """This process's CPU seconds so far (every thread): all of it, and the kernel's part."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_stime
+
+
+def spent(start: tuple[float, float]) -> dict:
+    now = cpu()
+    return {"cpu": now[0] - start[0], "kernel": now[1] - start[1]}
 
 
 def records(args):
@@ -59,7 +65,7 @@ def confluent_requester(args) -> dict:
             if message is not None and message.error() is None:
                 got += 1
         rtts.append(1000 * (time.perf_counter() - began))
-    return {"cpu": cpu() - start, "rtt_ms": rtts}
+    return {**spent(start), "rtt_ms": rtts}
 
 
 def confluent_responder(args) -> dict:
@@ -80,7 +86,7 @@ def confluent_responder(args) -> dict:
                 served += 1
         producer.poll(0)
     producer.flush(10)
-    return {"cpu": cpu() - start}
+    return spent(start)
 
 
 async def aiokafka_requester(args) -> dict:
@@ -108,10 +114,10 @@ async def aiokafka_requester(args) -> dict:
         while got < args.records:
             got += sum(len(batch) for batch in (await consumer.getmany(timeout_ms=1_000)).values())
         rtts.append(1000 * (time.perf_counter() - began))
-    used = cpu() - start
+    result = {**spent(start), "rtt_ms": rtts}
     await consumer.stop()
     await producer.stop()
-    return {"cpu": used, "rtt_ms": rtts}
+    return result
 
 
 async def aiokafka_responder(args) -> dict:
@@ -137,10 +143,10 @@ async def aiokafka_responder(args) -> dict:
                 served += 1
         await producer.send_batch(batch, args.replies, partition=0)
     await producer.flush()
-    used = cpu() - start
+    result = spent(start)
     await consumer.stop()
     await producer.stop()
-    return {"cpu": used}
+    return result
 
 
 def main() -> None:
