@@ -10,11 +10,12 @@ confluent-kafka (librdkafka) in the quixstreams peer's venv, which has it (``ben
   (aiokafka: one batch per partition, as the gateway's outbox does) and waits for all their replies
   before the next flight, like one gateway with one flight in flight.
 
-Each prints one JSON line: its CPU seconds (user + system, every thread of the process, and the system part) from the
-first measured flight (after ``--warmup`` flights: connections, metadata, the JIT of the broker) to
-the last, and the requester the round
-trips in milliseconds. Settings as ratewarden's hot path: no linger, acks=1, the requester's reply
-fetch held up to 500 ms, the responder's up to 5 ms.
+Each prints one JSON line: its CPU seconds (user + system, every thread of the process) and their
+system part, from the first measured flight (after ``--warmup`` flights: connections, metadata, the
+broker's JIT) to the last; the requester also its round trips in milliseconds. ``version`` prints the
+confluent-kafka and librdkafka versions. Settings: no linger, the requester's reply fetch held up to
+500 ms and the responder's up to 5 ms, as in ratewarden's hot path; acks=1 without idempotence,
+where ratewarden's producers use acks=all with idempotence (one broker here, no replica to wait for).
 """
 
 import argparse
