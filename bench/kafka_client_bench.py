@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from rich.table import Table  # noqa: E402
 
 from bench.commands import command_line, interrupt_on_signals  # noqa: E402
 from bench.limiter_bench import quix_python  # noqa: E402
-from bench.report import machine, markdown_table  # noqa: E402
+from bench.report import machine, markdown_table, spread  # noqa: E402
 
 __all__ = ["main"]
 
@@ -88,10 +87,6 @@ def run_pair(python: str, client: str, bootstrap: str, args) -> dict:
     per_flight = {f"{side}{part}": 1e6 * result[key] / args.flights for side, result in (("requester", asked),
                   ("responder", served)) for part, key in (("", "cpu"), (" kernel", "kernel"))}
     return {**per_flight, "p50": rtts[len(rtts) // 2], "p99": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]}
-
-
-def spread(values: list[float], fmt: str) -> str:
-    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})"
 
 
 def summary(results: dict[str, list[dict]]) -> list[list[str]]:

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from bench.runner import RunResult
 
-__all__ = ["HEADERS", "agreement", "fmt_num", "machine", "markdown", "markdown_table", "median_of", "rich_table", "summary_rows"]
+__all__ = ["HEADERS", "agreement", "fmt_num", "machine", "markdown", "markdown_table", "median_of", "rich_table", "spread",
+           "summary_rows"]
 
 HEADERS = ["implementation", "events", "decisions/s median (min–max)", "ratewarden ÷ this", "worker CPU", "peak RSS MiB",
            "offered (achieved) /s", "p50 / p95 / p99 ms", "live CPU", "dup / missing"]
@@ -25,6 +26,14 @@ def median_of(values):
 
 def fmt_num(value, fmt: str = ",.0f", suffix: str = "") -> str:
     return "–" if value is None else f"{value:{fmt}}{suffix}"
+
+
+def spread(values, fmt: str = ",.0f") -> str:
+    """The median of ``values`` (None left out), with (min–max) when there are several; "–" when none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    return fmt_num(median_of(values), fmt) + (f" ({min(values):{fmt}}–{max(values):{fmt}})" if len(values) > 1 else "")
 
 
 def summary_rows(results: list[RunResult], labels: dict[str, str]) -> list[list[str]]:

@@ -7,7 +7,7 @@ is small and unit-tested (``tests/unit/test_rls_bench_parse.py``).
 from typing import NamedTuple
 
 from bench.peers.go_tools import GhzResult
-from bench.report import fmt_num, machine, markdown_table, median_of
+from bench.report import fmt_num, machine, markdown_table, median_of, spread
 
 __all__ = ["EVERY", "SUMMARY", "Run", "every_row", "markdown_section", "summarize"]
 
@@ -18,14 +18,6 @@ class Run(NamedTuple):
     result: GhzResult
     service_cpu_ms_per_call: float | None
     ghz_cpu_percent: float | None
-
-
-def _spread(values, fmt: str) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    spread = f" ({min(values):{fmt}}–{max(values):{fmt}})" if len(values) > 1 else ""
-    return fmt_num(median_of(values), fmt) + spread
 
 
 SUMMARY = ["system", "requests/s median (min–max)", "ours ÷ peer", "p50 ms", "p99 ms", "service CPU ms/call",
@@ -40,10 +32,10 @@ def summarize(runs: list[Run]) -> list[list[str]]:
         group = [r for r in runs if r.system == system]
         both = system == "ours" and rates["ours"] and rates["peer"]
         ratio = f"{rates['ours'] / rates['peer']:.2f}×" if both else "–"
-        rows.append([system, _spread([r.result.rps for r in group], ",.0f"), ratio,
-                     _spread([r.result.p50_ms for r in group], ".2f"), _spread([r.result.p99_ms for r in group], ".2f"),
-                     _spread([r.service_cpu_ms_per_call for r in group], ".3f"),
-                     _spread([r.ghz_cpu_percent for r in group], ".0f"), str(sum(r.result.errors for r in group)),
+        rows.append([system, spread([r.result.rps for r in group], ",.0f"), ratio,
+                     spread([r.result.p50_ms for r in group], ".2f"), spread([r.result.p99_ms for r in group], ".2f"),
+                     spread([r.service_cpu_ms_per_call for r in group], ".3f"),
+                     spread([r.ghz_cpu_percent for r in group], ".0f"), str(sum(r.result.errors for r in group)),
                      str(len(group))])
     return rows
 

@@ -3,25 +3,16 @@ a Markdown section."""
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from bench.gateway.measure import Run
-from bench.report import markdown_table, median_of, fmt_num, machine
+from bench.report import markdown_table, median_of, fmt_num, machine, spread
 
 __all__ = ["SUMMARY_HEADERS", "RUN_HEADERS", "summarize", "run_rows", "print_tables", "write_markdown",
            "replace_section"]
-
-
-def _spread(values, fmt: str = ",.0f") -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    text = fmt_num(statistics.median(values), fmt)
-    return text + (f" ({min(values):{fmt}}–{max(values):{fmt}})" if len(values) > 1 else "")
 
 
 SUMMARY_HEADERS = ["mode", "connections", "system", "decisions/s median (min–max)", "ours ÷ peer", "p50 ms",
@@ -50,9 +41,9 @@ def summarize(runs: list[Run]) -> list[list[str]]:
             ratio = f"{rate / plain:.2f}× without" if rate and plain else "–"
         offered = median_of([r.offered for r in group])
         label = mode if offered is None else f"{mode} ({offered:,.0f}/s offered)"
-        rows.append([label, str(connections), system, _spread([r.decisions_per_s for r in group]), ratio,
-                     _spread([r.p50_ms for r in group], ".2f"), _spread([r.p99_ms for r in group], ".2f"),
-                     _spread([r.cpu_ms_per_decision for r in group], ".3f"),
+        rows.append([label, str(connections), system, spread([r.decisions_per_s for r in group]), ratio,
+                     spread([r.p50_ms for r in group], ".2f"), spread([r.p99_ms for r in group], ".2f"),
+                     spread([r.cpu_ms_per_decision for r in group], ".3f"),
                      f"{sum(r.errors for r in group)} / {sum(r.undecided for r in group)}", str(len(group))])
     return rows
 
