@@ -4,9 +4,9 @@
         [--partitions 4] [--markdown FILE [--section TITLE]]
 
 Why: an inline decision crosses Kafka twice (the gateway's produce, the limiter's fetch and produce, the
-gateway's reply fetch), and on this 2-core machine the Python processes' time is mostly the Kafka
-client's protocol work per flight and per partition, not system calls (docs/benchmarks.md, "Gateway,
-late evening 2026-12-07"). This measures that cost alone, with no decision in between:
+gateway's reply fetch), and on this 2-core machine the Kafka client is about a quarter of the gateway's
+and of the worker's CPU, Python rather than system calls (docs/benchmarks.md, "Gateway, late evening
+2026-12-07"). This measures that cost alone, with no decision in between:
 ``bench/peers/kafka_roundtrip.py`` runs a responder (the limiter's place) and a requester (the
 gateway's, one flight in flight) with each client. aiokafka runs in this venv; confluent-kafka in the
 quixstreams peer's venv (built once by ``bench/peers/quix_venv.sh``; not a ratewarden dependency).
@@ -14,7 +14,8 @@ quixstreams peer's venv (built once by ``bench/peers/quix_venv.sh``; not a ratew
 Each round runs both clients one after the other (the order alternates between rounds) on fresh
 topics of one broker (``KAFKA_BOOTSTRAP_SERVERS``, else a local KRaft broker in a temporary directory,
 stopped by PID at the end). Reported per client: CPU per flight of each side (user + system time of
-the whole process, every thread, from its first flight to its last) and the round trip p50/p99, as
+the whole process, every thread, and its kernel part, over the flights after ``--warmup``) and the
+round trip p50/p99, as
 medians (min–max) over rounds.
 """
 
