@@ -15,8 +15,7 @@ Each round runs both clients one after the other (the order alternates between r
 topics of one broker (``KAFKA_BOOTSTRAP_SERVERS``, else a local KRaft broker in a temporary directory,
 stopped by PID at the end). Reported per client: CPU per flight of each side (user + system time of
 the whole process, every thread, and its kernel part, over the flights after ``--warmup``) and the
-round trip p50/p99, as
-medians (min–max) over rounds.
+round trip p50/p99, as medians (min–max) over rounds.
 """
 
 from __future__ import annotations
