@@ -30,6 +30,8 @@ __all__ = ["DescriptorCounter"]
 logger = logging.getLogger(__name__)
 
 ALGORITHMS = get_args(DescriptorAlgorithm)
+#: The answer counter per code, looked up once (``labels()`` costs 4 us, twice per batch and partition).
+_ANSWERED = {code: metrics.RLS_ANSWERS.labels(code) for code in ("OK", "OVER_LIMIT")}
 
 
 def _checked(hit: DescriptorHit) -> DescriptorHit:
@@ -90,5 +92,7 @@ class DescriptorCounter(PartitionCounting):
         store.watermark = watermark
         self.counted(partition, records)
         metrics.RLS_HITS_IN.inc(len(records))
-        metrics.RLS_ANSWERS.labels("OVER_LIMIT").inc(over)
-        metrics.RLS_ANSWERS.labels("OK").inc(ok)
+        if over:
+            _ANSWERED["OVER_LIMIT"].inc(over)
+        if ok:
+            _ANSWERED["OK"].inc(ok)

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 #: An event whose ts is this many windows (of its first rule) before the last expiry's watermark has lost
 #: its window counter (a counter is dropped ``lag_windows`` windows after its window began).
 LATE_WINDOWS = WindowStrategy.lag_windows
+#: The decision counter per verdict, looked up once: ``labels()`` costs 4 us, three times per batch and partition.
+_DECIDED = {verdict: metrics.DECISIONS.labels(verdict) for verdict in ("allow", "throttle", "block")}
 
 
 class Limiter(DecisionFeeds, PartitionCounting):
@@ -200,7 +202,7 @@ class Limiter(DecisionFeeds, PartitionCounting):
         if stop:
             self.counted(partition, records if stop == len(records) else records[:stop])
         metrics.EVENTS_IN.inc(stop)
-        metrics.DECISIONS.labels("allow").inc(allowed)
-        metrics.DECISIONS.labels("throttle").inc(throttled)
-        metrics.DECISIONS.labels("block").inc(blocked)
+        for verdict, count in (("allow", allowed), ("throttle", throttled), ("block", blocked)):
+            if count:
+                _DECIDED[verdict].inc(count)
         return stop, stopped_at

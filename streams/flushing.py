@@ -6,7 +6,9 @@ position marker to the changelog, and hands every record to the producer
 (:meth:`streams.output.Outputs.hand_off`). The completion — delivery, the offset commit (or, under
 exactly-once, the transaction commit) and :meth:`~streams.state.PartitionStore.persist` — then runs
 in the background when the outputs allow it, so deciding goes on meanwhile; under exactly-once it is
-awaited before :meth:`start` returns. The next flush, a rebalance and shutdown first :meth:`settle`
+awaited before :meth:`start` returns. Both parts yield to the event loop after each partition: done in
+one piece, a second's flush of four partitions, with the in-process feeds after it, held the loop for
+10-20 ms (measured at 1,200 inline decisions/s), and every request arriving meanwhile waited for it. The next flush, a rebalance and shutdown first :meth:`settle`
 the one in progress, which raises its error if it failed (the limiter then stops). See
 docs/architecture.md, *State and recovery*, for what this guarantees.
 """
@@ -58,6 +60,7 @@ class Flusher:
             flush = store.take_changes(position)
             await self.outputs.sender(partition).add_many(changelog, partition, flush.changelog_records())
             flushes.append((store, flush))
+            await asyncio.sleep(0)  # a partition at a time: the producer and the reply readers go on between
         completion = await self.outputs.hand_off(positions, consumer)
         self.handed_off = dict(positions)
         self._completing = asyncio.ensure_future(self._complete(completion, flushes, started, consumer, done))
@@ -71,6 +74,7 @@ class Flusher:
         changelog = self.changelog_topic
         for store, flush in flushes:
             store.persist(flush, ends[(changelog, flush.partition)])
+            await asyncio.sleep(0)  # the limiter decides on between two partitions' writes
         self.handed_off = {}
         self.completed += 1
         metrics.FLUSHES.inc()

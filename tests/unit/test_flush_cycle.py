@@ -186,3 +186,43 @@ def test_the_processing_guarantee_picks_the_outputs(tmp_path, guarantee, kind):
     settings = Settings(var_dir=tmp_path, kafka_bootstrap_servers="unused:9092", processing_guarantee=guarantee)
     outputs = make_outputs(settings)
     assert type(outputs) is kind and outputs.completes_in_background is (kind is AtLeastOnceOutputs)
+
+
+async def test_both_parts_of_a_flush_let_the_loop_serve_others_between_partitions():
+    """Done in one piece, a flush of several partitions held the event loop (and every inline request
+    waiting on the limiter) for its whole length; each partition is now a step of its own."""
+    broker, ticks, seen = FakeBroker(), [0], []
+
+    class Watched(MemoryPartitionStore):
+        def take_changes(self, position):
+            seen.append(("changes", self.partition, ticks[0]))
+            return super().take_changes(position)
+
+        def persist(self, flush, changelog_next):
+            seen.append(("persist", self.partition, ticks[0]))
+            super().persist(flush, changelog_next)
+
+    outputs = AtLeastOnceOutputs(lambda: FakeProducer(broker), INPUT)
+    await outputs.start()
+    stores = {}
+    for partition in (0, 1, 2):
+        await outputs.open(partition)
+        stores[partition] = Watched(partition, CODEC, {})
+        stores[partition].set(f"user-{partition}", (1_000.0, 1))
+    flusher, running = Flusher(outputs, CHANGELOG, INPUT), True
+
+    async def other_task() -> None:
+        while running:
+            ticks[0] += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(other_task())
+    await flusher.start({0: 5, 1: 7, 2: 9}, stores, FakeConsumer(broker, GROUP))
+    await flusher.settle()
+    running = False
+    await other
+    for step in ("changes", "persist"):
+        steps = [(partition, tick) for kind, partition, tick in seen if kind == step]
+        assert [partition for partition, _ in steps] == [0, 1, 2]
+        assert steps[0][1] < steps[1][1] < steps[2][1], f"no other task ran between two partitions' {step}"
+    assert [stores[p].position for p in (0, 1, 2)] == [5, 7, 9]
