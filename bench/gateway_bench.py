@@ -56,7 +56,9 @@ users (``u1`` .. ``uN``, one chosen at random per request):
 CPU per decision: CPU seconds of the gateway process and its children (ours) or of the ratelimit
 service + Redis (peer) over the measured interval, divided by the decisions. "others' CPU": the
 share of a core that processes the benchmark did not start used meanwhile (a shared machine's noise;
-``--quiet-wait SECONDS`` waits before each run for it to fall under 15%). Printed: every run, then
+``--quiet-wait SECONDS`` waits before each run for it to fall under 15%). For ours, the note gives the
+worker's event-loop stalls during the run (the share of its loop probe's 10 ms timers that ran more
+than 10 ms late, and how many more than 50 ms: ``bench/gateway/loop_stalls.py``). Printed: every run, then
 per mode, concurrency and system the median and spread (min–max) over rounds of decisions/s, p50 and
 p99, with ours ÷ peer. ``--markdown FILE`` writes that as the ``## --section`` of FILE (replaced if
 present, else appended). A benchmark, not a test: it prints figures and asserts nothing.

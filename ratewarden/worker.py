@@ -20,6 +20,7 @@ from agents.limiter import Limiter
 from agents.rules import LimitBook
 from ratewarden.processes import freeze_startup_heap
 from streams.kafka_config import faust_credentials, resolve_bootstrap
+from streams.loop_lag import LoopLagService
 from streams.settings import Settings, get_settings
 from streams.stopping import STOP_STEP_TIMEOUT, WIND_DOWN_TIMEOUT
 from streams.topics import ensure_topics
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_heartbeat_interval=1.0,
     )
 
+    app.service(LoopLagService)  # ratewarden_event_loop_lag_seconds: the stalls inline requests wait through
     feeds = None
     if settings.limiter_enabled:
         feeds = InProcessFeeds(int(settings.history_enabled) + int(settings.analytics_enabled))

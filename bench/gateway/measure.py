@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bench.gateway.loop_stalls import scrape, stalls_note
 from bench.gateway.own_client import own_load
 from bench.gateway.stack import Stack, start_background
 from bench.gateway.target import Target
@@ -62,6 +63,7 @@ def measure(target: Target, mode: str, connections: int, args, tmp: Path, round_
             f"{share:.0f}% CPU[/yellow]")
     batch = args.batch or 0
     scale = batch or 1
+    lag_before = scrape(target.lag_url)
     busy, ours, start_wall = system_busy_seconds(), _our_cpu(), time.perf_counter()
     if mode in ("wrk", "background"):
         script = _script(target, args, tmp)
@@ -76,13 +78,15 @@ def measure(target: Target, mode: str, connections: int, args, tmp: Path, round_
         before = _cpu(target.pids) - (_cpu(target.pids) - start_cpu) * share
     spent = _cpu(target.pids) - before
     wall = time.perf_counter() - start_wall
+    stalls = stalls_note(lag_before, scrape(target.lag_url))  # the warm-up's ticks too (wrk's two seconds)
     others = 100.0 * ((system_busy_seconds() - busy) - (_our_cpu() - ours)) / wall if wall > 0 else None
     decisions = raw["decided_calls"] * scale - raw["undecided"]
     seconds = raw["seconds"] or args.seconds
     return Run(round_no, target.name, mode, connections, decisions / seconds, raw["p50_ms"], raw["p99_ms"],
                raw["errors"], raw["undecided"], raw["throttled_calls"],
                1000 * spent / decisions if decisions > 0 and target.pids else None, rate,
-               f"send lag p99 {raw['send_lag_p99_ms']:.1f} ms" if raw.get("send_lag_p99_ms") is not None else "",
+               "; ".join(filter(None, (f"send lag p99 {raw['send_lag_p99_ms']:.1f} ms"
+                                       if raw.get("send_lag_p99_ms") is not None else "", stalls))),
                None if others is None else max(0.0, others))  # sampling noise can dip below 0
 
 

@@ -94,14 +94,17 @@ def start_ours(args, tmp: Path, stack: Stack, console: Console) -> tuple[Target,
     with console.status("starting a ratewarden worker and gateway on fresh topics"):
         ensure_topics(settings)
         _, key = create_user("bench-service", "service", settings)
-        port = free_port()
-        stack.processes.append(start_worker(settings, tmp / "worker.log", "warning"))
+        port = metrics_port = free_port()
+        while metrics_port == port:
+            metrics_port = free_port()
+        stack.processes.append(start_worker(settings, tmp / "worker.log", "warning", metrics_port=metrics_port))
         gateway = start_gateway_process(settings, tmp / "gateway.log", "127.0.0.1", port, "--loglevel", "warning",
                                         *args.gateway_arg)
         stack.processes.append(gateway)
         wait_ready(f"http://127.0.0.1:{port}", key)
     target = Target("ours", port, "/requests/batch" if args.batch else "/requests",
-                    {"Authorization": f"Bearer {key}"}, OURS_NOT_DECIDED, [gateway.pid], batch=args.batch or 0)
+                    {"Authorization": f"Bearer {key}"}, OURS_NOT_DECIDED, [gateway.pid], batch=args.batch or 0,
+                    lag_url=f"http://127.0.0.1:{metrics_port}/metrics")
     return target, kafka
 
 

@@ -25,6 +25,7 @@ class Target:
     pids: list[int] = field(default_factory=list)  # whose CPU is charged to it
     host: str = "127.0.0.1"
     batch: int = 0  # decisions per call (0: the single call)
+    lag_url: str | None = None  # ours: the worker's metrics page (its event-loop stalls: bench.gateway.loop_stalls)
 
     def item(self, user: str) -> str:
         if self.name == "ours":

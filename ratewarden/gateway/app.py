@@ -17,6 +17,7 @@ from ratewarden.gateway.models import Problem
 from ratewarden.gateway.routes import advice, allowlist, blocklist, limits, reports, requests, rls, tiers, users, whatif
 from ratewarden.gateway.runtime import Gateway, Unavailable
 from ratewarden.processes import freeze_startup_heap
+from streams.loop_lag import LoopLagProbe
 from streams.settings import Settings, get_settings
 
 __all__ = ["create_app", "BodyLimit"]
@@ -62,8 +63,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await gateway.start()
-        grpc_server = None
+        grpc_server, probe = None, LoopLagProbe()
         try:
+            probe.start()
             if gateway.settings.rls_grpc_port is not None:  # Envoy's rate limit service (docs/rls.md)
                 from ratewarden.rls.server import start_rls_server
 
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
                 freeze_startup_heap()
             yield
         finally:
+            probe.stop()
             if grpc_server is not None:
                 await grpc_server.stop(1.0)
             if getattr(app.state, "console", None) is not None:  # its pulse reader, if a view started it

@@ -307,6 +307,8 @@ def test_metrics_count_verdicts_and_decision_wait(stack):
     assert 'ratewarden_gateway_requests_total{verdict="allow"}' in text
     assert "ratewarden_gateway_decision_wait_seconds_bucket" in text
     assert "ratewarden_gateway_decision_timeouts_total" in text
+    probed = [line for line in text.splitlines() if line.startswith("ratewarden_event_loop_lag_seconds_count")]
+    assert len(probed) == 1 and float(probed[0].rsplit(" ", 1)[1]) > 0, probed  # the loop probe has ticked
 
 
 def test_fail_open_and_fail_closed_with_the_worker_stopped(kafka_bootstrap, tmp_path):

@@ -103,6 +103,9 @@ def test_history_and_features_of_the_decisions_fed_in_process_or_read_from_the_t
     # Fed, not read back: the history group never existed, stage 1's group only holds its commits.
     # Split: both read the topic in their groups.
     folded = _folded(port, s.decisions_topic)
+    lag = [line for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines()
+           if line.startswith("ratewarden_event_loop_lag_seconds_count")]
+    assert len(lag) == 1 and float(lag[0].rsplit(" ", 1)[1]) > 0, lag  # the worker's loop probe, whatever its roles
     fed, read = (0, 2 * len(events)) if split else (2 * len(events), 0)
     assert folded.get("fed", 0) == fed and folded.get("topic", 0) >= read and folded.get("topic", 0) <= 2 * read, folded
     with KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers) as admin:
