@@ -4,11 +4,15 @@ import pytest
 
 from ratewarden.service_cli import roles_env
 from ratewarden.worker import create_app
+from streams.loop_lag import LoopLagService
 from streams.settings import Settings
 
 
 def _services(settings: Settings) -> list[str]:
-    return [service.__mro__[1].__name__ for service in create_app(settings)._extra_services]
+    """The role services (bound subclasses) the app registers after its loop probe, which every worker runs."""
+    services = create_app(settings)._extra_services
+    assert services[0] is LoopLagService
+    return [service.__mro__[1].__name__ for service in services[1:]]
 
 
 def test_roles_env_turns_on_exactly_the_named_roles():
