@@ -108,17 +108,16 @@ class MergeStage(BatchStage):
         self._counted = dict(counts)
 
     async def publish(self, window: MergedWindow) -> None:
-        """Flag and report one window. The pandas part runs in a thread: on the event loop a window took 80 ms
-        here, and the limiter sharing the loop answered no inline request meanwhile; from a thread the loop
-        takes the interpreter back every few ms. Nothing else touches the window or the baseline meanwhile:
-        this runs in :meth:`tick`, under the stage's lock."""
+        """Flag and report one window. The analysis (rows, pandas frame, detectors, report) runs in a thread:
+        on the event loop a window took 80 ms here, and the limiter sharing the loop answered no inline
+        request meanwhile; from a thread the loop takes the interpreter back every few ms. Nothing else
+        touches the window or the baseline meanwhile: this runs in :meth:`tick`, under the stage's lock."""
         s = self.settings
         start, ips = window.start, window.ips
         end = start + s.analytics_window
         if window.missing and not window.revision:
             logger.warning("window %.0f forced out after %.0f s without sources %s", start, s.analytics_idle, window.missing)
-        rows = [acc.row(ip) for ip, acc in ips.items()]
-        flags, summary = await asyncio.to_thread(self._analyse, window, rows, end)
+        flags, summary = await asyncio.to_thread(self._analyse, window, end)
         for flag in flags:
             key = flag.ip.encode()
             await self.sender.add(s.ip_flags_topic, partition_for(key, self.flag_partitions), key, self._encode(flag))
@@ -131,8 +130,8 @@ class MergeStage(BatchStage):
                 start, window.revision, len(ips), [(f.ip, f.rules, f.severity) for f in flags[:10]],
             )
 
-    def _analyse(self, window: MergedWindow, rows: list, end: float) -> tuple[list[IpFlag], AbuseReport]:
-        frame = base_frame(rows)
+    def _analyse(self, window: MergedWindow, end: float) -> tuple[list[IpFlag], AbuseReport]:
+        frame = base_frame(acc.row(ip) for ip, acc in window.ips.items())
         flags, stats, scored = detect(frame, window.start, end, self.settings.detectors, self.allowlist, self.baseline)
         return flags, report(window, end, sorted(window.partitions), scored, flags, stats)
 

@@ -8,9 +8,10 @@ exactly-once, the transaction commit) and :meth:`~streams.state.PartitionStore.p
 in the background when the outputs allow it, so deciding goes on meanwhile; under exactly-once it is
 awaited before :meth:`start` returns. Both parts yield to the event loop after each partition: done in
 one piece, a second's flush of four partitions, with the in-process feeds after it, held the loop for
-10-20 ms (measured at 1,200 inline decisions/s), and every request arriving meanwhile waited for it. The next flush, a rebalance and shutdown first :meth:`settle`
-the one in progress, which raises its error if it failed (the limiter then stops). See
-docs/architecture.md, *State and recovery*, for what this guarantees.
+10-20 ms (measured at 1,200 inline decisions/s), and every request arriving meanwhile waited for it.
+The next flush, a rebalance and shutdown first :meth:`settle` the one in progress, which raises its
+error if it failed (the limiter then stops). See docs/architecture.md, *State and recovery*, for what
+this guarantees.
 """
 
 import asyncio

@@ -5,9 +5,10 @@ runs for 20 ms (a flush done in one piece, a garbage collection, a report built 
 every request, fetch and reply that arrives meanwhile, and shows in the gateway's p99, not in any
 average. :class:`LoopLagProbe` schedules a timer every ``period`` seconds and records how late each
 one ran in ``ratewarden_event_loop_lag_seconds`` (served with the process's other metrics: the
-worker's ``--metrics-port``, the gateway's ``/metrics``). At 100 timers a second it costs well under
-1% of a core. Lateness includes time the process waited for a CPU: on a machine with more busy
-processes than cores, part of it is the operating system's scheduling, not this process's code.
+worker's ``--metrics-port``, the gateway's ``/metrics``). A timer costs about 6 us here: at 100 a
+second, under 0.1% of a core. Lateness includes time the process waited for a CPU: on a machine
+with more busy processes than cores, part of it is the operating system's scheduling, not this
+process's code.
 """
 
 import asyncio
