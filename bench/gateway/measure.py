@@ -167,9 +167,10 @@ def run_rounds(args, targets: list[Target], stack: Stack, tmp: Path, console: Co
                 stack.processes.remove(pacer)
                 try:
                     sent = json.loads((tmp / f"pacer-{round_no}.json").read_text().strip().splitlines()[-1])
-                    run.note = f"background achieved {sent['achieved_rate']:,.0f} events/s"
+                    pacer_note = f"background achieved {sent['achieved_rate']:,.0f} events/s"
                 except (ValueError, IndexError, KeyError):
-                    run.note = "background pacer output unreadable"
+                    pacer_note = "background pacer output unreadable"
+                run.note = "; ".join(filter(None, (pacer_note, run.note)))  # and the worker's stalls
                 run.offered = args.background_rate
                 record(run)
     return runs
