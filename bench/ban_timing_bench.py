@@ -22,7 +22,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.commands import interrupt_on_signals  # noqa: E402
+from bench.metrics_page import read_page  # noqa: E402
 from ratewarden.client import DecisionSubscriber, RequestPublisher  # noqa: E402
 from ratewarden.processes import start_worker, stop_process  # noqa: E402
 from ratewarden.replay import replay  # noqa: E402
@@ -47,10 +47,9 @@ METRICS_PORT = 9191
 
 def gate_metrics() -> tuple[float, float, float]:
     """(gate waits, seconds waited, timeouts) from the worker's metrics."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).read().decode()
-    values = {line.split()[0]: float(line.split()[-1]) for line in text.splitlines() if line and line[0] != "#"}
-    return (values.get("ratewarden_ban_gate_wait_seconds_count", 0.0), values.get("ratewarden_ban_gate_wait_seconds_sum", 0.0),
-            values.get("ratewarden_ban_gate_timeouts_total", 0.0))
+    page = read_page(f"http://127.0.0.1:{METRICS_PORT}/metrics")
+    return (page.total("ratewarden_ban_gate_wait_seconds_count"), page.total("ratewarden_ban_gate_wait_seconds_sum"),
+            page.total("ratewarden_ban_gate_timeouts_total"))
 
 
 def paced(settings: Settings, events, speed: float) -> tuple[list[float], dict[str, tuple[str, str]]]:

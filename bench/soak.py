@@ -22,7 +22,6 @@ import argparse
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.commands import interrupt_on_signals  # noqa: E402
+from bench.metrics_page import read_page  # noqa: E402
 from bench.procstats import status_mib  # noqa: E402
 from ratewarden.client import RequestPublisher  # noqa: E402
 from ratewarden.processes import start_worker, stop_process  # noqa: E402
@@ -46,8 +46,7 @@ def dir_mib(path: Path) -> float:
 
 
 def metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+    return read_page(f"http://127.0.0.1:{port}/metrics").total(name)
 
 
 def main() -> int:

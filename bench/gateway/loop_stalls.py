@@ -9,7 +9,7 @@ late, and how many ran more than 50 ms late.
 
 from __future__ import annotations
 
-import urllib.request
+from bench.metrics_page import MetricsPage, read_page
 
 __all__ = ["LagSnapshot", "parse", "scrape", "stalls_note"]
 
@@ -23,25 +23,16 @@ def scrape(url: str | None) -> LagSnapshot | None:
     if url is None:
         return None
     try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return parse(answer.read().decode())
+        return parse(read_page(url))
     except OSError:
         return None
 
 
-def parse(text: str) -> LagSnapshot | None:
-    """The probe's counts in a Prometheus text page; None if it has none."""
-    count = within_10 = within_50 = None
-    for line in text.splitlines():
-        if line.startswith(f"{METRIC}_count"):
-            count = float(line.rsplit(" ", 1)[1])
-        elif line.startswith(f'{METRIC}_bucket{{le="0.01"}}'):
-            within_10 = float(line.rsplit(" ", 1)[1])
-        elif line.startswith(f'{METRIC}_bucket{{le="0.05"}}'):
-            within_50 = float(line.rsplit(" ", 1)[1])
-    if count is None or within_10 is None or within_50 is None:
-        return None
-    return count, within_10, within_50
+def parse(page: MetricsPage) -> LagSnapshot | None:
+    """The probe's counts on a metrics page; None if it has none."""
+    counts = (page.value(f"{METRIC}_count"), page.value(f"{METRIC}_bucket", le="0.01"),
+              page.value(f"{METRIC}_bucket", le="0.05"))
+    return None if None in counts else counts
 
 
 def stalls_note(before: LagSnapshot | None, after: LagSnapshot | None) -> str:
