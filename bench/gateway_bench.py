@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/gateway_bench.py [--rounds 3] [--seconds 10] [--concurrency 1 32] [--users 1000]
         [--limit 1000000000] [--load wrk|own] [--rate R] [--half-peak] [--batch N]
-        [--background-rate 50000] [--systems ours peer] [--quiet-wait S] [--markdown FILE [--section TITLE]]
+        [--paced-load vegeta|own] [--background-rate 50000] [--systems ours peer] [--quiet-wait S] [--markdown FILE [--section TITLE]]
 
 What runs (everything on this machine, loopback only, stopped by PID at the end, on errors and on
 Ctrl-C/SIGTERM):
@@ -42,9 +42,12 @@ users (``u1`` .. ``uN``, one chosen at random per request):
   coordinated omission). The note "send lag p99" says how late the client itself sent: this Python
   client keeps a schedule of a few thousand calls/s on a 2-core machine, not the peer's half peak;
   a large lag means the p99 measures the client too.
-- ``--half-peak``: after the wrk runs of a round, each system is paced by the own client at half of
-  the rate wrk measured for it at the largest C in that round (``--paced-connections`` connections,
-  default 64); p50/p99 from the due time (issue 10: at half of the peak, p99 <= 25 ms).
+- ``--half-peak``: after the wrk runs of a round, each system is paced at half of the rate wrk
+  measured for it at the largest C in that round (``--paced-connections`` connections, default 64)
+  by vegeta (``--paced-load vegeta``, the default: a constant-rate load generator in Go, built by
+  ``go install`` into the Go cache the first time; ``bench/gateway/vegeta.py``) or by the own client
+  (``--paced-load own``); p50/p99 from the due time, the note says how late the pacer itself sent
+  (issue 10: at half of the peak, p99 <= 25 ms).
 - ``--batch N``: wrk posts batches: ours ``POST /requests/batch`` with ``{"requests": [N items]}``
   (answer 200 ``{"decisions": [...]}``), the peer one ``/json`` call with N descriptors (it decides
   them together, one Redis pipeline). Figures in decisions/s = requests/s x N.
@@ -108,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--half-peak", action="store_true",
                         help="per round, pace each system at half its wrk rate at the largest C; report p99")
     parser.add_argument("--paced-connections", type=int, default=64)
+    parser.add_argument("--paced-load", choices=["vegeta", "own"], default="vegeta",
+                        help="the half-peak runs' pacer: vegeta (default, Go, built into the Go cache) or the own client")
     parser.add_argument("--batch", type=int, default=0, metavar="N",
                         help="N decisions per call: ours POST /requests/batch, the peer N descriptors per /json")
     parser.add_argument("--background-rate", type=float, default=0.0, metavar="R",
@@ -145,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
 
     needed = (("wrk",) if args.load == "wrk" else ()) + (("redis-server",) if "peer" in args.systems else ())
     ensure_packages(lambda text: console.print(f"[yellow]{text}[/yellow]"), needed)
+    if args.half_peak and args.paced_load == "vegeta":
+        from bench.peers.go_tools import build_tool
+
+        with console.status("vegeta: go install into the Go cache (first time: a minute)"):
+            build_tool("vegeta", console.print)
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     stack = Stack()
     facts: list[tuple[str, str]] = []

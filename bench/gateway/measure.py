@@ -17,6 +17,7 @@ from bench.gateway.loop_stalls import scrape, stalls_note
 from bench.gateway.own_client import own_load
 from bench.gateway.stack import Stack, start_background
 from bench.gateway.target import Target
+from bench.gateway.vegeta import vegeta_load
 from bench.gateway.wrk import run_wrk, wrk_script
 from bench.procstats import system_busy_seconds, tree_cpu_seconds, wait_quiet
 from bench.report import fmt_num
@@ -30,7 +31,7 @@ class Run:
 
     round: int
     system: str
-    mode: str  # "wrk", "own", "paced", "half-peak", "background"
+    mode: str  # "wrk", "own", "paced", "vegeta", "half-peak", "background"
     connections: int
     decisions_per_s: float
     p50_ms: float | None
@@ -56,8 +57,9 @@ def _our_cpu() -> float:
 
 def measure(target: Target, mode: str, connections: int, args, tmp: Path, round_no: int,
             rate: float | None = None, say=print) -> Run:
-    """One run of ``target`` at ``connections``: ``mode`` "wrk"/"background" by wrk after its warm-up, else the
-    own client (paced at ``rate`` when given); decisions/s, latency, and the CPU charged to the target."""
+    """One run of ``target`` at ``connections``: ``mode`` "wrk"/"background" by wrk after its warm-up, "vegeta"
+    paced by vegeta at ``rate``, else the own client (paced at ``rate`` when given); decisions/s, latency, and the
+    CPU charged to the target."""
     if args.quiet_wait > 0 and (share := wait_quiet(args.quiet_wait)) >= 15.0:
         say(f"[yellow]round {round_no + 1} {mode} c={connections} {target.name}: other processes still use "
             f"{share:.0f}% CPU[/yellow]")
@@ -71,9 +73,12 @@ def measure(target: Target, mode: str, connections: int, args, tmp: Path, round_
             run_wrk(target, script, connections, args.warmup)
         before = _cpu(target.pids)
         raw = run_wrk(target, script, connections, args.seconds)
-    else:  # the own client counts after its warm-up: charge the measured share of the call's CPU
+    else:  # vegeta and the own client count after their warm-up: charge the measured share of the call's CPU
         start_cpu, start = _cpu(target.pids), time.perf_counter()
-        raw = own_load(target, args.users, batch, connections, args.seconds, args.warmup, rate, args.seed)
+        if mode == "vegeta":
+            raw = vegeta_load(target, args.users, batch, connections, args.seconds, args.warmup, rate, args.seed, tmp)
+        else:
+            raw = own_load(target, args.users, batch, connections, args.seconds, args.warmup, rate, args.seed)
         share = min(1.0, args.seconds / max(1e-9, time.perf_counter() - start))
         before = _cpu(target.pids) - (_cpu(target.pids) - start_cpu) * share
     spent = _cpu(target.pids) - before
@@ -86,7 +91,9 @@ def measure(target: Target, mode: str, connections: int, args, tmp: Path, round_
                raw["errors"], raw["undecided"], raw["throttled_calls"],
                1000 * spent / decisions if decisions > 0 and target.pids else None, rate,
                "; ".join(filter(None, (f"send lag p99 {raw['send_lag_p99_ms']:.1f} ms"
-                                       if raw.get("send_lag_p99_ms") is not None else "", stalls))),
+                                       if raw.get("send_lag_p99_ms") is not None else "",
+                                       f"{raw['unsent']:,} calls never sent (errors)" if raw.get("unsent") else "",
+                                       stalls))),
                None if others is None else max(0.0, others))  # sampling noise can dip below 0
 
 
@@ -153,7 +160,8 @@ def run_rounds(args, targets: list[Target], stack: Stack, tmp: Path, console: Co
                         continue
                     rate = peaks[target.name] / 2
                     progress.update(overall, description=f"round {round_no + 1}: {target.name} paced at {rate:,.0f}/s")
-                    run = measure(target, "paced", args.paced_connections, args, tmp, round_no, rate, progress.console.print)
+                    paced = "vegeta" if args.paced_load == "vegeta" else "paced"
+                    run = measure(target, paced, args.paced_connections, args, tmp, round_no, rate, progress.console.print)
                     run.mode, run.offered = "half-peak", rate * (args.batch or 1)
                     record(run)
             if args.background_rate:

@@ -37,13 +37,9 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 def _wire_requests(target: Target, users: int, batch: int, seed: int, pool: int = 256) -> list[bytes]:
     """Whole HTTP requests as sent: one per user, or (``batch``) a pool of batch calls of random users."""
-    rng = random.Random(seed)
     head = f"POST {target.path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n" + "".join(
         f"{k}: {v}\r\n" for k, v in target.headers.items())
-    if batch:
-        bodies = [target.body([f"u{rng.randint(1, users)}" for _ in range(batch)]) for _ in range(pool)]
-    else:
-        bodies = [target.body([f"u{n}"]) for n in range(1, users + 1)]
+    bodies = target.bodies(users, batch, seed, pool)
     return [f"{head}Content-Length: {len(b.encode())}\r\n\r\n".encode() + b.encode() for b in bodies]
 
 

@@ -27,7 +27,7 @@ def summarize(runs: list[Run]) -> list[list[str]]:
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
         groups.setdefault((r.mode, r.connections, r.system), []).append(r)
-    keys = sorted(groups, key=lambda k: (["wrk", "own", "paced", "half-peak", "background"].index(k[0]), k[1],
+    keys = sorted(groups, key=lambda k: (["wrk", "own", "paced", "vegeta", "half-peak", "background"].index(k[0]), k[1],
                                           k[2] != "ours"))
     for mode, connections, system in keys:
         group = groups[(mode, connections, system)]
@@ -84,7 +84,9 @@ def write_markdown(path: Path, section: str, command: str, facts, runs: list[Run
               f"; {args.users:,} users (one at random per call), limit {args.limit:,} per minute"
               + (f"; batches of {args.batch}" if args.batch else "")
               + f"; {args.rounds} round(s) of {args.seconds:g} s (+{args.warmup:g} s warm-up each), "
-              f"{args.burn_in:g} s burn-in per system first, order alternating",
+              f"{args.burn_in:g} s burn-in per system first, order alternating"
+              + (f"; half-peak runs paced by {'vegeta' if args.paced_load == 'vegeta' else 'the own client'} over "
+                 f"{args.paced_connections} connections, latency from each call's due time" if args.half_peak else ""),
               "", markdown_table(SUMMARY_HEADERS, summarize(runs)), "", "Every run:", "",
               markdown_table(RUN_HEADERS, run_rows(runs)), ""]
     old = path.read_text() if path.exists() else ""

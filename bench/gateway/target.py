@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 
 __all__ = ["OURS_NOT_DECIDED", "IP", "DOMAIN", "Target"]
@@ -42,3 +43,10 @@ class Target:
         return '{"requests":[%s]}' % items if self.name == "ours" else '{"domain":"%s","descriptors":[%s]}' % (
             DOMAIN, items)
 
+    def bodies(self, users: int, batch: int, seed: int, pool: int = 256) -> list[str]:
+        """The bodies a load generator sends: one per user (``u1`` ..), or (``batch``) a pool of batch bodies
+        of random users."""
+        rng = random.Random(seed)
+        if batch:
+            return [self.body([f"u{rng.randint(1, users)}" for _ in range(batch)]) for _ in range(pool)]
+        return [self.body([f"u{n}"]) for n in range(1, users + 1)]

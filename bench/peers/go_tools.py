@@ -12,6 +12,8 @@ The tools:
   which prints the ``RateLimitResponse``: the reference's own view of a call, independent of our stubs.
 * ``ghz``: a gRPC load generator (JSON report with ``--format json``); it needs a protoset for a server
   without reflection (``bench/peers/rls_protoset.py``).
+* ``vegeta``: a constant-rate HTTP load generator (the gateway benchmark's half-peak runs:
+  ``bench/gateway/vegeta.py``).
 
 The first build downloads modules and compiles for minutes; the Go toolchain comes from PATH or
 ``/usr/local/go/bin/go``. ``parse_ghz`` reads ghz's JSON report (any service, any call).
@@ -44,6 +46,7 @@ TOOLS = {
     "client_cmd": GoTool("github.com/envoyproxy/ratelimit/src/client_cmd", RATELIMIT_VERSION,
                          ".ratewarden-client_cmd-stamp"),
     "ghz": GoTool("github.com/bojand/ghz/cmd/ghz", "v0.93.0", ".ratewarden-ghz-stamp"),
+    "vegeta": GoTool("github.com/tsenart/vegeta/v12", "v12.12.0", ".ratewarden-vegeta-stamp"),
 }
 
 
