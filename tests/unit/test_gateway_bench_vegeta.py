@@ -65,10 +65,13 @@ def test_the_schedule_starts_at_the_earliest_send_less_its_offset():
 
 
 def test_calls_vegeta_never_sent_are_errors():
-    rate = 100.0  # 2 s measured after 1 s of warm-up: 200 calls due, only the first 150 of them sent
+    rate = 100.0  # 2 s measured after 1 s of warm-up: 200 calls due (seq 100..299), only 150 of them sent
     rows = [_row(seq, 7 * NS + seq * NS // 100, 1_000_000) for seq in range(250)]
     figures = parse_results("\n".join(rows), rate, 1.0, OURS_NOT_DECIDED, seconds=2.0)
-    assert figures["requests"] == 150 and figures["unsent"] == 50 and figures["errors"] == 50
+    # the last call (seq 299), due at the very end, goes or not by microseconds: it is never counted missing
+    assert figures["requests"] == 150 and figures["unsent"] == 49 and figures["errors"] == 49
+    rows = [_row(seq, 7 * NS + seq * NS // 100, 1_000_000) for seq in range(299)]
+    assert parse_results("\n".join(rows), rate, 1.0, OURS_NOT_DECIDED, seconds=2.0)["errors"] == 0
 
 
 def test_no_results_is_an_error_not_a_zero_latency():
