@@ -15,15 +15,16 @@ from bench.gateway.vegeta import vegeta_load
 
 
 class _Answers(BaseHTTPRequestHandler):
-    """200 for every user but u3 (429, throttled) and u4 (200, but fail-open: no decision); keeps the bodies."""
+    """200 for every user but u3 (429, throttled) and u4 (200, but fail-open: no decision); keeps each call's
+    Authorization field and body."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms wait for a delayed ACK
-    seen: list[bytes] = []
+    seen: list[tuple[str | None, bytes]] = []
 
     def do_POST(self):  # noqa: N802 - the handler's hook
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.seen.append(body)
+        self.seen.append((self.headers.get("Authorization"), body))
         code, answer = 200, b'{"status":"ok","fail_open":false}'
         if b'"u3"' in body:
             code, answer = 429, b'{"status":"throttled"}'
@@ -56,9 +57,12 @@ def test_a_paced_run_counts_every_call_after_the_warmup(server, tmp_path):
     target = Target("ours", server.server_address[1], "/requests", {"Authorization": "Bearer k"}, OURS_NOT_DECIDED)
     figures = vegeta_load(target, users=5, batch=0, connections=4, seconds=2.0, warmup=0.5, rate=100, seed=7,
                           tmp=tmp_path)
-    assert len(_Answers.seen) == 250  # 2.5 s at 100/s, every call sent
-    assert figures["requests"] == 200 and figures["errors"] == figures["unsent"] == 0 and figures["offered"] == 100
-    assert figures["throttled_calls"] == 40 and figures["decided_calls"] == 200 and figures["undecided"] == 40
-    assert all(b'"Authorization"' not in body and b'"user_id":"u' in body for body in _Answers.seen)
+    # 2.5 s at 100/s; the last call, due at the very end, goes or not by microseconds
+    assert len(_Answers.seen) in (249, 250)
+    assert all(key == "Bearer k" and b'"user_id":"u' in body for key, body in _Answers.seen)
+    assert figures["requests"] in (199, 200) and figures["errors"] == figures["unsent"] == 0
+    assert figures["offered"] == 100 and figures["decided_calls"] == figures["requests"]
+    # five users in turn: u3 is throttled (a decision), u4 answered fail-open (no decision)
+    assert figures["throttled_calls"] in (39, 40) and figures["undecided"] in (39, 40)
     assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
     assert figures["send_lag_p99_ms"] is not None and figures["send_lag_p99_ms"] >= 0
