@@ -61,6 +61,20 @@ class Tally:
         else:
             self.errors += 1
 
+    def figures(self, source: str, send_lags: list[float] | None) -> dict:
+        """The run's figures (latencies in ms): count, p50/p90/p99/max, decisions, errors, and how late the pacer
+        sent (p99 of ``send_lags``; None when not paced). Shared by the own client and vegeta."""
+        lat = sorted(self.latencies)
+        return {"requests": len(lat), "p50_ms": _ms_at(lat, 0.5), "p90_ms": _ms_at(lat, 0.9),
+                "p99_ms": _ms_at(lat, 0.99), "max_ms": lat[-1] * 1000 if lat else None,
+                "decided_calls": self.decided_calls, "undecided": self.undecided, "throttled_calls": self.throttled,
+                "errors": self.errors, "source": source, "send_lag_p99_ms": _ms_at(sorted(send_lags or []), 0.99)}
+
+
+def _ms_at(ordered: list[float], x: float) -> float | None:
+    """The ``x`` quantile of ``ordered`` seconds, in ms; None for none."""
+    return ordered[min(len(ordered) - 1, int(x * len(ordered)))] * 1000 if ordered else None
+
 
 async def _connection(target: Target, wire: list[bytes], rng: random.Random, tally: Tally, turn) -> None:
     """One keep-alive connection, one call at a time: ``await turn()`` waits for the next call and gives
@@ -117,21 +131,4 @@ def own_load(target: Target, users: int, batch: int, connections: int, seconds: 
         return time.perf_counter() - count_from
 
     elapsed = runner(go())
-    lat = sorted(tally.latencies)
-
-    def q(x: float) -> float | None:
-        return lat[min(len(lat) - 1, int(x * len(lat)))] * 1000 if lat else None
-
-    return {"requests": len(lat), "seconds": min(elapsed, seconds) if not rate else seconds, "p50_ms": q(0.5),
-            "p90_ms": q(0.9), "p99_ms": q(0.99), "max_ms": lat[-1] * 1000 if lat else None,
-            "decided_calls": tally.decided_calls, "undecided": tally.undecided, "throttled_calls": tally.throttled,
-            "errors": tally.errors, "source": "own", "send_lag_p99_ms": _lag_p99(schedule.get("lags"))}
-
-
-def _lag_p99(lags: list[float] | None) -> float | None:
-    """How late the paced client sent (p99 over all sends, ms): large means the client, not the server, lagged."""
-    if not lags:
-        return None
-    lags = sorted(lags)
-    return lags[min(len(lags) - 1, int(0.99 * len(lags)))] * 1000
-
+    return {**tally.figures("own", schedule.get("lags")), "seconds": min(elapsed, seconds) if not rate else seconds}

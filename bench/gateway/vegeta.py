@@ -57,7 +57,7 @@ def parse_results(csv_text: str, rate: float, warmup: float, not_decided: list[s
     if not rows:  # nothing was sent: errors, never a result of zero latency
         unsent = max(1, round(seconds * rate))
         tally.errors += unsent
-        return _figures(tally, lags, unsent)
+        return {**tally.figures("vegeta", lags), "unsent": unsent}
     # vegeta never sends early: the earliest send time less its offset in the schedule is the schedule's start
     start = min(int(row[_TIMESTAMP]) - int(row[_SEQ]) * 1e9 / rate for row in rows)
     for row in rows:
@@ -72,19 +72,7 @@ def parse_results(csv_text: str, rate: float, warmup: float, not_decided: list[s
     # which vegeta sends or not by a few microseconds).
     unsent = max(0, round(seconds * rate) - 1 - len(lags)) if seconds else 0
     tally.errors += unsent
-    return _figures(tally, lags, unsent)
-
-
-def _figures(tally: Tally, lags: list[float], unsent: int) -> dict:
-    lat = sorted(tally.latencies)
-
-    def q(x: float, values: list[float]) -> float | None:
-        return values[min(len(values) - 1, int(x * len(values)))] * 1000 if values else None
-
-    return {"requests": len(lat), "p50_ms": q(0.5, lat), "p90_ms": q(0.9, lat), "p99_ms": q(0.99, lat),
-            "max_ms": lat[-1] * 1000 if lat else None, "decided_calls": tally.decided_calls,
-            "undecided": tally.undecided, "throttled_calls": tally.throttled, "errors": tally.errors,
-            "unsent": unsent, "source": "vegeta", "send_lag_p99_ms": q(0.99, sorted(lags))}
+    return {**tally.figures("vegeta", lags), "unsent": unsent}
 
 
 def _run(command: list[str], timeout: float) -> str:
